@@ -1,0 +1,81 @@
+"""Everything the report needs, computed from a run's tables (no I/O, no Ray)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from analysis.thresholds import Threshold, parse_threshold
+from analysis.votes import (count_votes, dupes_per_threshold, heldout_accuracy, most_confused,
+                            select_dupes)
+
+REPORT_THRESHOLDS = ("10", ">=9", ">=8")
+
+
+@dataclass
+class Analysis:
+    votes: pd.DataFrame           # one row per sample, with relpath and class names
+    dupes: pd.DataFrame           # votes rows at the threshold, most votes first
+    accuracy: pd.DataFrame        # repeat, fold, n, accuracy
+    per_threshold: dict[str, int]
+    confused: pd.DataFrame        # given, suggested, count among the dupes
+    threshold: Threshold
+    n_prediction_rows: int
+    classes: list[str]
+
+
+def probs_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A fixed-size-list `probs` column as an n x C float32 array (no Python loop)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    width = arr.type.list_size if pa.types.is_fixed_size_list(arr.type) else None
+    flat = arr.flatten().to_numpy(zero_copy_only=False)
+    if width is None:
+        width = len(flat) // max(len(arr), 1)
+    return flat.reshape(len(arr), width).astype(np.float32, copy=False)
+
+
+def analyze(index: pd.DataFrame, predictions: pa.Table, classes: list[str], *,
+            threshold: str | Threshold = ">=8") -> Analysis:
+    """Votes, dupes, per-training accuracy and confusions of one run.
+
+    `index` has `sample_id, relpath, label, class_name`; `predictions` the long-format
+    held-out predictions (`sample_id, repeat, fold, label, pred, loss, probs`).
+    """
+    thr = threshold if isinstance(threshold, Threshold) else parse_threshold(threshold)
+    need = {"sample_id", "repeat", "fold", "label", "pred", "loss", "probs"}
+    missing = sorted(need - set(predictions.column_names))
+    if missing:
+        raise ValueError(f"predictions lack columns {missing}")
+    col = {name: predictions[name].to_numpy() for name in need - {"probs"}}
+    probs = probs_matrix(predictions["probs"])
+    prob_given = probs[np.arange(len(probs)), col["label"].astype(np.int64)]
+    votes = count_votes(col["sample_id"], col["label"], col["pred"], col["loss"], prob_given,
+                        num_samples=len(index))
+    names = np.asarray(classes, dtype=object)
+    votes["relpath"] = index["relpath"].to_numpy()
+    votes["given_class"] = names[index["label"].to_numpy().astype(np.int64)]
+    top = votes["top_wrong_class"].to_numpy()
+    votes["suggested_class"] = np.where(top >= 0, names[np.maximum(top, 0)], "")
+    dupes = select_dupes(votes, thr)
+    accuracy = heldout_accuracy(col["repeat"], col["fold"], col["label"], col["pred"])
+    per_threshold = dupes_per_threshold(votes, [parse_threshold(t) for t in REPORT_THRESHOLDS])
+    if str(thr) not in per_threshold:
+        per_threshold[str(thr)] = len(dupes)
+    return Analysis(votes, dupes, accuracy, per_threshold, most_confused(dupes), thr,
+                    predictions.num_rows, list(classes))
+
+
+def dupes_export_table(dupes: pd.DataFrame) -> pd.DataFrame:
+    """The columns of dupes.csv / dupes.parquet, in the order a reviewer reads them."""
+    return pd.DataFrame({
+        "sample_id": dupes["sample_id"].to_numpy(),
+        "relpath": dupes["relpath"].to_numpy(),
+        "given_class": dupes["given_class"].to_numpy(),
+        "suggested_class": dupes["suggested_class"].to_numpy(),
+        "votes": dupes["top_wrong_votes"].to_numpy(),
+        "n_evals": dupes["n_evals"].to_numpy(),
+        "mean_loss": dupes["mean_loss"].to_numpy(),
+        "mean_prob_given": dupes["mean_prob_given"].to_numpy(),
+    })

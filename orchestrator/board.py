@@ -1,0 +1,79 @@
+"""The work board: a queue of (repeat, fold) trainings that Ray Train workers pull from.
+
+One Ray Train run with one worker per slot pays the launch cost once; each worker then takes
+trainings from this actor until none are left, so a slow training never holds up the others.
+Held-out results are put into the object store by the board, which makes the board their
+owner: they outlive the worker that produced them until the driver has written them.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+
+import ray
+
+Item = tuple[int, int]  # (repeat, fold)
+
+
+@ray.remote(num_cpus=0)
+class Board:
+    def __init__(self, items: list[Item]):
+        self.queue: deque[Item] = deque(items)
+        self.in_flight: dict[Item, str] = {}     # item -> worker id
+        self.done: set[Item] = set()
+        self.ranks: dict[int, str] = {}           # world rank -> worker id of this generation
+        self.generation = 0
+        self.progress: dict[Item, dict] = {}
+        self.results: list[tuple[Item, list, dict]] = []
+        self.failures: list[tuple[Item, str]] = []
+
+    def join(self, rank: int, worker: str) -> int:
+        """A worker starts. A rank joining twice means Ray Train restarted the whole worker
+        group after a failure: every training in flight was lost and goes back in the queue."""
+        if rank in self.ranks:
+            self.generation += 1
+            self.ranks = {}
+            for item in list(self.in_flight):
+                self.queue.appendleft(item)
+                self.progress[item] = {"status": "retrying"}
+            self.in_flight = {}
+        self.ranks[rank] = worker
+        return self.generation
+
+    def next(self, worker: str) -> Item | None:
+        while self.queue:
+            item = self.queue.popleft()
+            if item in self.done or item in self.in_flight:
+                continue
+            self.in_flight[item] = worker
+            self.progress[item] = {"status": "running", "worker": worker, "start": time.time()}
+            return item
+        return None
+
+    def epoch(self, item: Item, epoch: int, epochs: int, loss: float) -> None:
+        p = self.progress.setdefault(item, {})
+        p.update(status="running", epoch=epoch + 1, epochs=epochs, loss=loss)
+
+    def finish(self, worker: str, item: Item, table, metrics: dict) -> None:
+        if self.in_flight.get(item) != worker or item in self.done:
+            return  # a stale worker of an earlier generation; its item was handed out again
+        del self.in_flight[item]
+        self.done.add(item)
+        self.progress[item].update(status="writing", **metrics)
+        self.results.append((item, [ray.put(table)], metrics))
+
+    def fail(self, worker: str, item: Item, error: str) -> None:
+        if self.in_flight.get(item) == worker:
+            del self.in_flight[item]
+            self.done.add(item)  # a deterministic error would repeat: record it, go on
+            self.progress[item] = {"status": "failed", "error": error}
+            self.failures.append((item, error))
+
+    def poll(self) -> tuple[dict, list, list]:
+        """Progress of every training, plus results and failures not yet collected."""
+        results, self.results = self.results, []
+        failures, self.failures = self.failures, []
+        return dict(self.progress), results, failures
+
+    def written(self, item: Item) -> None:
+        self.progress[item]["status"] = "done"

@@ -1,0 +1,224 @@
+"""The `dupes` command line: run, demo, report."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from analysis.thresholds import parse_threshold
+from orchestrator.config import DEFAULT_THRESHOLD, RunConfig
+from orchestrator.splits import SPLIT_MODES
+from trainers.hyp import MODELS, Hyp
+
+EXIT_FAILED_TRAININGS = 1
+EXIT_BAD_INPUT = 2
+
+
+def _threshold(text: str) -> str:
+    try:
+        parse_threshold(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+    return text
+
+
+def add_pass_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
+    hyp = Hyp()
+    g = p.add_argument_group("the pass")
+    g.add_argument("--repeats", type=int, default=10,
+                   help="swap-split repeats; each trains 2 models, so every image gets this "
+                        "many held-out predictions (default 10)")
+    g.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    g.add_argument("--train-seed", type=int, default=1,
+                   help="training randomness seed, independent of the split (default 1)")
+    g.add_argument("--split", choices=SPLIT_MODES, default="fresh",
+                   help="fresh: a new 50:50 split every repeat; fixed: the same split every "
+                        "repeat, as in the original method (default fresh)")
+    g.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD,
+                   help="votes for one wrong class that make a dupe: 8 or '>=8' (at least 8), "
+                        "'10', '>9', '==9', '8-10' (default '>=8')")
+    g.add_argument("--image-size", type=int, default=None,
+                   help="training size in px (images are resized to a square); default: the "
+                        "images' median size up to 64 px, else 128 px")
+    g.add_argument("--min-per-class", type=int, default=None,
+                   help="drop classes with fewer usable images than this (reported); default: "
+                        "a class with fewer than 2 is an error")
+    r = p.add_argument_group("resources")
+    r.add_argument("--cpus-per-training", type=float, default=None,
+                   help="CPUs per training (default 1 on CPU clusters, fractions allowed)")
+    r.add_argument("--gpus-per-training", type=float, default=None,
+                   help="GPUs per training, fractions allowed, e.g. 0.5 packs two per GPU "
+                        "(default 1 when the cluster has GPUs, else 0)")
+    r.add_argument("--max-failures", type=int, default=2,
+                   help="times Ray Train restarts crashed workers before giving up (default 2)")
+    r.add_argument("--address", default=None,
+                   help="Ray cluster address (default: RAY_ADDRESS, else start a local Ray)")
+    t = p.add_argument_group("training")
+    t.add_argument("--model", choices=MODELS, default=hyp.model,
+                   help="smallcnn for small images, resnet18 for larger; auto picks by image "
+                        "size (default auto)")
+    t.add_argument("--epochs", type=int, default=hyp.epochs,
+                   help=f"epochs per training (default {hyp.epochs})")
+    t.add_argument("--batch-size", type=int, default=hyp.batch_size,
+                   help=f"images per step (default {hyp.batch_size})")
+    t.add_argument("--lr", type=float, default=hyp.lr,
+                   help=f"peak one-cycle learning rate (default {hyp.lr})")
+    t.add_argument("--width", type=int, default=hyp.width,
+                   help=f"small CNN width (default {hyp.width})")
+    t.add_argument("--label-smoothing", type=float, default=hyp.label_smoothing,
+                   help=f"training label smoothing (default {hyp.label_smoothing})")
+    t.add_argument("--flip", action=argparse.BooleanOptionalAction,
+                   default=False if demo else hyp.flip,
+                   help="random left-right flips (default: on; off for the digits demo)")
+    t.add_argument("--translate", type=int, default=1 if demo else hyp.translate,
+                   help="max random shift in px (default 2; 1 for the 8-px digits demo)")
+
+
+def hyp_from_args(args) -> dict:
+    return Hyp(model=args.model, width=args.width, epochs=args.epochs,
+               batch_size=args.batch_size, lr=args.lr, label_smoothing=args.label_smoothing,
+               flip=args.flip, translate=args.translate).to_dict()
+
+
+def config_from_args(args, data_dir: Path, run_dir: Path) -> RunConfig:
+    return RunConfig(
+        data_dir=str(Path(data_dir).resolve()), run_dir=str(Path(run_dir).resolve()),
+        repeats=args.repeats, seed=args.seed, train_seed=args.train_seed, split=args.split,
+        threshold=args.threshold, image_size=args.image_size, min_per_class=args.min_per_class,
+        cpus_per_training=args.cpus_per_training, gpus_per_training=args.gpus_per_training,
+        max_failures=args.max_failures, address=args.address, hyp=hyp_from_args(args))
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dupes", description="Find mislabeled images: 10 repeats of 50:50 swap-split "
+        "trainings on Ray, then count how often each image is predicted as the same wrong class.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a dupes pass on a class-folder dataset",
+                         description="Run a dupes pass on DATA (one sub-folder per class).")
+    run.add_argument("data", nargs="?", type=Path,
+                     help="dataset folder with one sub-folder per class (not needed with --resume)")
+    run.add_argument("--out", type=Path, default=None,
+                     help="run directory (default runs/<data name>-<date-time>); must not exist "
+                          "or be empty")
+    run.add_argument("--resume", type=Path, default=None, metavar="RUN",
+                     help="continue an interrupted run: only trainings without predictions are "
+                          "redone, with the run's saved configuration")
+    add_pass_args(run)
+
+    demo = sub.add_parser("demo", help="run the full pass on bundled digits with planted noise",
+                          description="Write scikit-learn's 1,797 digits as PNG class folders, "
+                          "move a share of them to wrong classes, run the pass, and score the "
+                          "dupes against the planted truth.")
+    demo.add_argument("--out", type=Path, default=None,
+                      help="demo directory: data/, planted.csv and run/ go here "
+                           "(default runs/demo-<date-time>)")
+    demo.add_argument("--noise", type=float, default=0.05,
+                      help="share of images moved to a wrong class folder (default 0.05)")
+    demo.add_argument("--noise-seed", type=int, default=0,
+                      help="seed of the planted noise (default 0)")
+    add_pass_args(demo, demo=True)
+
+    rep = sub.add_parser("report", help="re-render a run's report from disk (no Ray)",
+                         description="Re-render the report of RUN from its files.")
+    rep.add_argument("run", type=Path, help="run directory")
+    rep.add_argument("--threshold", type=_threshold, default=None,
+                     help="vote threshold (default: the run's own)")
+    rep.add_argument("--top", type=int, default=20, help="dupes to list (default 20)")
+    return parser
+
+
+def _fresh_dir(path: Path, what: str) -> None:
+    if path.exists() and any(path.iterdir()):
+        raise SystemExit(f"error: {what} {path} exists and is not empty: choose another --out, "
+                         "or continue that run with `dupes run --resume " + str(path) + "`")
+
+
+def cmd_run(args, console: Console) -> int:
+    from orchestrator import rundir
+    from orchestrator.passes import run_pass, save_summary
+
+    t0 = time.perf_counter()
+    if args.resume:
+        cfg_path = args.resume / "config.json"
+        if not cfg_path.exists():
+            console.print(f"[red]error:[/] {cfg_path} not found: --resume takes a run directory "
+                          "written by `dupes run`")
+            return EXIT_BAD_INPUT
+        cfg = RunConfig.from_dict(rundir.read_json(cfg_path))
+        for name in ("cpus_per_training", "gpus_per_training", "address"):
+            if getattr(args, name) is not None:
+                setattr(cfg, name, getattr(args, name))
+        cfg.max_failures = args.max_failures
+    else:
+        if args.data is None:
+            console.print("[red]error:[/] give a dataset folder (DATA) or --resume RUN")
+            return EXIT_BAD_INPUT
+        out = args.out or Path("runs") / f"{args.data.resolve().name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        _fresh_dir(out, "run directory")
+        cfg = config_from_args(args, args.data, out)
+    summary = run_pass(cfg, console, t_start=t0)
+    save_summary(cfg.run_path, summary)
+    console.print(f"run directory: {cfg.run_path}  ({summary['wall_s']:.1f} s)")
+    return EXIT_FAILED_TRAININGS if summary["n_trainings_failed"] else 0
+
+
+def cmd_demo(args, console: Console) -> int:
+    import pandas as pd
+
+    from analysis.votes import precision_recall
+    from orchestrator.demo import write_digits
+    from orchestrator.passes import run_pass, save_summary
+
+    t0 = time.perf_counter()
+    out = args.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    _fresh_dir(out, "demo directory")
+    planted = write_digits(out / "data", noise=args.noise, seed=args.noise_seed)
+    console.print(f"wrote 1,797 digit images to {out / 'data'}; planted {len(planted)} wrong "
+                  f"labels (truth in {out / 'planted.csv'})", highlight=False)
+    cfg = config_from_args(args, out / "data", out / "run")
+    summary = run_pass(cfg, console, t_start=t0)
+    dupes = pd.read_parquet(cfg.run_path / "dupes.parquet")
+    precision, recall = precision_recall(dupes["relpath"].to_numpy(),
+                                         planted["relpath"].to_numpy())
+    summary.update(planted_precision=precision, planted_recall=recall,
+                   n_planted=len(planted), wall_s=time.perf_counter() - t0)
+    save_summary(cfg.run_path, summary)
+    console.print(f"[bold]planted noise: {len(planted)} images; dupes {summary['threshold']}: "
+                  f"{summary['n_dupes']}; precision {precision:.3f}, recall {recall:.3f}[/]  "
+                  f"wall {summary['wall_s']:.1f} s, {summary['n_trainings']} trainings, "
+                  f"{summary['n_prediction_rows']:,} predictions", highlight=False)
+    console.print(f"run directory: {cfg.run_path}")
+    return EXIT_FAILED_TRAININGS if summary["n_trainings_failed"] else 0
+
+
+def cmd_report(args, console: Console) -> int:
+    from analysis.report import report
+    from orchestrator.passes import load_analysis
+
+    if not (args.run / "config.json").exists():
+        console.print(f"[red]error:[/] {args.run} is not a run directory (no config.json)")
+        return EXIT_BAD_INPUT
+    analysis, seconds = load_analysis(args.run, args.threshold)
+    console.print(report(analysis, seconds=seconds, top=args.top))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from orchestrator.scan import ScanError
+
+    args = get_args_parser().parse_args(argv)
+    console = Console()
+    try:
+        return {"run": cmd_run, "demo": cmd_demo, "report": cmd_report}[args.command](args, console)
+    except (ScanError, FileNotFoundError) as e:
+        console.print(f"[red]error:[/] {e}", highlight=False)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

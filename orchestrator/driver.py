@@ -1,0 +1,215 @@
+"""The Ray driver of a dupes pass: scan, split, one Ray Train run, Ray Data writes.
+
+Launch cost is paid once: a single Ray Train run with one worker per slot, whose workers take
+(repeat, fold) trainings from a board actor. The driver consumes finished trainings in
+completion order and streams each one's held-out predictions into Parquet with Ray Data.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from orchestrator import rundir
+from orchestrator.config import RunConfig
+from orchestrator.scan import scan_dataset
+from orchestrator.splits import make_splits
+
+# One logical CPU on a local Ray is left to the Ray Data writer: with every CPU held by a
+# training worker, Ray Data's write tasks would wait forever (measured: a hang).
+WRITER_CPUS = 1
+
+
+@dataclass
+class Prepared:
+    index: pd.DataFrame
+    classes: list[str]
+    images: np.ndarray
+    folds: np.ndarray            # repeats x N, int8
+    timings: dict = field(default_factory=dict)
+
+
+def prepare(cfg: RunConfig, console: Console) -> Prepared:
+    """Scan and split once; on a resumed run, load what the first attempt wrote."""
+    run = cfg.run_path
+    index_p, cache_p, splits_p = run / "index.parquet", run / "cache" / "images.npy", \
+        run / "splits.parquet"
+    t0 = time.perf_counter()
+    if index_p.exists() and cache_p.exists() and splits_p.exists():
+        index = pd.read_parquet(index_p)
+        meta = rundir.read_json(run / "classes.json")
+        images = np.load(cache_p, mmap_mode="r")
+        splits = pd.read_parquet(splits_p)
+        console.print(f"loaded {len(index):,} images from {run} (scan and splits of the first "
+                      "attempt)", highlight=False)
+        classes, timings = meta["classes"], {"scan_s": time.perf_counter() - t0}
+    else:
+        scan = scan_dataset(cfg.data_dir, image_size=cfg.image_size,
+                            min_per_class=cfg.min_per_class)
+        (run / "cache").mkdir(parents=True, exist_ok=True)
+        rundir.write_csv(run / "skipped.csv", scan.skipped)
+        rundir.write_npy(cache_p, scan.images)
+        rundir.write_json(run / "classes.json", {
+            "classes": scan.classes, "image_size": int(scan.images.shape[1]),
+            "channels": int(scan.images.shape[3]), "dropped_classes": scan.dropped_classes})
+        rundir.write_parquet(index_p, scan.index)
+        timings = {"scan_s": time.perf_counter() - t0}
+        t1 = time.perf_counter()
+        splits = make_splits(scan.index["label"].to_numpy(), repeats=cfg.repeats,
+                             seed=cfg.seed, mode=cfg.split)
+        rundir.write_parquet(splits_p, splits)
+        timings["splits_s"] = time.perf_counter() - t1
+        index, classes, images = scan.index, scan.classes, scan.images
+        console.print(f"scanned {cfg.data_dir}: {len(index):,} images in {len(classes)} classes "
+                      f"at {images.shape[1]}x{images.shape[2]}x{images.shape[3]}, "
+                      f"{len(scan.skipped)} skipped (see {run / 'skipped.csv'})", highlight=False)
+        for cls, n in scan.dropped_classes.items():
+            console.print(f"[yellow]dropped class '{cls}' ({n} usable images)[/]")
+    n = len(index)
+    folds = np.empty((cfg.repeats, n), dtype=np.int8)
+    folds[splits["repeat"].to_numpy(), splits["sample_id"].to_numpy()] = splits["fold"].to_numpy()
+    return Prepared(index, classes, np.asarray(images), folds, timings)
+
+
+def all_trainings(repeats: int) -> list[tuple[int, int]]:
+    return [(r, f) for r in range(repeats) for f in (0, 1)]
+
+
+def _init_ray(cfg: RunConfig) -> bool:
+    """Connect to a cluster (`--address`, `RAY_ADDRESS`) or start a local Ray; True if started."""
+    import ray
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    # Ray Data warns "no available CPUs, the job will hang" whenever the trainings hold
+    # theirs, although WRITER_CPUS keeps one free for it: that warning is noise here.
+    for name in ("ray.data", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if ray.is_initialized():
+        return False
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return True
+    ray.init(num_cpus=(os.cpu_count() or 1) + WRITER_CPUS, include_dashboard=False,
+             log_to_driver=False, logging_level=logging.WARNING)
+    return True
+
+
+def plan_resources(cfg: RunConfig, cluster: dict, n_todo: int) -> tuple[int, float, float]:
+    """(slots, CPUs per training, GPUs per training) for a cluster's total resources.
+
+    GPUs are used whenever the cluster has them; on CPUs one logical CPU stays free for the
+    Ray Data writer.
+    """
+    cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    gpt = cfg.gpus_per_training
+    if gpt is None:
+        gpt = 1.0 if gpus >= 1 else 0.0
+    if gpt > 0:
+        if gpus < gpt:
+            raise RuntimeError(f"each training asks for {gpt} GPU but the cluster has {gpus:g}: "
+                               "lower --gpus-per-training or pass --gpus-per-training 0")
+        slots = int(math.floor(gpus / gpt + 1e-9))
+        cpt = cfg.cpus_per_training or max(1.0, math.floor((cpus - WRITER_CPUS) / slots))
+    else:
+        cpt = cfg.cpus_per_training or 1.0
+        slots = int(math.floor((cpus - WRITER_CPUS) / cpt + 1e-9))
+    if slots < 1:
+        raise RuntimeError(f"the cluster has {cpus:g} CPUs; each training asks for {cpt:g} and "
+                           f"{WRITER_CPUS} stays free for writing: lower --cpus-per-training")
+    return max(1, min(slots, n_todo)), float(cpt), float(gpt)
+
+
+def write_training(run_dir: Path, item: tuple[int, int], refs: list, metrics: dict) -> None:
+    """Stream one training's held-out predictions into its Parquet partition via Ray Data."""
+    import ray.data
+    repeat, fold = item
+    tmp = run_dir / rundir.PREDICTIONS / f".tmp-r{repeat}-f{fold}-{uuid.uuid4().hex[:8]}"
+    ray.data.from_arrow_refs(refs).write_parquet(str(tmp))
+    rundir.commit_partition(tmp, run_dir, repeat, fold)
+    (run_dir / "trainings").mkdir(exist_ok=True)
+    rundir.write_json(run_dir / "trainings" / f"r{repeat:02d}_f{fold}.json",
+                      {"repeat": repeat, "fold": fold, **metrics})
+
+
+def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
+                  console: Console) -> dict:
+    """Train every (repeat, fold) in `todo`; returns failures, slots and timings."""
+    import ray
+    from ray.train import FailureConfig, RunConfig as TrainRunConfig, ScalingConfig
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    from orchestrator.board import Board
+    from orchestrator.progress import RunProgress
+    from orchestrator.worker import worker_loop
+
+    run = cfg.run_path
+    t0 = time.perf_counter()
+    started = _init_ray(cfg)
+    timings = {"ray_init_s": time.perf_counter() - t0}
+    try:
+        import ray.data
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        slots, cpt, gpt = plan_resources(cfg, ray.cluster_resources(), len(todo))
+        console.print(f"{len(todo)} trainings on {slots} slot(s) of {cpt:g} CPU"
+                      + (f" + {gpt:g} GPU" if gpt else "") + " each", highlight=False)
+        board = Board.remote(todo)
+        loop_config = {
+            "board": board, "images": [ray.put(prep.images)], "folds": [ray.put(prep.folds)],
+            "labels": prep.index["label"].to_numpy(), "hyp": cfg.hyp,
+            "train_seed": cfg.train_seed, "threads": max(1, int(cpt)),
+        }
+        resources = {"CPU": cpt, **({"GPU": gpt} if gpt else {})}
+        trainer = DataParallelTrainer(
+            worker_loop, train_loop_config=loop_config,
+            scaling_config=ScalingConfig(num_workers=slots, use_gpu=gpt > 0,
+                                         resources_per_worker=resources),
+            # A fresh name per attempt: a reused name would make Ray Train restore the old
+            # run; resuming is ours, from the prediction partitions already on disk.
+            run_config=TrainRunConfig(
+                name=f"pass-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+                storage_path=str((run / "ray").resolve()),
+                failure_config=FailureConfig(max_failures=cfg.max_failures)))
+        fit_error: list[BaseException] = []
+
+        def fit():
+            try:
+                trainer.fit()
+            except BaseException as e:  # recorded; the analysis runs on what finished
+                fit_error.append(e)
+
+        thread = threading.Thread(target=fit, name="ray-train-fit", daemon=True)
+        thread.start()
+        failures: dict[tuple[int, int], str] = {}
+        with RunProgress(console, todo) as progress:
+            while True:
+                alive = thread.is_alive()
+                state, results, failed = ray.get(board.poll.remote())
+                for item, refs, metrics in results:
+                    write_training(run, item, refs, metrics)
+                    ray.get(board.written.remote(item))
+                    state[item]["status"] = "done"
+                for item, error in failed:
+                    failures[item] = error
+                progress.update(state)
+                if not alive:
+                    break
+                time.sleep(0.25)
+        timings["trainings_s"] = time.perf_counter() - t0 - timings["ray_init_s"]
+        if fit_error:
+            failures[(-1, -1)] = f"{type(fit_error[0]).__name__}: {fit_error[0]}"
+        return {"failures": failures, "slots": slots, "cpus_per_training": cpt,
+                "gpus_per_training": gpt, "timings": timings}
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,96 @@
+"""One dupes pass end to end, and re-analysis of a finished run from disk."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+
+from analysis.report import report
+from analysis.run_analysis import Analysis, analyze, dupes_export_table
+from orchestrator import rundir
+from orchestrator.config import RunConfig
+
+
+def load_analysis(run_dir: Path, threshold: str | None = None) -> tuple[Analysis, dict]:
+    """Analyse a run from its files alone (no Ray): the basis of `dupes report`."""
+    run_dir = Path(run_dir)
+    cfg = RunConfig.from_dict(rundir.read_json(run_dir / "config.json"))
+    index = pd.read_parquet(run_dir / "index.parquet")
+    classes = rundir.read_json(run_dir / "classes.json")["classes"]
+    preds = rundir.read_predictions(run_dir)
+    seconds = {}
+    for p in sorted((run_dir / "trainings").glob("r*_f*.json")):
+        m = rundir.read_json(p)
+        seconds[(m["repeat"], m["fold"])] = m.get("seconds", 0.0)
+    return analyze(index, preds, classes, threshold=threshold or cfg.threshold), seconds
+
+
+def write_outputs(run_dir: Path, analysis: Analysis) -> None:
+    rundir.write_parquet(run_dir / "votes.parquet", analysis.votes)
+    table = dupes_export_table(analysis.dupes)
+    rundir.write_parquet(run_dir / "dupes.parquet", table)
+    rundir.write_csv(run_dir / "dupes.csv", table)
+
+
+def run_pass(cfg: RunConfig, console: Console, *, t_start: float | None = None) -> dict:
+    """Scan, split, train what is missing, analyse; returns the summary (also summary.json)."""
+    from orchestrator.driver import all_trainings, prepare, run_trainings
+
+    t_start = t_start or time.perf_counter()
+    run = cfg.run_path
+    run.mkdir(parents=True, exist_ok=True)
+    rundir.write_json(run / "config.json", cfg.to_dict())
+    prep = prepare(cfg, console)
+    stale = rundir.clear_partial_writes(run)
+    if stale:
+        console.print(f"removed {stale} partial prediction write(s) of an interrupted attempt")
+    planned = all_trainings(cfg.repeats)
+    done = rundir.completed_trainings(run)
+    todo = [i for i in planned if i not in done]
+    outcome: dict = {"failures": {}, "slots": 0, "timings": {}}
+    if todo:
+        if done:
+            console.print(f"resuming: {len(done)} of {len(planned)} trainings already done")
+        outcome = run_trainings(cfg, prep, todo, console)
+    else:
+        console.print(f"all {len(planned)} trainings already done")
+    t_analysis = time.perf_counter()
+    analysis, seconds = load_analysis(run, cfg.threshold)
+    write_outputs(run, analysis)
+    analysis_s = time.perf_counter() - t_analysis
+    console.print(report(analysis, seconds=seconds))
+
+    completed = rundir.completed_trainings(run)
+    failures = outcome["failures"]
+    failure_rows = [{"repeat": r, "fold": f, "error": e} for (r, f), e in failures.items()]
+    rundir.write_json(run / "failures.json", failure_rows)
+    summary = {
+        "data_dir": str(cfg.data_dir), "run_dir": str(run),
+        "n_samples": int(len(prep.index)), "n_classes": len(prep.classes),
+        "n_trainings": len(completed), "n_trainings_planned": len(planned),
+        "n_trainings_failed": len(failure_rows),
+        "n_prediction_rows": int(analysis.n_prediction_rows),
+        "n_dupes": int(len(analysis.dupes)), "threshold": str(analysis.threshold),
+        "dupes_per_threshold": analysis.per_threshold,
+        "heldout_accuracy_mean": float(analysis.accuracy["accuracy"].mean()),
+        "compute_s": float(sum(seconds.values())),
+        "slots": int(outcome["slots"]),
+        "timings": {**prep.timings, **outcome["timings"], "analysis_s": analysis_s},
+        "wall_s": time.perf_counter() - t_start,
+    }
+    if failure_rows:
+        missing = [i for i in planned if i not in completed]
+        console.print(f"[red]{len(failure_rows)} training(s) failed[/] (see {run}/failures.json); "
+                      f"{len(missing)} of {len(planned)} have no predictions. The analysis above "
+                      f"uses the {len(completed)} that finished; `dupes run --resume {run}` "
+                      "retrains only the missing ones.")
+        for row in failure_rows[:3]:
+            console.print(f"  r{row['repeat']} f{row['fold']}: "
+                          f"{row['error'].strip().splitlines()[-1][:300]}", highlight=False)
+    return summary
+
+
+def save_summary(run_dir: Path, summary: dict) -> None:
+    rundir.write_json(Path(run_dir) / "summary.json", summary)

@@ -1,0 +1,96 @@
+"""Live progress of the trainings: a rich table on a terminal, plain log lines elsewhere
+(`ray job submit` logs, CI), so both a person and a log reader can follow a run."""
+from __future__ import annotations
+
+import time
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+
+STATUS_STYLE = {"running": "yellow", "writing": "cyan", "done": "green", "failed": "red",
+                "retrying": "magenta", "pending": "dim"}
+
+
+def progress_table(items: list[tuple[int, int]], progress: dict, *, max_rows: int = 24) -> Table:
+    """One row per training: status, epoch, last training loss, held-out accuracy, seconds.
+
+    With more trainings than `max_rows`, finished ones are left out first.
+    """
+    table = Table(title="trainings", expand=False, header_style="bold")
+    for col, just in [("repeat", "right"), ("fold", "right"), ("status", "left"),
+                      ("epoch", "right"), ("train loss", "right"), ("held-out acc", "right"),
+                      ("seconds", "right")]:
+        table.add_column(col, justify=just)
+    rows = sorted(items)
+    if len(rows) > max_rows:
+        active = [i for i in rows if progress.get(i, {}).get("status") not in ("done", None)]
+        rows = (active + [i for i in rows if i not in active])[:max_rows]
+    for item in rows:
+        p = progress.get(item, {})
+        status = p.get("status", "pending")
+        epoch = f"{p['epoch']}/{p['epochs']}" if "epoch" in p else ""
+        loss = f"{p['loss']:.3f}" if "loss" in p else ""
+        acc = f"{p['heldout_accuracy']:.3f}" if "heldout_accuracy" in p else ""
+        secs = f"{p['seconds']:.1f}" if "seconds" in p else (
+            f"{time.time() - p['start']:.0f}" if "start" in p else "")
+        table.add_row(str(item[0]), str(item[1]),
+                      f"[{STATUS_STYLE.get(status, '')}]{status}[/]", epoch, loss, acc, secs)
+    return table
+
+
+class RunProgress:
+    """Shows progress while trainings run; call `update(progress)` as often as you like."""
+
+    def __init__(self, console: Console, items: list[tuple[int, int]]):
+        self.console, self.items = console, sorted(items)
+        self.live = console.is_terminal and not console.is_dumb_terminal
+        self._shown: dict = {}
+        self._last_line = 0.0
+        self._live: Live | None = None
+
+    def __enter__(self):
+        if self.live:
+            self._live = Live(self._render({}), console=self.console, refresh_per_second=4,
+                              transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._live is not None:
+            self._live.__exit__(*exc)
+
+    def _render(self, progress: dict):
+        done = sum(progress.get(i, {}).get("status") in ("done", "failed") for i in self.items)
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(f"[bold]{done}/{len(self.items)} trainings[/]",
+                    ProgressBar(total=len(self.items), completed=done, width=40))
+        return Group(bar, progress_table(self.items, progress))
+
+    def update(self, progress: dict) -> None:
+        if self._live is not None:
+            self._live.update(self._render(progress))
+            return
+        # Plain mode: one line per status change, plus a heartbeat of running epochs.
+        for item in self.items:
+            p = progress.get(item, {})
+            status = p.get("status")
+            if status and status != self._shown.get(item):
+                self._shown[item] = status
+                extra = ""
+                if status == "done":
+                    extra = f" held-out acc {p.get('heldout_accuracy', float('nan')):.3f} " \
+                            f"in {p.get('seconds', 0):.1f}s"
+                elif status == "failed":
+                    extra = " " + p.get("error", "").strip().splitlines()[-1][:200]
+                self.console.print(f"training r{item[0]:02d} f{item[1]} {status}{extra}",
+                                   highlight=False)
+        if time.time() - self._last_line > 15:
+            self._last_line = time.time()
+            running = [f"r{i[0]:02d}f{i[1]} ep {progress[i].get('epoch', 0)}/"
+                       f"{progress[i].get('epochs', '?')} loss {progress[i].get('loss', 0):.3f}"
+                       for i in self.items if progress.get(i, {}).get("status") == "running"
+                       and "epoch" in progress[i]]
+            if running:
+                self.console.print("running: " + "; ".join(running), highlight=False)

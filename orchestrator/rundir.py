@@ -1,0 +1,118 @@
+"""The run directory: every durable file is written to a temp name and renamed into place,
+so an interrupted run leaves either the old file or the new one, never half of one."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+PREDICTIONS = "predictions"
+PARTITIONING = pads.partitioning(pa.schema([("repeat", pa.int16()), ("fold", pa.int8())]),
+                                 flavor="hive")
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+def write_json(path: Path, obj) -> None:
+    tmp = _tmp(path)
+    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def write_parquet(path: Path, df: pd.DataFrame) -> None:
+    tmp = _tmp(path)
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+    os.replace(tmp, path)
+
+
+def write_csv(path: Path, df: pd.DataFrame) -> None:
+    tmp = _tmp(path)
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def write_npy(path: Path, arr: np.ndarray) -> None:
+    tmp = _tmp(path)
+    with open(tmp, "wb") as f:
+        np.save(f, arr)
+    os.replace(tmp, path)
+
+
+def partition_dir(run_dir: Path, repeat: int, fold: int) -> Path:
+    return Path(run_dir) / PREDICTIONS / f"repeat={repeat}" / f"fold={fold}"
+
+
+def completed_trainings(run_dir: Path) -> set[tuple[int, int]]:
+    """(repeat, fold) of every training whose prediction partition is in place.
+
+    A partition only appears by an atomic rename after all its files were written, so its
+    existence alone means the training is done.
+    """
+    root = Path(run_dir) / PREDICTIONS
+    done = set()
+    if not root.is_dir():
+        return done
+    for rdir in root.glob("repeat=*"):
+        for fdir in rdir.glob("fold=*"):
+            try:
+                done.add((int(rdir.name.split("=")[1]), int(fdir.name.split("=")[1])))
+            except ValueError:
+                continue
+    return done
+
+
+def clear_partial_writes(run_dir: Path) -> int:
+    """Remove temp folders that an interrupted write left behind; returns how many."""
+    root = Path(run_dir) / PREDICTIONS
+    stale = list(root.glob(".tmp-*")) if root.is_dir() else []
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return len(stale)
+
+
+def commit_partition(tmp_dir: Path, run_dir: Path, repeat: int, fold: int) -> bool:
+    """Rename a fully written temp folder into its partition; False if it was already there."""
+    final = partition_dir(run_dir, repeat, fold)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(tmp_dir, final)
+    except OSError:
+        if final.exists():  # written by an earlier attempt: keep that one
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            return False
+        raise
+    return True
+
+
+def read_predictions(run_dir: Path, columns: list[str] | None = None) -> pa.Table:
+    """All held-out predictions of a run as one table, with typed `repeat` and `fold`."""
+    root = Path(run_dir) / PREDICTIONS
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} does not exist: no training of this run has finished")
+    dataset = pads.dataset(root, format="parquet", partitioning=PARTITIONING,
+                           exclude_invalid_files=False, ignore_prefixes=[".", "_"])
+    return dataset.to_table(columns=columns)

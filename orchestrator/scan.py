@@ -1,0 +1,179 @@
+"""Dataset scan: class folders -> index table, skipped-file list and a decoded image cache.
+
+Every file is read and decoded exactly once here; the trainings only ever see the cache
+(uint8, N x H x W x C at the training size), so a bad file can fail the scan of that file
+but never a training.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                    ".ppm", ".pgm", ".pbm"}
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+SIZE_SAMPLE = 256  # headers read to choose the automatic training size
+
+
+class ScanError(ValueError):
+    """The dataset cannot be used as given; the message names the folder or file and the fix."""
+
+
+@dataclass
+class Scan:
+    """The usable images of a dataset, in sample-id order."""
+
+    root: Path
+    classes: list[str]
+    index: pd.DataFrame          # sample_id, relpath, label, class_name, bytes, sha1
+    images: np.ndarray           # uint8, N x H x W x C
+    skipped: pd.DataFrame        # relpath, reason
+    dropped_classes: dict[str, int] = field(default_factory=dict)
+
+
+def list_files(root: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[str]]:
+    """(class, relpath) candidates, (relpath, reason) rejects and the sorted class names."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ScanError(f"dataset folder {root} does not exist or is not a folder: "
+                        "pass a folder with one sub-folder per class")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ScanError(f"{root} has no class sub-folders: put the images of each class in "
+                        "their own sub-folder, e.g. DATA/cat/*.png, DATA/dog/*.png")
+    found, rejects = [], []
+    for p in sorted(root.iterdir()):
+        if p.is_file() and not p.name.startswith("."):
+            rejects.append((p.name, "not inside a class folder: move it into DATA/<class>/"))
+    for cls in classes:
+        for dirpath, dirnames, filenames in os.walk(root / cls):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                rel = Path(dirpath, name).relative_to(root).as_posix()
+                if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                    rejects.append((rel, f"not an image file (extension "
+                                         f"'{Path(name).suffix or 'none'}'); supported: "
+                                         f"{' '.join(sorted(IMAGE_EXTENSIONS))}"))
+                else:
+                    found.append((cls, rel))
+    return found, rejects, classes
+
+
+def auto_image_size(root: Path, relpaths: list[str]) -> int:
+    """Training size from the headers of up to SIZE_SAMPLE files: their median long side,
+    kept as is for small images (<= 64 px) and capped at 128 px for large ones."""
+    step = max(1, len(relpaths) // SIZE_SAMPLE)
+    sides = []
+    for rel in relpaths[::step][:SIZE_SAMPLE]:
+        try:
+            with Image.open(root / rel) as im:  # reads the header only, no pixel decode
+                sides.append(max(im.size))
+        except Exception:
+            continue
+    if not sides:
+        return 32
+    side = int(np.median(sides))
+    return max(8, min(side, 64)) if side <= 64 else 128
+
+
+def _decode(path: Path, size: int) -> tuple[np.ndarray | None, int, str, str]:
+    """(pixels at size x size, bytes, sha1, reason) for one file; pixels None when unusable."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return None, 0, "", f"cannot read: {e.strerror or e}; check the file's permissions"
+    if not data:
+        return None, 0, "", "empty file (0 bytes): delete it or replace it with the image"
+    sha1 = hashlib.sha1(data).hexdigest()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            mode = "L" if im.mode in GRAY_MODES else "RGB"
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                # 16-bit/float grayscale: scale to 8 bit by the image's own range
+                arr = np.asarray(im, dtype=np.float32)
+                lo, hi = float(arr.min()), float(arr.max())
+                arr = (arr - lo) / (hi - lo or 1.0) * 255.0
+                im2 = Image.fromarray(arr.astype(np.uint8), "L")
+            else:
+                im2 = im.convert(mode)
+            im2 = im2.resize((size, size), Image.BILINEAR) if im2.size != (size, size) else im2
+            pixels = np.asarray(im2, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        return None, len(data), sha1, (f"cannot decode as an image ({type(e).__name__}: {e}); "
+                                       "re-export or delete the file")
+    return pixels, len(data), sha1, ""
+
+
+def scan_dataset(root: Path | str, *, image_size: int | None = None,
+                 min_per_class: int | None = None, workers: int | None = None) -> Scan:
+    """Scan a class-folder dataset: decode every file once, skip and explain bad ones.
+
+    A class with fewer than 2 usable images cannot be split 50:50: that is an error naming
+    the class unless `min_per_class` is given, in which case classes below it are dropped
+    (and reported in `dropped_classes` and the skipped list).
+    """
+    root = Path(root).resolve()
+    found, rejects, classes = list_files(root)
+    size = image_size or auto_image_size(root, [rel for _, rel in found])
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
+        decoded = list(pool.map(lambda cr: _decode(root / cr[1], size), found))
+
+    rows, pixels = [], []
+    for (cls, rel), (px, nbytes, sha1, reason) in zip(found, decoded):
+        if px is None:
+            rejects.append((rel, reason))
+        else:
+            rows.append((rel, cls, nbytes, sha1))
+            pixels.append(px)
+
+    counts = Counter(cls for _, cls, _, _ in rows)
+    minimum = 2 if min_per_class is None else max(2, min_per_class)
+    small = {c: counts.get(c, 0) for c in classes if counts.get(c, 0) < minimum}
+    if small and min_per_class is None:
+        listing = ", ".join(f"'{c}' ({n} usable)" for c, n in small.items())
+        raise ScanError(f"classes with fewer than 2 usable images cannot be split 50:50: "
+                        f"{listing} in {root}. Add images to them, remove the folders, or "
+                        f"pass --min-per-class 2 to drop such classes from the run")
+    keep = [i for i, (_, cls, _, _) in enumerate(rows) if cls not in small]
+    for i, (rel, cls, _, _) in enumerate(rows):
+        if cls in small:
+            rejects.append((rel, f"class '{cls}' has {small[cls]} usable image(s), below "
+                                 f"--min-per-class {minimum}: class dropped"))
+    kept_classes = [c for c in classes if c not in small]
+    if len(kept_classes) < 2:
+        raise ScanError(f"{root} has {len(kept_classes)} usable class(es); at least 2 classes "
+                        "with 2 or more readable images each are needed")
+    label_of = {c: i for i, c in enumerate(kept_classes)}
+    rows = [rows[i] for i in keep]
+    images = _stack([pixels[i] for i in keep])
+    index = pd.DataFrame({
+        "sample_id": np.arange(len(rows), dtype=np.int64),
+        "relpath": [r[0] for r in rows],
+        "label": np.array([label_of[r[1]] for r in rows], dtype=np.int16),
+        "class_name": [r[1] for r in rows],
+        "bytes": np.array([r[2] for r in rows], dtype=np.int64),
+        "sha1": [r[3] for r in rows],
+    })
+    skipped = pd.DataFrame(sorted(rejects), columns=["relpath", "reason"])
+    return Scan(root, kept_classes, index, images, skipped, small)
+
+
+def _stack(pixels: list[np.ndarray]) -> np.ndarray:
+    """N x H x W x C uint8; grayscale images are repeated to RGB only if any image is color."""
+    color = any(p.ndim == 3 for p in pixels)
+    if color:
+        pixels = [np.repeat(p[..., None], 3, axis=2) if p.ndim == 2 else p for p in pixels]
+        return np.stack(pixels)
+    return np.stack(pixels)[..., None]

@@ -1,0 +1,86 @@
+"""The per-worker loop that Ray Train runs: take a training from the board, train, hand back."""
+from __future__ import annotations
+
+import os
+import traceback
+import uuid
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+
+def prediction_table(sample_id: np.ndarray, label: np.ndarray, pred: np.ndarray,
+                     loss: np.ndarray, probs: np.ndarray) -> pa.Table:
+    """The held-out predictions of one training (repeat and fold are its partition)."""
+    n, c = probs.shape
+    return pa.table({
+        "sample_id": pa.array(sample_id, pa.int64()),
+        "label": pa.array(label, pa.int16()),
+        "pred": pa.array(pred, pa.int16()),
+        "loss": pa.array(loss, pa.float32()),
+        "probs": pa.FixedSizeListArray.from_arrays(
+            pa.array(probs.reshape(-1), pa.float32()), c),
+    })
+
+
+def training_seed(train_seed: int, repeat: int, fold: int) -> int:
+    """Training randomness of one training, independent of the split seed."""
+    ss = np.random.SeedSequence([int(train_seed), int(repeat), int(fold), 0x7EA1])
+    return int(ss.generate_state(1)[0])
+
+
+def worker_loop(config: dict) -> dict:
+    """Ray Train `train_loop_per_worker`: work through trainings until the board is empty.
+
+    A training that raises is recorded on the board and the loop goes on: 19 finished
+    trainings are never lost to the 20th.
+    """
+    import torch
+    from ray.train import get_context
+
+    from trainers.hyp import Hyp
+    from trainers.train import train
+
+    board = config["board"]
+    rank = get_context().get_world_rank()
+    worker = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    ray.get(board.join.remote(rank, worker))
+    threads = int(config.get("threads") or 0)
+    if threads:
+        torch.set_num_threads(threads)
+    device = _device()
+    images = ray.get(config["images"][0])
+    labels = np.asarray(config["labels"])
+    folds = ray.get(config["folds"][0])          # repeats x N, int8
+    hyp = Hyp.from_dict(config["hyp"])
+    with warnings.catch_warnings():
+        # the object store hands out read-only arrays; the trainings only ever read them
+        warnings.simplefilter("ignore", UserWarning)
+        x_dev = torch.from_numpy(images).to(device)  # the dataset moves to the device once
+    done = 0
+    while (item := ray.get(board.next.remote(worker))) is not None:
+        repeat, fold = item
+        try:
+            held = np.flatnonzero(folds[repeat] == fold)
+            trained = np.flatnonzero(folds[repeat] != fold)
+            out = train(hyp, x_dev, labels, trained, held,
+                        seed=training_seed(config["train_seed"], repeat, fold), device=device,
+                        on_epoch=lambda e, l: board.epoch.remote(item, e, hyp.epochs, l))
+            table = prediction_table(held, labels[held], out.pred, out.loss, out.probs)
+            metrics = {"seconds": out.seconds, "train_accuracy": out.train_accuracy,
+                       "heldout_accuracy": float((out.pred == labels[held]).mean()),
+                       "n_heldout": int(len(held)), "worker": worker}
+            ray.get(board.finish.remote(worker, item, table, metrics))
+            done += 1
+        except Exception:
+            ray.get(board.fail.remote(worker, item, traceback.format_exc(limit=20)))
+    return {"worker": worker, "trainings": done}
+
+
+def _device():
+    import torch
+    if torch.cuda.is_available():
+        return torch.device("cuda", 0)  # Ray sets CUDA_VISIBLE_DEVICES to this worker's GPU
+    return torch.device("cpu")

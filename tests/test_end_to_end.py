@@ -1,0 +1,113 @@
+"""End-to-end runs of `dupes run` on a real local Ray with real images on disk."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from orchestrator import rundir
+from orchestrator.cli import main
+from tests.conftest import tree_hash, write_digit_dataset
+
+pytestmark = pytest.mark.slow
+FAST = ["--epochs", "15", "--batch-size", "16", "--width", "16", "--no-flip", "--translate", "1"]
+
+
+def check_predictions(run: Path, n_samples: int, repeats: int) -> pa.Table:
+    preds = rundir.read_predictions(run)
+    assert preds.num_rows == n_samples * repeats
+    df = preds.select(["sample_id", "repeat", "fold"]).to_pandas()
+    assert not df.duplicated(["sample_id", "repeat"]).any()
+    assert (df.groupby("sample_id").size() == repeats).all()
+    assert df["sample_id"].nunique() == n_samples
+    # held-out rows of training (r, f) are exactly the samples split.parquet puts in fold f
+    splits = pd.read_parquet(run / "splits.parquet")
+    merged = df.merge(splits, on=["sample_id", "repeat"], suffixes=("", "_split"))
+    assert (merged["fold"].to_numpy() == merged["fold_split"].to_numpy()).all()
+    return preds
+
+
+def test_run_end_to_end_with_bad_files(tmp_path, capsys):
+    data = write_digit_dataset(tmp_path / "data", classes=(0, 1, 7), per_class=30)
+    (data / "1" / "zero.png").write_bytes(b"")
+    (data / "7" / "garbage.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    before = tree_hash(data)
+    run = tmp_path / "run"
+    rc = main(["run", str(data), "--out", str(run), "--repeats", "3", *FAST])
+    assert rc == 0
+    assert tree_hash(data) == before  # the dataset is never modified
+
+    preds = check_predictions(run, 90, 3)
+    schema = preds.schema
+    assert schema.field("sample_id").type == pa.int64()
+    assert schema.field("repeat").type == pa.int16() and schema.field("fold").type == pa.int8()
+    assert schema.field("label").type == pa.int16() and schema.field("pred").type == pa.int16()
+    assert schema.field("loss").type == pa.float32()
+    assert schema.field("probs").type == pa.list_(pa.float32(), 3)
+
+    skipped = pd.read_csv(run / "skipped.csv")
+    assert set(skipped["relpath"]) == {"1/zero.png", "7/garbage.jpg"}
+    index = pd.read_parquet(run / "index.parquet")
+    assert list(index.columns) == ["sample_id", "relpath", "label", "class_name", "bytes", "sha1"]
+    assert len(index) == 90
+    dupes = pd.read_csv(run / "dupes.csv")
+    assert list(dupes.columns)[:6] == ["sample_id", "relpath", "given_class", "suggested_class",
+                                       "votes", "n_evals"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["n_trainings"] == 6 and summary["n_prediction_rows"] == 270
+    assert summary["n_samples"] == 90 and summary["heldout_accuracy_mean"] > 0.8
+    for key in ("data_dir", "run_dir", "n_dupes", "threshold", "wall_s"):
+        assert key in summary
+    config = json.loads((run / "config.json").read_text())
+    assert config["repeats"] == 3 and config["hyp"]["epochs"] == 15
+    out = capsys.readouterr().out
+    assert "held-out accuracy per training" in out and "dupes per vote threshold" in out
+
+    # `dupes report` re-renders from disk alone, without importing Ray
+    code = ("import sys; from orchestrator.cli import main; rc = main(['report', sys.argv[1], "
+            "'--threshold', '>=1']); assert 'ray' not in sys.modules; sys.exit(rc)")
+    res = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "150"})
+    assert res.returncode == 0, res.stderr
+    assert "top 20 dupes (>=1" in res.stdout and "held-out accuracy" in res.stdout
+
+    # a second run into the same directory is refused rather than mixed in
+    with pytest.raises(SystemExit, match="--resume"):
+        main(["run", str(data), "--out", str(run)])
+
+
+def test_interrupted_run_resumes_to_the_same_counts(tmp_path):
+    data = write_digit_dataset(tmp_path / "data", classes=(0, 1, 7), per_class=30)
+    run = tmp_path / "run"
+    repeats = 6
+    cmd = [sys.executable, "-m", "orchestrator.cli", "run", str(data), "--out", str(run),
+           "--repeats", str(repeats), *FAST, "--epochs", "25"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 240
+    while len(rundir.completed_trainings(run)) < 2 and time.time() < deadline:
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-run, without any clean-up
+    proc.wait()
+    first = rundir.completed_trainings(run)
+    assert 2 <= len(first) < 2 * repeats, f"interrupted with {len(first)} trainings done"
+    stamps = {i: rundir.partition_dir(run, *i).stat().st_mtime_ns for i in first}
+    # an interrupted write leaves a temp folder; resume must clear it, not count it
+    (run / "predictions" / ".tmp-r9-f9-deadbeef").mkdir()
+
+    rc = main(["run", "--resume", str(run)])
+    assert rc == 0
+    assert rundir.completed_trainings(run) == {(r, f) for r in range(repeats) for f in (0, 1)}
+    assert {i: rundir.partition_dir(run, *i).stat().st_mtime_ns for i in first} == stamps
+    assert not list((run / "predictions").glob(".tmp-*"))
+    check_predictions(run, 90, repeats)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["n_prediction_rows"] == 90 * repeats

@@ -1,0 +1,92 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.thresholds import parse_threshold
+from analysis.votes import (count_votes, dupes_per_threshold, heldout_accuracy, most_confused,
+                            precision_recall, select_dupes)
+
+
+def long_table(evals: dict[int, tuple[int, list[int]]]):
+    """{sample: (given label, [predictions])} -> long-format arrays with losses/probs."""
+    sid, label, pred = [], [], []
+    for s, (given, preds) in evals.items():
+        sid += [s] * len(preds)
+        label += [given] * len(preds)
+        pred += preds
+    sid, label, pred = map(np.array, (sid, label, pred))
+    loss = np.where(pred == label, 0.1, 2.0)
+    prob_given = np.where(pred == label, 0.9, 0.1)
+    return sid, label, pred, loss, prob_given
+
+
+EVALS = {
+    0: (0, [0] * 10),                      # always right
+    1: (0, [2] * 10),                      # 10/10 for class 2
+    2: (1, [2] * 8 + [1, 1]),              # 8 votes for 2
+    3: (1, [0] * 4 + [2] * 4 + [1, 1]),    # 4 and 4: tie goes to the lower class
+    4: (2, [0, 1, 0, 1, 0, 1, 0, 1, 0, 1]),  # 5 and 5, spread: not pooled
+    5: (2, [0] * 9),                       # only 9 evaluations
+}
+
+
+def test_count_votes_hand_built():
+    v = count_votes(*long_table(EVALS), num_samples=7)
+    v = v.set_index("sample_id")
+    assert v.loc[0, "top_wrong_class"] == -1 and v.loc[0, "top_wrong_votes"] == 0
+    assert (v.loc[1, "top_wrong_class"], v.loc[1, "top_wrong_votes"]) == (2, 10)
+    assert (v.loc[2, "top_wrong_class"], v.loc[2, "top_wrong_votes"]) == (2, 8)
+    assert (v.loc[3, "top_wrong_class"], v.loc[3, "top_wrong_votes"]) == (0, 4)
+    assert v.loc[3, "n_wrong"] == 8
+    assert (v.loc[4, "top_wrong_class"], v.loc[4, "top_wrong_votes"]) == (0, 5)
+    assert v.loc[4, "n_wrong"] == 10
+    assert v.loc[5, "n_evals"] == 9 and v.loc[5, "top_wrong_votes"] == 9
+    assert v.loc[6, "n_evals"] == 0  # never evaluated
+    assert v.loc[2, "mean_loss"] == pytest.approx((8 * 2.0 + 2 * 0.1) / 10)
+    assert v.loc[1, "mean_prob_given"] == pytest.approx(0.1)
+    assert v.loc[0, "mean_prob_given"] == pytest.approx(0.9)
+    assert v["label"].tolist()[:6] == [0, 0, 1, 1, 2, 2]
+
+
+def test_count_votes_matches_brute_force_on_random_tables():
+    rng = np.random.default_rng(3)
+    n, runs, c = 300, 10, 5
+    label = rng.integers(0, c, n)
+    sid = np.tile(np.arange(n), runs)
+    lab = label[sid]
+    pred = np.where(rng.random(len(sid)) < 0.7, lab, rng.integers(0, c, len(sid)))
+    loss = rng.random(len(sid))
+    v = count_votes(sid, lab, pred, loss, rng.random(len(sid)))
+    for s in range(n):
+        wrong = pred[(sid == s) & (pred != label[s])]
+        counts = np.bincount(wrong, minlength=c)
+        assert v.loc[s, "top_wrong_votes"] == counts.max()
+        if counts.max():
+            assert v.loc[s, "top_wrong_class"] == int(np.argmax(counts))
+        assert v.loc[s, "mean_loss"] == pytest.approx(loss[sid == s].mean(), rel=1e-5)
+
+
+def test_count_votes_validates_inputs():
+    with pytest.raises(ValueError, match="equal length"):
+        count_votes(np.arange(3), np.zeros(3), np.zeros(2), np.zeros(3), np.zeros(3))
+    with pytest.raises(ValueError, match="num_samples"):
+        count_votes(np.array([5]), np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1),
+                    num_samples=3)
+
+
+def test_select_dupes_sorted_by_votes_then_loss():
+    v = count_votes(*long_table(EVALS), num_samples=6)
+    d = select_dupes(v, parse_threshold(">=8"))
+    assert d["sample_id"].tolist() == [1, 5, 2]  # 10 votes, then 9, then 8
+    assert select_dupes(v, parse_threshold("==9"))["sample_id"].tolist() == [5]
+    assert dupes_per_threshold(v, [parse_threshold(t) for t in ("10", ">=9", ">=8")]) == \
+        {">=10": 1, ">=9": 2, ">=8": 3}
+    pairs = most_confused(d)
+    assert pairs.to_numpy().tolist() == [[0, 2, 1], [1, 2, 1], [2, 0, 1]]
+
+
+def test_heldout_accuracy_and_precision_recall():
+    acc = heldout_accuracy(np.array([0, 0, 0, 1]), np.array([0, 0, 1, 0]),
+                           np.array([1, 2, 3, 4]), np.array([1, 0, 3, 4]))
+    assert acc["accuracy"].tolist() == [0.5, 1.0, 1.0] and acc["n"].tolist() == [2, 1, 1]
+    assert precision_recall(np.array([1, 2, 3, 4]), np.array([2, 4, 6])) == (0.5, 2 / 3)
