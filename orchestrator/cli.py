@@ -25,10 +25,19 @@ def _threshold(text: str) -> str:
     return text
 
 
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
 def add_pass_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     hyp = Hyp()
     g = p.add_argument_group("the pass")
-    g.add_argument("--repeats", type=int, default=10,
+    g.add_argument("--repeats", type=_positive(int), default=10,
                    help="swap-split repeats; each trains 2 models, so every image gets this "
                         "many held-out predictions (default 10)")
     g.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
@@ -40,14 +49,14 @@ def add_pass_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     g.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD,
                    help="votes for one wrong class that make a dupe: 8 or '>=8' (at least 8), "
                         "'10', '>9', '==9', '8-10' (default '>=8')")
-    g.add_argument("--image-size", type=int, default=None,
+    g.add_argument("--image-size", type=_positive(int), default=None,
                    help="training size in px (images are resized to a square); default: the "
                         "images' median size up to 64 px, else 128 px")
-    g.add_argument("--min-per-class", type=int, default=None,
+    g.add_argument("--min-per-class", type=_positive(int), default=None,
                    help="drop classes with fewer usable images than this (reported); default: "
                         "a class with fewer than 2 is an error")
     r = p.add_argument_group("resources")
-    r.add_argument("--cpus-per-training", type=float, default=None,
+    r.add_argument("--cpus-per-training", type=_positive(float), default=None,
                    help="CPUs per training (default 1 on CPU clusters, fractions allowed)")
     r.add_argument("--gpus-per-training", type=float, default=None,
                    help="GPUs per training, fractions allowed, e.g. 0.5 packs two per GPU "
@@ -60,13 +69,13 @@ def add_pass_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     t.add_argument("--model", choices=MODELS, default=hyp.model,
                    help="smallcnn for small images, resnet18 for larger; auto picks by image "
                         "size (default auto)")
-    t.add_argument("--epochs", type=int, default=hyp.epochs,
+    t.add_argument("--epochs", type=_positive(int), default=hyp.epochs,
                    help=f"epochs per training (default {hyp.epochs})")
-    t.add_argument("--batch-size", type=int, default=hyp.batch_size,
+    t.add_argument("--batch-size", type=_positive(int), default=hyp.batch_size,
                    help=f"images per step (default {hyp.batch_size})")
-    t.add_argument("--lr", type=float, default=hyp.lr,
+    t.add_argument("--lr", type=_positive(float), default=hyp.lr,
                    help=f"peak one-cycle learning rate (default {hyp.lr})")
-    t.add_argument("--width", type=int, default=hyp.width,
+    t.add_argument("--width", type=_positive(int), default=hyp.width,
                    help=f"small CNN width (default {hyp.width})")
     t.add_argument("--label-smoothing", type=float, default=hyp.label_smoothing,
                    help=f"training label smoothing (default {hyp.label_smoothing})")

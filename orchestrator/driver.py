@@ -98,8 +98,10 @@ def _init_ray(cfg: RunConfig) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
         return True
+    # A private local cluster: no dashboard (nothing will connect to it), and no token-auth
+    # notice; worker errors reach the driver through the board, with their tracebacks.
     ray.init(num_cpus=(os.cpu_count() or 1) + WRITER_CPUS, include_dashboard=False,
-             log_to_driver=False, logging_level=logging.WARNING)
+             log_to_driver=False, logging_level=logging.ERROR)
     return True
 
 
@@ -130,10 +132,17 @@ def plan_resources(cfg: RunConfig, cluster: dict, n_todo: int) -> tuple[int, flo
 
 def write_training(run_dir: Path, item: tuple[int, int], refs: list, metrics: dict) -> None:
     """Stream one training's held-out predictions into its Parquet partition via Ray Data."""
+    import ray
     import ray.data
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     repeat, fold = item
     tmp = run_dir / rundir.PREDICTIONS / f".tmp-r{repeat}-f{fold}-{uuid.uuid4().hex[:8]}"
-    ray.data.from_arrow_refs(refs).write_parquet(str(tmp))
+    # The write runs on the driver's node: the temp folder must land on the disk where the
+    # driver renames it into place (on a multi-node cluster another node has another disk).
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    ray.data.from_arrow_refs(refs).write_parquet(
+        str(tmp), ray_remote_args={"scheduling_strategy": here})
     rundir.commit_partition(tmp, run_dir, repeat, fold)
     (run_dir / "trainings").mkdir(exist_ok=True)
     rundir.write_json(run_dir / "trainings" / f"r{repeat:02d}_f{fold}.json",
@@ -168,6 +177,7 @@ def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
             "board": board, "images": [ray.put(prep.images)], "folds": [ray.put(prep.folds)],
             "labels": prep.index["label"].to_numpy(), "hyp": cfg.hyp,
             "train_seed": cfg.train_seed, "threads": max(1, int(cpt)),
+            "inject_failure": os.environ.get("DUPES_INJECT_FAILURE"),
         }
         resources = {"CPU": cpt, **({"GPU": gpt} if gpt else {})}
         trainer = DataParallelTrainer(
@@ -189,23 +199,32 @@ def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
                 fit_error.append(e)
 
         thread = threading.Thread(target=fit, name="ray-train-fit", daemon=True)
+        t_fit = time.perf_counter()
         thread.start()
         failures: dict[tuple[int, int], str] = {}
+        t_first = t_last = None
         with RunProgress(console, todo) as progress:
             while True:
                 alive = thread.is_alive()
                 state, results, failed = ray.get(board.poll.remote())
+                if t_first is None and any(p.get("status") for p in state.values()):
+                    t_first = time.perf_counter()
                 for item, refs, metrics in results:
                     write_training(run, item, refs, metrics)
                     ray.get(board.written.remote(item))
                     state[item]["status"] = "done"
+                    t_last = time.perf_counter()
                 for item, error in failed:
                     failures[item] = error
+                    t_last = time.perf_counter()
                 progress.update(state)
                 if not alive:
                     break
                 time.sleep(0.25)
-        timings["trainings_s"] = time.perf_counter() - t0 - timings["ray_init_s"]
+        t_end = time.perf_counter()
+        timings.update(trainings_s=t_end - t_fit,
+                       train_launch_s=(t_first or t_end) - t_fit,
+                       train_teardown_s=t_end - (t_last or t_end))
         if fit_error:
             failures[(-1, -1)] = f"{type(fit_error[0]).__name__}: {fit_error[0]}"
         return {"failures": failures, "slots": slots, "cpus_per_training": cpt,

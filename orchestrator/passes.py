@@ -9,6 +9,7 @@ from rich.console import Console
 
 from analysis.report import report
 from analysis.run_analysis import Analysis, analyze, dupes_export_table
+from analysis.thresholds import parse_threshold
 from orchestrator import rundir
 from orchestrator.config import RunConfig
 
@@ -43,6 +44,11 @@ def run_pass(cfg: RunConfig, console: Console, *, t_start: float | None = None) 
     run.mkdir(parents=True, exist_ok=True)
     rundir.write_json(run / "config.json", cfg.to_dict())
     prep = prepare(cfg, console)
+    thr = parse_threshold(cfg.threshold)
+    if thr.low > cfg.repeats:
+        console.print(f"[yellow]warning:[/] threshold {thr} needs more votes than the "
+                      f"{cfg.repeats} held-out predictions each image gets: no image can be a "
+                      "dupe; lower --threshold or raise --repeats")
     stale = rundir.clear_partial_writes(run)
     if stale:
         console.print(f"removed {stale} partial prediction write(s) of an interrupted attempt")

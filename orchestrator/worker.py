@@ -46,7 +46,7 @@ def worker_loop(config: dict) -> dict:
     board = config["board"]
     rank = get_context().get_world_rank()
     worker = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-    ray.get(board.join.remote(rank, worker))
+    generation = ray.get(board.join.remote(rank, worker))
     threads = int(config.get("threads") or 0)
     if threads:
         torch.set_num_threads(threads)
@@ -63,6 +63,7 @@ def worker_loop(config: dict) -> dict:
     while (item := ray.get(board.next.remote(worker))) is not None:
         repeat, fold = item
         try:
+            _inject_failure(config.get("inject_failure"), repeat, fold, generation)
             held = np.flatnonzero(folds[repeat] == fold)
             trained = np.flatnonzero(folds[repeat] != fold)
             out = train(hyp, x_dev, labels, trained, held,
@@ -77,6 +78,21 @@ def worker_loop(config: dict) -> dict:
         except Exception:
             ray.get(board.fail.remote(worker, item, traceback.format_exc(limit=20)))
     return {"worker": worker, "trainings": done}
+
+
+def _inject_failure(spec: str | None, repeat: int, fold: int, generation: int) -> None:
+    """Fault injection for tests and drills (env DUPES_INJECT_FAILURE on the driver).
+
+    `r1f0:raise` makes training (1, 0) raise every time; `r1f0:crash` kills its worker
+    process on the first attempt only, as a lost node would, so Ray Train restarts the group.
+    """
+    for part in (spec or "").split(","):
+        target, _, kind = part.partition(":")
+        if target == f"r{repeat}f{fold}":
+            if kind == "raise":
+                raise RuntimeError(f"injected failure in training r{repeat}f{fold}")
+            if kind == "crash" and generation == 0:
+                os._exit(1)
 
 
 def _device():

@@ -111,3 +111,31 @@ def test_interrupted_run_resumes_to_the_same_counts(tmp_path):
     check_predictions(run, 90, repeats)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["n_prediction_rows"] == 90 * repeats
+
+
+def test_failed_training_is_recorded_crashed_worker_is_retried(tmp_path, monkeypatch, capsys):
+    data = write_digit_dataset(tmp_path / "data", classes=(0, 1, 7), per_class=30)
+    run = tmp_path / "run"
+    # r1f0 raises every time; the worker running r2f1 dies (os._exit) on its first attempt
+    monkeypatch.setenv("DUPES_INJECT_FAILURE", "r1f0:raise,r2f1:crash")
+    rc = main(["run", str(data), "--out", str(run), "--repeats", "3", *FAST])
+    assert rc == 1  # not every training finished: a script must be able to tell
+    out = capsys.readouterr().out
+    assert "1 training(s) failed" in out and "--resume" in out
+    failures = json.loads((run / "failures.json").read_text())
+    assert [(f["repeat"], f["fold"]) for f in failures] == [(1, 0)]
+    assert "injected failure in training r1f0" in failures[0]["error"]
+    done = rundir.completed_trainings(run)
+    assert done == {(0, 0), (0, 1), (1, 1), (2, 0), (2, 1)}  # the crashed one was retried
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["n_trainings"] == 5 and summary["n_trainings_failed"] == 1
+    votes = pd.read_parquet(run / "votes.parquet")
+    held_r1f0 = pd.read_parquet(run / "splits.parquet").query("repeat == 1 and fold == 0")
+    n_evals = votes.set_index("sample_id")["n_evals"]
+    assert (n_evals.loc[held_r1f0["sample_id"]] == 2).all()  # analysed on what completed
+    assert n_evals.sum() == 90 * 3 - len(held_r1f0)
+
+    monkeypatch.delenv("DUPES_INJECT_FAILURE")
+    assert main(["run", "--resume", str(run)]) == 0
+    check_predictions(run, 90, 3)
+    assert json.loads((run / "failures.json").read_text()) == []
