@@ -60,10 +60,16 @@ def dupes_table(analysis: Analysis, *, top: int = 20) -> Table:
     for col, just in [("relpath", "left"), ("given", "left"), ("suggested", "left"),
                       ("votes", "right"), ("mean loss", "right"), ("p(given)", "right")]:
         table.add_column(col, justify=just, overflow="fold")
+    marks = bool(analysis.dupes["confirmed"].any())
+    if marks:
+        table.add_column("confirmed", justify="center")
     for row in analysis.dupes.head(top).itertuples():
-        table.add_row(row.relpath, row.given_class, row.suggested_class,
-                      f"{row.top_wrong_votes}/{row.n_evals}", f"{row.mean_loss:.2f}",
-                      f"{row.mean_prob_given:.3f}")
+        cells = [row.relpath, row.given_class, row.suggested_class,
+                 f"{row.top_wrong_votes}/{row.n_evals}", f"{row.mean_loss:.2f}",
+                 f"{row.mean_prob_given:.3f}"]
+        table.add_row(*cells, *(["yes" if row.confirmed else ""] if marks else []))
+    if marks:
+        table.caption = "confirmed: a technician kept this label in an earlier review"
     return table
 
 
@@ -71,3 +77,50 @@ def report(analysis: Analysis, *, seconds: dict | None = None, top: int = 20) ->
     """The whole report: accuracy per training, dupes per threshold, confusions, top dupes."""
     return Group(accuracy_table(analysis, seconds), threshold_table(analysis),
                  confused_table(analysis), dupes_table(analysis, top=top))
+
+
+def manifest_tables(per_action, pairs) -> Group:
+    """What a review decided: counts per action and per relabel (given -> new) pair."""
+    actions = Table(title="review actions", header_style="bold")
+    actions.add_column("action")
+    actions.add_column("images", justify="right")
+    meaning = {"confirm": "label kept, remembered", "relabel": "label changed",
+               "remove": "dropped from the dataset", "unsure": "no change, asked again"}
+    actions.add_column("meaning")
+    for action, count in per_action.items():
+        actions.add_row(action, str(int(count)), meaning.get(action, ""))
+    moves = Table(title="relabels per class pair", header_style="bold")
+    for col in ("from", "to"):
+        moves.add_column(col)
+    moves.add_column("images", justify="right")
+    for old, new, count in pairs.to_numpy():
+        moves.add_row(str(old), str(new), str(int(count)))
+    return Group(actions, moves)
+
+
+def problems_table(problems) -> Table:
+    """Everything in a review folder that could not be read as an action, with its fix."""
+    table = Table(title=f"{len(problems)} problem(s): nothing was written", header_style="bold red")
+    for col in ("file", "problem", "fix"):
+        table.add_column(col, overflow="fold")
+    for p in problems:
+        table.add_row(p.path, p.issue, p.fix)
+    return table
+
+
+def rounds_table(rounds: list[dict]) -> Table:
+    """Before and after a review: dupes, held-out accuracy and planted errors per round."""
+    table = Table(title="review rounds", header_style="bold")
+    cols = [("round", "round"), ("images", "n_samples"), ("dupes", "n_dupes"),
+            ("new dupes", "n_dupes_unconfirmed"), ("held-out acc", "heldout_accuracy_mean"),
+            ("planted errors left", "n_planted"), ("precision", "planted_precision"),
+            ("recall", "planted_recall")]
+    for title, _ in cols:
+        table.add_column(title, justify="right")
+    for r in rounds:
+        cells = []
+        for _, key in cols:
+            v = r.get(key, "")
+            cells.append(f"{v:.4f}" if isinstance(v, float) else str(v))
+        table.add_row(*cells)
+    return table

@@ -37,11 +37,14 @@ def probs_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def analyze(index: pd.DataFrame, predictions: pa.Table, classes: list[str], *,
-            threshold: str | Threshold = ">=8") -> Analysis:
+            threshold: str | Threshold = ">=8", confirmed: np.ndarray | None = None,
+            ignore_confirmed: bool = False) -> Analysis:
     """Votes, dupes, per-training accuracy and confusions of one run.
 
     `index` has `sample_id, relpath, label, class_name`; `predictions` the long-format
     held-out predictions (`sample_id, repeat, fold, label, pred, loss, probs`).
+    `confirmed` marks samples a technician confirmed as correctly labelled; with
+    `ignore_confirmed` they are left out of the dupes.
     """
     thr = threshold if isinstance(threshold, Threshold) else parse_threshold(threshold)
     need = {"sample_id", "repeat", "fold", "label", "pred", "loss", "probs"}
@@ -58,7 +61,8 @@ def analyze(index: pd.DataFrame, predictions: pa.Table, classes: list[str], *,
     votes["given_class"] = names[index["label"].to_numpy().astype(np.int64)]
     top = votes["top_wrong_class"].to_numpy()
     votes["suggested_class"] = np.where(top >= 0, names[np.maximum(top, 0)], "")
-    dupes = select_dupes(votes, thr)
+    votes["confirmed"] = np.zeros(len(votes), bool) if confirmed is None else np.asarray(confirmed)
+    dupes = select_dupes(votes[~votes["confirmed"]] if ignore_confirmed else votes, thr)
     accuracy = heldout_accuracy(col["repeat"], col["fold"], col["label"], col["pred"])
     per_threshold = dupes_per_threshold(votes, [parse_threshold(t) for t in REPORT_THRESHOLDS])
     if str(thr) not in per_threshold:
@@ -78,4 +82,5 @@ def dupes_export_table(dupes: pd.DataFrame) -> pd.DataFrame:
         "n_evals": dupes["n_evals"].to_numpy(),
         "mean_loss": dupes["mean_loss"].to_numpy(),
         "mean_prob_given": dupes["mean_prob_given"].to_numpy(),
+        "confirmed": dupes["confirmed"].to_numpy(),
     })

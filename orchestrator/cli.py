@@ -51,10 +51,15 @@ def add_pass_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                         "'10', '>9', '==9', '8-10' (default '>=8')")
     g.add_argument("--image-size", type=_positive(int), default=None,
                    help="training size in px (images are resized to a square); default: the "
-                        "images' median size up to 64 px, else 128 px")
+                        "images' median size, at most 128 px")
     g.add_argument("--min-per-class", type=_positive(int), default=None,
                    help="drop classes with fewer usable images than this (reported); default: "
                         "a class with fewer than 2 is an error")
+    g.add_argument("--ledger", type=Path, default=None,
+                   help="ledger of labels a technician confirmed (default: dupes-ledger.csv "
+                        "beside the run directory)")
+    g.add_argument("--ignore-confirmed", action="store_true",
+                   help="leave images confirmed in the ledger out of the dupes (default: mark them)")
     r = p.add_argument_group("resources")
     r.add_argument("--cpus-per-training", type=_positive(float), default=None,
                    help="CPUs per training (default 1 on CPU clusters, fractions allowed)")
@@ -98,7 +103,9 @@ def config_from_args(args, data_dir: Path, run_dir: Path) -> RunConfig:
         repeats=args.repeats, seed=args.seed, train_seed=args.train_seed, split=args.split,
         threshold=args.threshold, image_size=args.image_size, min_per_class=args.min_per_class,
         cpus_per_training=args.cpus_per_training, gpus_per_training=args.gpus_per_training,
-        max_failures=args.max_failures, address=args.address, hyp=hyp_from_args(args))
+        max_failures=args.max_failures, address=args.address,
+        ledger=str(args.ledger.resolve()) if args.ledger else None,
+        ignore_confirmed=args.ignore_confirmed, hyp=hyp_from_args(args))
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -130,6 +137,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="share of images moved to a wrong class folder (default 0.05)")
     demo.add_argument("--noise-seed", type=int, default=0,
                       help="seed of the planted noise (default 0)")
+    demo.add_argument("--review-simulate", action="store_true",
+                      help="go on through the review loop: an automatic technician who knows "
+                           "the planted truth reviews the dupes, the corrected dataset is built, "
+                           "and a second round runs on it (about twice the time)")
     add_pass_args(demo, demo=True)
 
     rep = sub.add_parser("report", help="re-render a run's report from disk (no Ray)",
@@ -138,6 +149,47 @@ def get_args_parser() -> argparse.ArgumentParser:
     rep.add_argument("--threshold", type=_threshold, default=None,
                      help="vote threshold (default: the run's own)")
     rep.add_argument("--top", type=int, default=20, help="dupes to list (default 20)")
+    rep.add_argument("--ledger", type=Path, default=None,
+                     help="ledger of confirmed labels (default: the run's)")
+    rep.add_argument("--ignore-confirmed", action=argparse.BooleanOptionalAction, default=None,
+                     help="leave confirmed images out of the dupes (default: the run's setting)")
+
+    review = sub.add_parser("review", help="export dupes for a technician, import the result",
+                            description="The technician review loop: `export` a folder tree of "
+                            "dupes, let a person delete/move files, then `import` it into a "
+                            "relabel manifest.")
+    rsub = review.add_subparsers(dest="review_command", required=True)
+    exp = rsub.add_parser("export", help="write the dupes of RUN into a review folder tree",
+                          description="Write RUN's dupes into REVIEW/<given class>/"
+                          "<suggested>__<votes>of<n>__<file name> (hardlinks where possible).")
+    exp.add_argument("run", type=Path, help="run directory")
+    exp.add_argument("--out", type=Path, required=True, help="review folder (new or empty)")
+    exp.add_argument("--threshold", type=_threshold, default=None,
+                     help="vote threshold (default: the run's own)")
+    exp.add_argument("--include-confirmed", action="store_true",
+                     help="export images the ledger lists as confirmed too (default: skip them)")
+    exp.add_argument("--ledger", type=Path, default=None,
+                     help="ledger of confirmed labels (default: the run's)")
+    exp.add_argument("--copy", action="store_true",
+                     help="copy files instead of hardlinking them")
+    imp = rsub.add_parser("import", help="turn a reviewed folder into manifest.csv",
+                          description="Read back what the technician did in REVIEW and write "
+                          "REVIEW/after.txt and REVIEW/manifest.csv; confirmed images go into "
+                          "the ledger. Nothing is written if anything cannot be interpreted.")
+    imp.add_argument("review", type=Path, help="review folder made by `dupes review export`")
+    imp.add_argument("--ledger", type=Path, default=None,
+                     help="ledger to update (default: the one chosen at export)")
+
+    app = sub.add_parser("apply", help="build a corrected copy of a dataset from a manifest",
+                         description="Copy DATA to OUT with the manifest's relabels and "
+                         "removals applied (hardlinks where possible). DATA is never modified.")
+    app.add_argument("manifest", type=Path, help="manifest.csv from `dupes review import`")
+    app.add_argument("--data", type=Path, required=True, help="the dataset that was reviewed")
+    app.add_argument("--out", type=Path, required=True,
+                     help="new dataset folder (must not exist or be empty)")
+    app.add_argument("--copy", action="store_true",
+                     help="copy files instead of hardlinking them (hardlinked files share "
+                          "content with DATA: edit them in OUT and DATA changes too)")
     return parser
 
 
@@ -176,12 +228,42 @@ def cmd_run(args, console: Console) -> int:
     return EXIT_FAILED_TRAININGS if summary["n_trainings_failed"] else 0
 
 
-def cmd_demo(args, console: Console) -> int:
+def _score_round(summary: dict, run_dir: Path, planted) -> dict:
     import pandas as pd
 
     from analysis.votes import precision_recall
+
+    dupes = pd.read_parquet(run_dir / "dupes.parquet")
+    precision, recall = precision_recall(dupes["relpath"].to_numpy(),
+                                         planted["relpath"].to_numpy())
+    summary.update(planted_precision=precision, planted_recall=recall, n_planted=len(planted),
+                   n_dupes_unconfirmed=int((~dupes["confirmed"]).sum()))
+    return summary
+
+
+def simulate_technician(review: Path, exported, planted) -> None:
+    """Review like a technician who knows the truth: delete false alarms (confirm), leave
+    correct suggestions in place (relabel), move wrong suggestions to the true class."""
+    import shutil
+
+    truth = dict(zip(planted["relpath"], planted["true_class"]))
+    for row in exported.itertuples():
+        path = review / row.review_path
+        true = truth.get(row.relpath)
+        if true is None:
+            path.unlink()
+        elif true != row.suggested_class:
+            shutil.move(path, review / true / path.name)
+
+
+def cmd_demo(args, console: Console) -> int:
+    from dataclasses import replace
+
+    from analysis.report import manifest_tables, rounds_table
+    from analysis.review import manifest_summary
     from orchestrator.demo import write_digits
     from orchestrator.passes import run_pass, save_summary
+    from orchestrator.review import apply_manifest, export_review, import_review
 
     t0 = time.perf_counter()
     out = args.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -190,19 +272,44 @@ def cmd_demo(args, console: Console) -> int:
     console.print(f"wrote 1,797 digit images to {out / 'data'}; planted {len(planted)} wrong "
                   f"labels (truth in {out / 'planted.csv'})", highlight=False)
     cfg = config_from_args(args, out / "data", out / "run")
-    summary = run_pass(cfg, console, t_start=t0)
-    dupes = pd.read_parquet(cfg.run_path / "dupes.parquet")
-    precision, recall = precision_recall(dupes["relpath"].to_numpy(),
-                                         planted["relpath"].to_numpy())
-    summary.update(planted_precision=precision, planted_recall=recall,
-                   n_planted=len(planted), wall_s=time.perf_counter() - t0)
+    summary = _score_round(run_pass(cfg, console, t_start=t0), cfg.run_path, planted)
+    summary["wall_s"] = time.perf_counter() - t0
     save_summary(cfg.run_path, summary)
     console.print(f"[bold]planted noise: {len(planted)} images; dupes {summary['threshold']}: "
-                  f"{summary['n_dupes']}; precision {precision:.3f}, recall {recall:.3f}[/]  "
-                  f"wall {summary['wall_s']:.1f} s, {summary['n_trainings']} trainings, "
-                  f"{summary['n_prediction_rows']:,} predictions", highlight=False)
+                  f"{summary['n_dupes']}; precision {summary['planted_precision']:.3f}, recall "
+                  f"{summary['planted_recall']:.3f}[/]  wall {summary['wall_s']:.1f} s, "
+                  f"{summary['n_trainings']} trainings, {summary['n_prediction_rows']:,} "
+                  "predictions", highlight=False)
     console.print(f"run directory: {cfg.run_path}")
-    return EXIT_FAILED_TRAININGS if summary["n_trainings_failed"] else 0
+    if not args.review_simulate or summary["n_trainings_failed"]:
+        return EXIT_FAILED_TRAININGS if summary["n_trainings_failed"] else 0
+
+    console.rule("review round 1 (simulated technician)")
+    review = out / "review"
+    exported = export_review(cfg.run_path, review)
+    simulate_technician(review, exported, planted)
+    manifest, problems = import_review(review)
+    assert not problems, problems  # the simulated technician only does valid actions
+    console.print(manifest_tables(*manifest_summary(manifest)))
+    apply_manifest(review / "manifest.csv", out / "data", out / "data-round2")
+    fixed = set(manifest.loc[manifest["action"] == "relabel", "relpath"])
+    left = planted[~planted["relpath"].isin(fixed)].reset_index(drop=True)
+
+    console.rule("round 2 on the corrected dataset")
+    cfg2 = replace(cfg, data_dir=str((out / "data-round2").resolve()),
+                   run_dir=str((out / "run2").resolve()))
+    summary2 = _score_round(run_pass(cfg2, console), cfg2.run_path, left)
+    save_summary(cfg2.run_path, summary2)
+    summary["review"] = {"manifest": str(review / "manifest.csv"),
+                         "actions": manifest_summary(manifest)[0].to_dict(),
+                         "round2": {k: summary2[k] for k in (
+                             "n_samples", "n_dupes", "n_dupes_unconfirmed",
+                             "heldout_accuracy_mean", "n_planted", "planted_precision",
+                             "planted_recall", "run_dir")}}
+    summary["wall_s"] = time.perf_counter() - t0
+    save_summary(cfg.run_path, summary)
+    console.print(rounds_table([{"round": 1, **summary}, {"round": 2, **summary2}]))
+    return EXIT_FAILED_TRAININGS if summary2["n_trainings_failed"] else 0
 
 
 def cmd_report(args, console: Console) -> int:
@@ -212,21 +319,67 @@ def cmd_report(args, console: Console) -> int:
     if not (args.run / "config.json").exists():
         console.print(f"[red]error:[/] {args.run} is not a run directory (no config.json)")
         return EXIT_BAD_INPUT
-    analysis, seconds = load_analysis(args.run, args.threshold)
+    analysis, seconds = load_analysis(args.run, args.threshold, ledger=args.ledger,
+                                      ignore_confirmed=args.ignore_confirmed)
     console.print(report(analysis, seconds=seconds, top=args.top))
     return 0
 
 
+def cmd_review(args, console: Console) -> int:
+    from analysis.report import manifest_tables, problems_table
+    from analysis.review import manifest_summary
+    from orchestrator.review import export_review, import_review
+
+    if args.review_command == "export":
+        table = export_review(args.run, args.out, threshold=args.threshold,
+                              include_confirmed=args.include_confirmed, ledger=args.ledger,
+                              copy=args.copy)
+        console.print(f"exported {len(table)} image(s) for review to {args.out.resolve()}; "
+                      f"instructions in {args.out.resolve() / 'README.txt'}", highlight=False)
+        return 0
+    manifest, problems = import_review(args.review, ledger=args.ledger)
+    if problems:
+        console.print(problems_table(problems))
+        return EXIT_BAD_INPUT
+    console.print(manifest_tables(*manifest_summary(manifest)))
+    console.print(f"wrote {args.review.resolve() / 'manifest.csv'}; apply it with `dupes apply "
+                  f"{args.review / 'manifest.csv'} --data <dataset> --out <new folder>`",
+                  highlight=False)
+    return 0
+
+
+def cmd_apply(args, console: Console) -> int:
+    from orchestrator.review import apply_manifest
+
+    changes = apply_manifest(args.manifest, args.data, args.out, copy=args.copy)
+    counts = changes["action"].value_counts().to_dict()
+    console.print(f"wrote the corrected dataset {args.out.resolve()}: "
+                  f"{counts.get('relabel', 0)} relabelled, {counts.get('remove', 0)} removed "
+                  f"(see CHANGES.csv there); {args.data} is unchanged", highlight=False)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from orchestrator.driver import ResourceError
+    from orchestrator.review import ReviewError
     from orchestrator.scan import ScanError
 
     args = get_args_parser().parse_args(argv)
-    console = Console()
+    # soft wrap: a message never gets line breaks inside file paths in logs and pipes
+    console = Console(soft_wrap=True)
     try:
-        return {"run": cmd_run, "demo": cmd_demo, "report": cmd_report}[args.command](args, console)
-    except (ScanError, FileNotFoundError) as e:
+        commands = {"run": cmd_run, "demo": cmd_demo, "report": cmd_report,
+                    "review": cmd_review, "apply": cmd_apply}
+        return commands[args.command](args, console)
+    except (ScanError, ResourceError, ReviewError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {e}", highlight=False)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        run = getattr(args, "resume", None) or getattr(args, "out", None)
+        hint = f" `dupes run --resume {run}`" if run and args.command == "run" else \
+            " `dupes run --resume <run directory>`"
+        console.print(f"\n[yellow]interrupted.[/] Finished trainings are kept; continue with{hint}.")
+        return 130
 
 
 if __name__ == "__main__":

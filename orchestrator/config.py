@@ -24,6 +24,8 @@ class RunConfig:
     gpus_per_training: float | None = None  # None: 1 when the cluster has GPUs, else 0
     max_failures: int = 2              # Ray Train restarts of the worker group after a crash
     address: str | None = None         # Ray cluster address; None: RAY_ADDRESS or a local Ray
+    ledger: str | None = None          # confirmed-labels ledger; None: beside the run dir
+    ignore_confirmed: bool = False     # leave confirmed images out of the dupes
     hyp: dict = field(default_factory=lambda: Hyp().to_dict())
 
     def to_dict(self) -> dict:

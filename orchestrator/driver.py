@@ -24,6 +24,10 @@ from orchestrator.config import RunConfig
 from orchestrator.scan import scan_dataset
 from orchestrator.splits import make_splits
 
+class ResourceError(ValueError):
+    """The cluster cannot hold one training as asked; the message says which flag to change."""
+
+
 # One logical CPU on a local Ray is left to the Ray Data writer: with every CPU held by a
 # training worker, Ray Data's write tasks would wait forever (measured: a hang).
 WRITER_CPUS = 1
@@ -117,7 +121,7 @@ def plan_resources(cfg: RunConfig, cluster: dict, n_todo: int) -> tuple[int, flo
         gpt = 1.0 if gpus >= 1 else 0.0
     if gpt > 0:
         if gpus < gpt:
-            raise RuntimeError(f"each training asks for {gpt} GPU but the cluster has {gpus:g}: "
+            raise ResourceError(f"each training asks for {gpt} GPU but the cluster has {gpus:g}: "
                                "lower --gpus-per-training or pass --gpus-per-training 0")
         slots = int(math.floor(gpus / gpt + 1e-9))
         cpt = cfg.cpus_per_training or max(1.0, math.floor((cpus - WRITER_CPUS) / slots))
@@ -125,7 +129,7 @@ def plan_resources(cfg: RunConfig, cluster: dict, n_todo: int) -> tuple[int, flo
         cpt = cfg.cpus_per_training or 1.0
         slots = int(math.floor((cpus - WRITER_CPUS) / cpt + 1e-9))
     if slots < 1:
-        raise RuntimeError(f"the cluster has {cpus:g} CPUs; each training asks for {cpt:g} and "
+        raise ResourceError(f"the cluster has {cpus:g} CPUs; each training asks for {cpt:g} and "
                            f"{WRITER_CPUS} stays free for writing: lower --cpus-per-training")
     return max(1, min(slots, n_todo)), float(cpt), float(gpt)
 

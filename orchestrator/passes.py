@@ -14,8 +14,15 @@ from orchestrator import rundir
 from orchestrator.config import RunConfig
 
 
-def load_analysis(run_dir: Path, threshold: str | None = None) -> tuple[Analysis, dict]:
-    """Analyse a run from its files alone (no Ray): the basis of `dupes report`."""
+def load_analysis(run_dir: Path, threshold: str | None = None, *, ledger: Path | None = None,
+                  ignore_confirmed: bool | None = None) -> tuple[Analysis, dict]:
+    """Analyse a run from its files alone (no Ray): the basis of `dupes report`.
+
+    Images in the ledger of confirmed labels are marked (`confirmed`), or left out of the
+    dupes with `ignore_confirmed`; both default to the run's own settings.
+    """
+    from orchestrator.ledger import confirmed_mask, default_ledger, read_ledger
+
     run_dir = Path(run_dir)
     cfg = RunConfig.from_dict(rundir.read_json(run_dir / "config.json"))
     index = pd.read_parquet(run_dir / "index.parquet")
@@ -25,7 +32,11 @@ def load_analysis(run_dir: Path, threshold: str | None = None) -> tuple[Analysis
     for p in sorted((run_dir / "trainings").glob("r*_f*.json")):
         m = rundir.read_json(p)
         seconds[(m["repeat"], m["fold"])] = m.get("seconds", 0.0)
-    return analyze(index, preds, classes, threshold=threshold or cfg.threshold), seconds
+    ledger = read_ledger(ledger or cfg.ledger or default_ledger(run_dir))
+    confirmed = confirmed_mask(index["sha1"].to_numpy(), index["class_name"].to_numpy(), ledger)
+    ignore = cfg.ignore_confirmed if ignore_confirmed is None else ignore_confirmed
+    return analyze(index, preds, classes, threshold=threshold or cfg.threshold,
+                   confirmed=confirmed, ignore_confirmed=ignore), seconds
 
 
 def write_outputs(run_dir: Path, analysis: Analysis) -> None:
@@ -40,6 +51,9 @@ def run_pass(cfg: RunConfig, console: Console, *, t_start: float | None = None) 
     from orchestrator.driver import all_trainings, prepare, run_trainings
 
     t_start = t_start or time.perf_counter()
+    from trainers.hyp import Hyp
+
+    Hyp.from_dict(cfg.hyp)  # a bad hyperparameter fails here, not in 20 workers
     run = cfg.run_path
     run.mkdir(parents=True, exist_ok=True)
     rundir.write_json(run / "config.json", cfg.to_dict())

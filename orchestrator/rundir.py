@@ -39,6 +39,12 @@ def _jsonable(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def write_text(path: Path, text: str) -> None:
+    tmp = _tmp(path)
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                     ".ppm", ".pgm", ".pbm"}
@@ -72,7 +72,7 @@ def list_files(root: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]
 
 def auto_image_size(root: Path, relpaths: list[str]) -> int:
     """Training size from the headers of up to SIZE_SAMPLE files: their median long side,
-    kept as is for small images (<= 64 px) and capped at 128 px for large ones."""
+    capped at 128 px (small images are never upsampled, large ones are cut down)."""
     step = max(1, len(relpaths) // SIZE_SAMPLE)
     sides = []
     for rel in relpaths[::step][:SIZE_SAMPLE]:
@@ -83,8 +83,7 @@ def auto_image_size(root: Path, relpaths: list[str]) -> int:
             continue
     if not sides:
         return 32
-    side = int(np.median(sides))
-    return max(8, min(side, 64)) if side <= 64 else 128
+    return max(8, min(int(np.median(sides)), 128))
 
 
 def _decode(path: Path, size: int) -> tuple[np.ndarray | None, int, str, str]:
@@ -99,6 +98,7 @@ def _decode(path: Path, size: int) -> tuple[np.ndarray | None, int, str, str]:
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
+            im = ImageOps.exif_transpose(im)  # camera photos: pixels as the viewer shows them
             mode = "L" if im.mode in GRAY_MODES else "RGB"
             if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
                 # 16-bit/float grayscale: scale to 8 bit by the image's own range

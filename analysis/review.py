@@ -1,0 +1,146 @@
+"""The technician review, as pure functions over tables: export names and the before/after diff.
+
+A technician reviews flagged images with a file manager, in a tree that mirrors the class
+folders. What they did is read back from where each exported file ended up:
+
+- deleted                         -> confirm: the given label was right (remembered)
+- left where it was               -> relabel to the suggested class
+- moved into another class folder -> relabel to that class
+- moved into `_remove/`           -> remove the image from the corrected dataset
+- moved into `_unsure/`           -> no change, asked again next round
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import pandas as pd
+
+REMOVE_DIR, UNSURE_DIR = "_remove", "_unsure"
+ACTIONS = ("confirm", "relabel", "remove", "unsure")
+MANIFEST_COLUMNS = ["sample_id", "relpath", "sha1", "old_label", "new_label", "action"]
+
+
+def export_names(dupes: pd.DataFrame) -> pd.Series:
+    """Review file name of every dupe: `<suggested>__<votes>of<n>__<original file name>`.
+
+    Names must be unique across the whole review tree (a file moved to another folder is
+    recognised by its name alone), so a name used twice gets the sample id before its suffix.
+    """
+    need = {"sample_id", "relpath", "suggested_class", "votes", "n_evals"}
+    missing = sorted(need - set(dupes.columns))
+    if missing:
+        raise ValueError(f"dupes table lacks columns {missing}")
+    base = [PurePosixPath(r).name for r in dupes["relpath"]]
+    names = [f"{s}__{v}of{n}__{b}" for s, v, n, b in
+             zip(dupes["suggested_class"], dupes["votes"], dupes["n_evals"], base)]
+    counts = pd.Series(names).value_counts()
+    out = []
+    for name, sid in zip(names, dupes["sample_id"]):
+        if counts[name] > 1:
+            p = PurePosixPath(name)
+            name = f"{p.stem}.s{sid}{p.suffix}"
+        out.append(name)
+    return pd.Series(out, index=dupes.index, name="review_name")
+
+
+@dataclass
+class Problem:
+    """Something in the review tree that cannot be read as an action, and how to fix it."""
+
+    path: str
+    issue: str
+    fix: str
+
+
+def diff_review(before: pd.DataFrame, after: pd.DataFrame, classes: list[str]) -> tuple[
+        pd.DataFrame, list[Problem]]:
+    """Turn a review tree's before/after listings into a relabel manifest.
+
+    Parameters
+    ----------
+    before : one row per exported file: `review_path` (`<given class>/<name>`), `sample_id`,
+        `sha1`, `relpath` (in the dataset), `given_class`, `suggested_class`.
+    after : one row per file now in the tree: `review_path`, `sha1`.
+    classes : the dataset's class names (the valid destination folders).
+
+    Returns
+    -------
+    (manifest, problems). The manifest has `MANIFEST_COLUMNS`, one row per exported image.
+    When `problems` is not empty the tree cannot be interpreted and nothing should be written.
+    """
+    for name, df, cols in (("before", before, {"review_path", "sample_id", "sha1", "relpath",
+                                               "given_class", "suggested_class"}),
+                           ("after", after, {"review_path", "sha1"})):
+        missing = sorted(cols - set(df.columns))
+        if missing:
+            raise ValueError(f"{name} listing lacks columns {missing}")
+    # folder names are text; a class column read from CSV may hold numbers ("0" -> 0)
+    before = before.astype({c: str for c in ("review_path", "sha1", "relpath", "given_class",
+                                             "suggested_class")})
+    class_set = {str(c) for c in classes}
+    by_name = {PurePosixPath(p).name: row for p, row in zip(before["review_path"],
+                                                            before.itertuples(index=False))}
+    by_sha = {}
+    for row in before.itertuples(index=False):
+        by_sha.setdefault(row.sha1, []).append(row)
+
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}  # review name -> where it is now
+    for path, sha1 in zip(after["review_path"], after["sha1"]):
+        p = PurePosixPath(path)
+        folder = p.parts[0] if len(p.parts) > 1 else ""
+        if len(p.parts) != 2 or (folder not in class_set and folder not in (REMOVE_DIR, UNSURE_DIR)):
+            where = "the top of the review folder" if len(p.parts) == 1 else f"folder '{p.parent}'"
+            problems.append(Problem(path, f"file in {where}, which is not a class folder, "
+                                          f"{REMOVE_DIR}/ or {UNSURE_DIR}/",
+                                    "move it into a class folder, _remove/ or _unsure/"))
+            continue
+        if p.name not in by_name:
+            renamed = [r for r in by_sha.get(sha1, []) if r.review_path != path]
+            if renamed:
+                problems.append(Problem(path, "renamed: file names identify the images",
+                                        f"rename it back to "
+                                        f"'{PurePosixPath(renamed[0].review_path).name}'"))
+            else:
+                problems.append(Problem(path, "not a file this review exported",
+                                        "remove it from the review folder (add new images to "
+                                        "the dataset itself)"))
+            continue
+        if p.name in seen:
+            problems.append(Problem(path, f"the same image is also at '{seen[p.name]}' "
+                                          "(copied instead of moved?)",
+                                    "keep one of the two files"))
+            continue
+        seen[p.name] = path
+
+    rows = []
+    for name, row in by_name.items():
+        where = seen.get(name)
+        if where is None:
+            action, new = "confirm", row.given_class
+        else:
+            folder = PurePosixPath(where).parts[0]
+            if folder == REMOVE_DIR:
+                action, new = "remove", ""
+            elif folder == UNSURE_DIR:
+                action, new = "unsure", row.given_class
+            elif folder == row.given_class:
+                action, new = "relabel", row.suggested_class
+            else:
+                action, new = "relabel", folder
+        rows.append((row.sample_id, row.relpath, row.sha1, row.given_class, new, action))
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    # relabelling to the class it already has changes nothing (suggested class == given)
+    same = (manifest["action"] == "relabel") & (manifest["new_label"] == manifest["old_label"])
+    manifest.loc[same, "action"] = "unsure"
+    return manifest.sort_values("sample_id", kind="stable").reset_index(drop=True), problems
+
+
+def manifest_summary(manifest: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
+    """Counts per action (all ACTIONS, zeros included) and per (old -> new) relabel pair."""
+    per_action = manifest["action"].value_counts().reindex(list(ACTIONS), fill_value=0)
+    rel = manifest[manifest["action"] == "relabel"]
+    pairs = (rel.groupby(["old_label", "new_label"]).size().rename("count").reset_index()
+             .sort_values(["count", "old_label", "new_label"], ascending=[False, True, True]))
+    return per_action, pairs.reset_index(drop=True)

@@ -1,0 +1,246 @@
+"""The review loop on disk: export dupes for a technician, read back what they did, and
+build a corrected copy of the dataset. The source dataset is only ever read."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+
+from analysis.review import (ACTIONS, MANIFEST_COLUMNS, REMOVE_DIR, UNSURE_DIR, Problem,
+                             diff_review, export_names)
+from orchestrator import ledger as ledger_mod
+from orchestrator import rundir
+
+META_DIR = ".dupes"  # review metadata the technician never needs to see
+OWN_FILES = {"before.txt", "after.txt", "README.txt", "manifest.csv"}
+JUNK_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+README = """\
+Review of possibly mislabeled images (dupes run {run})
+
+Every image here sits in the folder of the class it is labelled as now. Its file name starts
+with the class the models suggested and how many of the held-out predictions voted for it:
+    <suggested class>__<votes>of<evaluations>__<original file name>
+
+For each image, do ONE of these with your file manager:
+  - delete the file            -> the label is right: keep it (remembered, not asked again)
+  - leave it where it is        -> the suggestion is right: relabel it to the suggested class
+  - move it to another class    -> relabel it to that class folder
+  - move it into _remove/       -> drop the image from the corrected dataset
+  - move it into _unsure/       -> change nothing now; it is asked again in the next round
+
+Do not rename files or add new ones. When done, run:
+    dupes review import {review}
+then build the corrected dataset (your original dataset is never changed):
+    dupes apply {review}/manifest.csv --data {data} --out <new dataset folder>
+"""
+
+
+class ReviewError(ValueError):
+    """A review or apply step cannot go on; the message lists every problem and its fix."""
+
+
+def sha1_of(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def link_or_copy(src: Path, dst: Path, *, copy: bool = False) -> str:
+    """Hardlink when on the same filesystem (instant, no space), else copy; returns which."""
+    if not copy:
+        try:
+            os.link(src, dst)
+            return "link"
+        except OSError:
+            pass
+    shutil.copy2(src, dst)
+    return "copy"
+
+
+def _ensure_empty(path: Path, what: str) -> None:
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise ReviewError(f"{what} {path} exists and is not empty: choose a new folder")
+
+
+def export_review(run_dir: Path, out: Path, *, threshold: str | None = None,
+                  include_confirmed: bool = False, ledger: Path | None = None,
+                  copy: bool = False) -> pd.DataFrame:
+    """Export the run's dupes into a review tree; returns the exported rows."""
+    from orchestrator.passes import load_analysis
+
+    run_dir, out = Path(run_dir).resolve(), Path(out).resolve()
+    _ensure_empty(out, "review folder")
+    cfg = rundir.read_json(run_dir / "config.json")
+    data = Path(cfg["data_dir"])
+    ledger = Path(ledger) if ledger else ledger_mod.default_ledger(run_dir)
+    analysis, _ = load_analysis(run_dir, threshold, ledger=ledger)
+    dupes = analysis.dupes
+    if not include_confirmed:
+        dupes = dupes[~dupes["confirmed"]]
+    index = pd.read_parquet(run_dir / "index.parquet").set_index("sample_id")
+    table = pd.DataFrame({
+        "sample_id": dupes["sample_id"].to_numpy(), "relpath": dupes["relpath"].to_numpy(),
+        "sha1": index.loc[dupes["sample_id"], "sha1"].to_numpy(),
+        "given_class": dupes["given_class"].to_numpy(),
+        "suggested_class": dupes["suggested_class"].to_numpy(),
+        "votes": dupes["top_wrong_votes"].to_numpy(), "n_evals": dupes["n_evals"].to_numpy()})
+    table["review_path"] = [f"{g}/{n}" for g, n in zip(table["given_class"], export_names(table))]
+
+    problems = [f"{r}: missing from {data}" for r in table["relpath"] if not (data / r).is_file()]
+    if problems:
+        raise ReviewError("the dataset changed since the run; these files are gone:\n  "
+                          + "\n  ".join(problems[:20]))
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    for folder in [*analysis.classes, REMOVE_DIR, UNSURE_DIR, META_DIR]:
+        (tmp / folder).mkdir(parents=True, exist_ok=True)
+    for rel, review_path in zip(table["relpath"], table["review_path"]):
+        link_or_copy(data / rel, tmp / review_path, copy=copy)
+    (tmp / "before.txt").write_text("".join(
+        f"{p}\t{s}\t{h}\n" for p, s, h in zip(table["review_path"], table["sample_id"],
+                                             table["sha1"])))
+    table.to_csv(tmp / META_DIR / "exported.csv", index=False)
+    rundir.write_json(tmp / META_DIR / "review.json", {
+        "run_dir": str(run_dir), "data_dir": str(data), "threshold": str(analysis.threshold),
+        "classes": analysis.classes, "ledger": str(ledger)})
+    (tmp / "README.txt").write_text(README.format(run=run_dir, review=out, data=data))
+    if out.exists():
+        out.rmdir()
+    os.rename(tmp, out)  # a review folder appears complete or not at all
+    return table
+
+
+def list_review_tree(review: Path) -> pd.DataFrame:
+    """Every file the technician left in the review tree: review_path, sha1."""
+    rows = []
+    for dirpath, dirnames, filenames in os.walk(review):
+        dirnames[:] = sorted(d for d in dirnames if d != META_DIR)
+        rel_dir = Path(dirpath).relative_to(review)
+        for name in sorted(filenames):
+            if name in JUNK_FILES or (rel_dir == Path(".") and name in OWN_FILES):
+                continue
+            rel = (rel_dir / name).as_posix()
+            rows.append((rel, sha1_of(Path(dirpath) / name)))
+    return pd.DataFrame(rows, columns=["review_path", "sha1"])
+
+
+def import_review(review: Path, *, ledger: Path | None = None) -> tuple[pd.DataFrame, list[Problem]]:
+    """Read back the technician's actions. With problems, nothing is written."""
+    review = Path(review).resolve()
+    meta_path = review / META_DIR / "review.json"
+    if not meta_path.exists():
+        raise ReviewError(f"{review} is not a review folder made by `dupes review export` "
+                          f"({META_DIR}/review.json is missing)")
+    meta = rundir.read_json(meta_path)
+    # class names like "0".."9" must stay text: read every column as str, then the id
+    before = pd.read_csv(review / META_DIR / "exported.csv", dtype=str, keep_default_na=False)
+    before["sample_id"] = before["sample_id"].astype("int64")
+    after = list_review_tree(review)
+    manifest, problems = diff_review(before, after, meta["classes"])
+    if problems:
+        return manifest, problems
+    rundir.write_text(review / "after.txt",
+                      "".join(f"{p}\t{h}\n" for p, h in zip(after["review_path"], after["sha1"])))
+    rundir.write_csv(review / "manifest.csv", manifest)
+    confirmed = manifest[manifest["action"] == "confirm"].rename(columns={"old_label": "class_name"})
+    ledger_path = Path(ledger or meta["ledger"])
+    ledger_mod.add_confirmed(ledger_path, confirmed, str(review))
+    return manifest, []
+
+
+def _safe_relpath(rel: str, src: Path) -> str | None:
+    """Why `rel` may not be used inside src (None if it is fine)."""
+    p = PurePosixPath(rel)
+    if not p.parts:
+        return "empty path"
+    if p.is_absolute() or rel.startswith("\\") or ":" in p.parts[0]:
+        return "absolute path"
+    if any(part in ("..", ".", "") for part in p.parts):
+        return "'..' or '.' in the path"
+    resolved = (src / rel).resolve()
+    if not resolved.is_relative_to(src):
+        return f"leaves the dataset (resolves to {resolved}, e.g. through a symlink)"
+    return None
+
+
+def _safe_class(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name \
+        and not name.startswith(".")
+
+
+def apply_manifest(manifest_path: Path, src: Path, dst: Path, *, copy: bool = False) -> pd.DataFrame:
+    """Build a corrected copy of `src` in `dst` with the manifest's relabels and removals.
+
+    Everything is checked before anything is written; the copy is built in a temporary
+    sibling folder and renamed to `dst` at the end. Returns the CHANGES table.
+    """
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    if not src.is_dir():
+        raise ReviewError(f"dataset {src} does not exist")
+    _ensure_empty(dst, "output folder")
+    if dst == src or dst.is_relative_to(src) or src.is_relative_to(dst):
+        raise ReviewError(f"the output {dst} must be outside the dataset {src}")
+    manifest = pd.read_csv(manifest_path, dtype=str, keep_default_na=False)
+    missing = sorted(set(MANIFEST_COLUMNS) - set(manifest.columns))
+    if missing:
+        raise ReviewError(f"{manifest_path} lacks columns {missing}; expected {MANIFEST_COLUMNS}")
+    problems = []
+    for row in manifest.itertuples(index=False):
+        why = _safe_relpath(row.relpath, src)
+        if why:
+            problems.append(f"{row.relpath}: {why}; a manifest may only name files inside {src}")
+            continue
+        if row.action not in ACTIONS:
+            problems.append(f"{row.relpath}: unknown action '{row.action}' (valid: {ACTIONS})")
+        if row.action == "relabel" and not _safe_class(row.new_label):
+            problems.append(f"{row.relpath}: new label '{row.new_label}' is not a valid folder name")
+        path = src / row.relpath
+        if not path.is_file():
+            problems.append(f"{row.relpath}: not in {src}")
+        elif sha1_of(path) != row.sha1:
+            problems.append(f"{row.relpath}: changed since the review (sha1 differs); review it "
+                            "again or restore the reviewed file")
+    if problems:
+        raise ReviewError(f"{manifest_path} cannot be applied to {src}:\n  " + "\n  ".join(problems))
+
+    act = {r.relpath: r for r in manifest.itertuples(index=False) if r.action in ("relabel", "remove")}
+    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+    kept, relabelled, changes = [], [], []
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        rel = path.relative_to(src).as_posix()
+        row = act.get(rel)
+        if row is None:
+            kept.append((path, rel))
+        elif row.action == "remove":
+            changes.append((rel, "", "remove", row.old_label, "", row.sha1))
+        else:
+            new_rel = PurePosixPath(row.new_label, *PurePosixPath(rel).parts[1:]).as_posix()
+            relabelled.append((path, new_rel, row))
+    placed = set()
+    for path, rel in kept:  # untouched files keep their paths
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        link_or_copy(path, tmp / rel, copy=copy)
+        placed.add(rel)
+    for path, new_rel, row in relabelled:
+        target, n = new_rel, 1
+        while target in placed:  # a namesake already lives in the new class: number this one
+            p = PurePosixPath(new_rel)
+            target, n = str(p.with_name(f"{p.stem}__{n}{p.suffix}")), n + 1
+        placed.add(target)
+        (tmp / target).parent.mkdir(parents=True, exist_ok=True)
+        link_or_copy(path, tmp / target, copy=copy)
+        changes.append((row.relpath, target, "relabel", row.old_label, row.new_label, row.sha1))
+    changes_df = pd.DataFrame(changes, columns=["relpath", "new_relpath", "action", "old_label",
+                                                "new_label", "sha1"]).sort_values("relpath")
+    tmp.mkdir(parents=True, exist_ok=True)
+    changes_df.to_csv(tmp / "CHANGES.csv", index=False)
+    if dst.exists():
+        dst.rmdir()
+    os.rename(tmp, dst)
+    return changes_df

@@ -1,0 +1,251 @@
+"""The technician review loop on real files: export, every action, refusals, ledger, apply."""
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from orchestrator import rundir
+from orchestrator.config import RunConfig
+from orchestrator.ledger import read_ledger
+from orchestrator.passes import load_analysis
+from orchestrator.review import ReviewError, apply_manifest, export_review, import_review
+from orchestrator.scan import scan_dataset
+from tests.conftest import tree_hash
+
+CLASSES = ["0", "1", "cat"]  # numeric class names must survive CSV round trips
+
+
+def make_run(tmp: Path, wrong: dict[str, str], repeats: int = 2) -> tuple[Path, Path]:
+    """A dataset of 4 images per class and a finished run directory in which the images in
+    `wrong` (relpath -> class) are predicted as that other class by every training."""
+    data = tmp / "data"
+    rng = np.random.default_rng(0)
+    for c in CLASSES:
+        (data / c / "sub").mkdir(parents=True)
+        for i in range(4):
+            sub = "sub/" if i == 3 else ""
+            Image.fromarray(rng.integers(0, 255, (8, 8), np.uint8)).save(data / c / f"{sub}img{i}.png")
+    run = tmp / "runs" / "r1"
+    run.mkdir(parents=True)
+    scan = scan_dataset(data, image_size=8)
+    rundir.write_parquet(run / "index.parquet", scan.index)
+    rundir.write_json(run / "classes.json", {"classes": scan.classes})
+    rundir.write_json(run / "config.json", RunConfig(str(data), str(run), repeats=repeats).to_dict())
+    labels = scan.index["label"].to_numpy()
+    pred = labels.copy()
+    for rel, cls in wrong.items():
+        pred[scan.index.index[scan.index["relpath"] == rel][0]] = scan.classes.index(cls)
+    n, c = len(labels), len(scan.classes)
+    for r in range(repeats):
+        for f in (0, 1):
+            held = np.arange(n)[np.arange(n) % 2 == f]
+            probs = np.full((len(held), c), 0.05, np.float32)
+            probs[np.arange(len(held)), pred[held]] = 0.9
+            part = rundir.partition_dir(run, r, f)
+            part.mkdir(parents=True)
+            pq.write_table(pa.table({
+                "sample_id": pa.array(held, pa.int64()), "label": pa.array(labels[held], pa.int16()),
+                "pred": pa.array(pred[held], pa.int16()),
+                "loss": pa.array(-np.log(probs[np.arange(len(held)), labels[held]]), pa.float32()),
+                "probs": pa.FixedSizeListArray.from_arrays(pa.array(probs.ravel()), c)}),
+                part / "part-0.parquet")
+    return data, run
+
+
+WRONG = {"0/img0.png": "1", "0/img1.png": "cat", "1/img2.png": "0", "cat/sub/img3.png": "0",
+         "cat/img1.png": "1"}
+
+
+@pytest.fixture
+def run_data(tmp_path):
+    return make_run(tmp_path, WRONG)
+
+
+def test_export_layout(run_data, tmp_path):
+    data, run = run_data
+    before_hash = tree_hash(data)
+    review = tmp_path / "review"
+    table = export_review(run, review, threshold=">=2")
+    assert len(table) == 5
+    assert sorted(p.name for p in review.iterdir()) == [
+        ".dupes", "0", "1", "README.txt", "_remove", "_unsure", "before.txt", "cat"]
+    assert (review / "0" / "1__2of2__img0.png").is_file()
+    assert (review / "cat" / "0__2of2__img3.png").is_file()  # sub-folders are flattened
+    # hardlinked on the same filesystem: no copy, same inode
+    assert os.stat(review / "0" / "1__2of2__img0.png").st_ino == os.stat(data / "0/img0.png").st_ino
+    lines = (review / "before.txt").read_text().splitlines()
+    assert len(lines) == 5 and all(len(line.split("\t")) == 3 for line in lines)
+    assert "0/1__2of2__img0.png" in {line.split("\t")[0] for line in lines}
+    assert "delete the file" in (review / "README.txt").read_text()
+    assert tree_hash(data) == before_hash
+    with pytest.raises(ReviewError, match="not empty"):
+        export_review(run, review)
+    copied = export_review(run, tmp_path / "review2", threshold=">=2", copy=True)
+    assert len(copied) == 5
+    assert os.stat(tmp_path / "review2/0/1__2of2__img0.png").st_ino != os.stat(data / "0/img0.png").st_ino
+
+
+def test_every_action_becomes_a_manifest_row(run_data, tmp_path):
+    data, run = run_data
+    review = tmp_path / "review"
+    export_review(run, review, threshold=">=2")
+    (review / "0" / "1__2of2__img0.png").unlink()                                 # confirm
+    # 0/img1.png stays in place                                                   # relabel -> cat
+    shutil.move(review / "1" / "0__2of2__img2.png", review / "cat")               # relabel -> cat
+    shutil.move(review / "cat" / "0__2of2__img3.png", review / "_remove")         # remove
+    shutil.move(review / "cat" / "1__2of2__img1.png", review / "_unsure")         # unsure
+    (review / "_unsure" / ".DS_Store").write_bytes(b"junk a file manager leaves")  # ignored
+    manifest, problems = import_review(review)
+    assert problems == []
+    got = {r.relpath: (r.action, r.old_label, r.new_label) for r in manifest.itertuples()}
+    assert got == {"0/img0.png": ("confirm", "0", "0"), "0/img1.png": ("relabel", "0", "cat"),
+                   "1/img2.png": ("relabel", "1", "cat"), "cat/sub/img3.png": ("remove", "cat", ""),
+                   "cat/img1.png": ("unsure", "cat", "cat")}
+    on_disk = pd.read_csv(review / "manifest.csv", dtype=str, keep_default_na=False)
+    assert list(on_disk.columns) == ["sample_id", "relpath", "sha1", "old_label", "new_label", "action"]
+    assert len(on_disk) == 5 and (review / "after.txt").read_text().count("\n") == 4
+    ledger = read_ledger(run.parent / "dupes-ledger.csv")
+    assert ledger[["relpath", "class_name"]].values.tolist() == [["0/img0.png", "0"]]
+
+
+@pytest.mark.parametrize("break_it, expect", [
+    (lambda r: (r / "0" / "1__2of2__img0.png").rename(r / "0" / "renamed.png"), "rename it back"),
+    (lambda r: (r / "1" / "new.png").write_bytes(b"new"), "not a file this review exported"),
+    (lambda r: (r / "dog").mkdir() or shutil.move(r / "0" / "1__2of2__img0.png", r / "dog"),
+     "not a class folder"),
+    (lambda r: shutil.copy(r / "0" / "1__2of2__img0.png", r / "_unsure"), "copied instead of moved"),
+    (lambda r: shutil.move(r / "0" / "1__2of2__img0.png", r / "stray.png"), "not a class folder"),
+])
+def test_uninterpretable_review_writes_nothing(run_data, tmp_path, break_it, expect):
+    _, run = run_data
+    review = tmp_path / "review"
+    export_review(run, review, threshold=">=2")
+    (review / "1" / "0__2of2__img2.png").unlink()  # a valid confirm that must not be recorded
+    break_it(review)
+    manifest, problems = import_review(review)
+    assert problems and any(expect in p.fix or expect in p.issue for p in problems)
+    assert not (review / "manifest.csv").exists() and not (review / "after.txt").exists()
+    assert not (run.parent / "dupes-ledger.csv").exists()
+
+
+def test_ledger_across_two_rounds(run_data, tmp_path):
+    data, run = run_data
+    first = tmp_path / "review1"
+    export_review(run, first, threshold=">=2")
+    (first / "0" / "1__2of2__img0.png").unlink()  # confirmed correct
+    assert import_review(first)[1] == []
+    analysis, _ = load_analysis(run, ">=2")
+    confirmed = analysis.dupes.set_index("relpath")["confirmed"]
+    assert confirmed["0/img0.png"] and confirmed.sum() == 1
+    assert "0/img0.png" not in set(load_analysis(run, ">=2", ignore_confirmed=True)[0].dupes["relpath"])
+    # round 2: not asked again, unless asked for
+    second = export_review(run, tmp_path / "review2", threshold=">=2")
+    assert "0/img0.png" not in set(second["relpath"]) and len(second) == 4
+    again = export_review(run, tmp_path / "review3", threshold=">=2", include_confirmed=True)
+    assert "0/img0.png" in set(again["relpath"])
+    # keyed by content: the same image under a new name in a new run is still confirmed
+    data2, run2 = make_run(tmp_path / "round2", WRONG)
+    (data2 / "0" / "img0.png").unlink()
+    shutil.copy(data / "0" / "img0.png", data2 / "0" / "renamed.png")
+    shutil.copy(run.parent / "dupes-ledger.csv", run2.parent / "dupes-ledger.csv")
+    index = scan_dataset(data2, image_size=8).index
+    from orchestrator.ledger import confirmed_mask
+    mask = confirmed_mask(index["sha1"].to_numpy(), index["class_name"].to_numpy(),
+                          read_ledger(run2.parent / "dupes-ledger.csv"))
+    assert index.loc[mask, "relpath"].tolist() == ["0/renamed.png"]
+
+
+def reviewed(run_data, tmp_path) -> tuple[Path, Path, Path]:
+    data, run = run_data
+    review = tmp_path / "review"
+    export_review(run, review, threshold=">=2")
+    shutil.move(review / "cat" / "0__2of2__img3.png", review / "_remove")
+    (review / "cat" / "1__2of2__img1.png").unlink()
+    assert import_review(review)[1] == []
+    return data, run, review / "manifest.csv"
+
+
+def test_apply_builds_identical_corrected_copies_and_never_touches_src(run_data, tmp_path):
+    data, _, manifest = reviewed(run_data, tmp_path)
+    before = tree_hash(data)
+    changes = apply_manifest(manifest, data, tmp_path / "fixed1")
+    apply_manifest(manifest, data, tmp_path / "fixed2", copy=True)
+    assert tree_hash(data) == before
+    one, two = tree_hash(tmp_path / "fixed1"), tree_hash(tmp_path / "fixed2")
+    assert one == two  # idempotent: same manifest, same tree
+    # relabels move content to the new class; a namesake there keeps its name, the newcomer
+    # is numbered (every class of this fixture has img0..img3, so each relabel meets one)
+    assert one["1/img0__1.png"] == before["0/img0.png"] and one["1/img0.png"] == before["1/img0.png"]
+    assert one["cat/img1__1.png"] == before["0/img1.png"]
+    assert one["0/img2__1.png"] == before["1/img2.png"]
+    assert not {"0/img0.png", "0/img1.png", "1/img2.png"} & set(one)
+    assert "cat/sub/img3.png" not in one                  # removed
+    assert one["cat/img1.png"] == before["cat/img1.png"]  # confirmed: unchanged
+    assert set(one) - {"CHANGES.csv"} == (set(before) - {"0/img0.png", "0/img1.png", "1/img2.png",
+                                                         "cat/sub/img3.png"}) | {
+        "1/img0__1.png", "cat/img1__1.png", "0/img2__1.png"}
+    on_disk = pd.read_csv(tmp_path / "fixed1" / "CHANGES.csv", dtype=str, keep_default_na=False)
+    assert on_disk.equals(changes.reset_index(drop=True).astype(str))
+    assert sorted(changes["action"]) == ["relabel"] * 3 + ["remove"]
+    with pytest.raises(ReviewError, match="not empty"):
+        apply_manifest(manifest, data, tmp_path / "fixed1")
+
+
+def test_apply_refuses_changed_sources_and_escaping_paths(run_data, tmp_path):
+    data, _, manifest = reviewed(run_data, tmp_path)
+    before = tree_hash(data)
+    m = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+
+    def attempt(df, match):
+        path = tmp_path / "m.csv"
+        df.to_csv(path, index=False)
+        with pytest.raises(ReviewError, match=match):
+            apply_manifest(path, data, tmp_path / "out")
+        assert not (tmp_path / "out").exists()
+
+    changed = m.copy()
+    changed.loc[0, "sha1"] = "0" * 40
+    attempt(changed, f"{m.loc[0, 'relpath']}: changed since the review")
+    for bad in ("../outside.png", "/etc/passwd", "0/../../x.png"):
+        escaping = m.copy()
+        escaping.loc[0, "relpath"] = bad
+        attempt(escaping, "only name files inside")
+    (tmp_path / "secret.png").write_bytes(b"outside the dataset")
+    os.symlink(tmp_path / "secret.png", data / "0" / "link.png")
+    linked = m.copy()
+    linked.loc[0, "relpath"] = "0/link.png"
+    attempt(linked, "leaves the dataset")
+    (data / "0" / "link.png").unlink()
+    badlabel = m.copy()
+    badlabel.loc[badlabel["action"] == "relabel", "new_label"] = "../up"
+    attempt(badlabel, "not a valid folder name")
+    assert tree_hash(data) == before
+
+
+def test_interrupted_apply_leaves_no_half_dataset(run_data, tmp_path, monkeypatch):
+    import orchestrator.review as review_mod
+    data, _, manifest = reviewed(run_data, tmp_path)
+    before = tree_hash(data)
+    calls = []
+    real = review_mod.link_or_copy
+
+    def interrupted(src, dst, **kw):
+        calls.append(dst)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the copy
+        return real(src, dst, **kw)
+
+    monkeypatch.setattr(review_mod, "link_or_copy", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        apply_manifest(manifest, data, tmp_path / "fixed")
+    assert not (tmp_path / "fixed").exists()
+    assert tree_hash(data) == before
+    monkeypatch.setattr(review_mod, "link_or_copy", real)
+    apply_manifest(manifest, data, tmp_path / "fixed")  # a rerun after the interruption works
+    assert (tmp_path / "fixed" / "CHANGES.csv").exists()
