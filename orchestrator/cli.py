@@ -365,8 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.scan import ScanError
 
     args = get_args_parser().parse_args(argv)
-    # soft wrap: a message never gets line breaks inside file paths in logs and pipes
-    console = Console(soft_wrap=True)
+    # soft wrap: a message never gets line breaks inside file paths in logs and pipes; and
+    # logs get 120 columns rather than rich's 80, so tables keep paths on one line
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
     try:
         commands = {"run": cmd_run, "demo": cmd_demo, "report": cmd_report,
                     "review": cmd_review, "apply": cmd_apply}

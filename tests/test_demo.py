@@ -1,25 +1,43 @@
-"""`dupes demo` end to end: the acceptance lines of the foundation, on a real local Ray."""
+"""`dupes demo --review-simulate` end to end on a real local Ray: the acceptance lines of the
+foundation (round 1) and of the review loop (round 2 on the corrected dataset)."""
 import json
 
+import pandas as pd
 import pytest
 
 from orchestrator import rundir
 from orchestrator.cli import main
+from tests.conftest import tree_hash
 
 pytestmark = pytest.mark.slow
 
 
-def test_demo_finds_the_planted_noise(tmp_path):
+def test_demo_finds_the_planted_noise_and_a_review_round_fixes_it(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out)]) == 0
-    summary = json.loads((out / "run" / "summary.json").read_text())
-    assert summary["n_samples"] == 1797 and summary["n_trainings"] == 20
-    assert summary["n_prediction_rows"] == 17970
+    assert main(["demo", "--out", str(out), "--review-simulate"]) == 0
+    s1 = json.loads((out / "run" / "summary.json").read_text())
+    assert s1["n_samples"] == 1797 and s1["n_trainings"] == 20
+    assert s1["n_prediction_rows"] == 17970
     preds = rundir.read_predictions(out / "run", columns=["sample_id"]).to_pandas()
     assert (preds.groupby("sample_id").size() == 10).all()
-    assert summary["planted_recall"] >= 0.85, summary
-    assert summary["planted_precision"] >= 0.70, summary
+    assert s1["planted_recall"] >= 0.85, s1
+    assert s1["planted_precision"] >= 0.70, s1
     for key in ("data_dir", "run_dir", "n_dupes", "threshold", "wall_s", "heldout_accuracy_mean"):
-        assert key in summary
+        assert key in s1
     # the planted truth lives beside the data, never inside a class folder
     assert (out / "planted.csv").exists() and not list((out / "data").glob("*.csv"))
+
+    # round 2 runs on the corrected copy; the original data is left as it was
+    s2 = json.loads((out / "run2" / "summary.json").read_text())
+    assert s2["heldout_accuracy_mean"] >= s1["heldout_accuracy_mean"]
+    assert s2["n_dupes"] < s1["n_dupes"]
+    assert s1["review"]["round2"]["n_dupes"] == s2["n_dupes"]
+    manifest = pd.read_csv(out / "review" / "manifest.csv", dtype=str)
+    assert set(manifest["action"]) <= {"confirm", "relabel"}
+    planted = pd.read_csv(out / "planted.csv", dtype=str)
+    fixed = manifest[manifest["action"] == "relabel"]
+    assert set(fixed["relpath"]) <= set(planted["relpath"])  # the technician knew the truth
+    assert len(fixed) == s1["planted_recall"] * len(planted)
+    assert (out / "dupes-ledger.csv").exists()  # false alarms were confirmed and remembered
+    original = tree_hash(out / "data")
+    assert len(original) == 1797 and "CHANGES.csv" in tree_hash(out / "data-round2")
