@@ -70,7 +70,15 @@ def add_pass_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                    help="times Ray Train restarts crashed workers before giving up (default 2)")
     r.add_argument("--address", default=None,
                    help="Ray cluster address (default: RAY_ADDRESS, else start a local Ray)")
+    add_training_args(p, demo=demo)
+
+
+def add_training_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
+    hyp = Hyp()
     t = p.add_argument_group("training")
+    t.add_argument("--config", type=Path, default=None,
+                   help="JSON file of hyperparameters, e.g. best.json from `dupes tune`; "
+                        "flags given on the command line still win")
     t.add_argument("--model", choices=MODELS, default=hyp.model,
                    help="smallcnn for small images, resnet18 for larger; auto picks by image "
                         "size (default auto)")
@@ -89,12 +97,31 @@ def add_pass_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                    help="random left-right flips (default: on; off for the digits demo)")
     t.add_argument("--translate", type=int, default=1 if demo else hyp.translate,
                    help="max random shift in px (default 2; 1 for the 8-px digits demo)")
+    t.add_argument("--weight-decay", type=float, default=hyp.weight_decay,
+                   help=f"L2 weight decay of conv and linear weights (default {hyp.weight_decay})")
+    t.add_argument("--mixup", type=float, default=hyp.mixup,
+                   help="mixup alpha; 0 turns it off (default 0)")
+
+
+HYP_FLAGS = ("model", "width", "epochs", "batch_size", "lr", "label_smoothing", "flip",
+             "translate", "weight_decay", "mixup")
 
 
 def hyp_from_args(args) -> dict:
-    return Hyp(model=args.model, width=args.width, epochs=args.epochs,
-               batch_size=args.batch_size, lr=args.lr, label_smoothing=args.label_smoothing,
-               flip=args.flip, translate=args.translate).to_dict()
+    """Hyperparameters: the --config file's, then the flags (whose defaults the file set)."""
+    base = getattr(args, "config_hyp", None) or {}
+    return Hyp.from_dict({**base, **{k: getattr(args, k) for k in HYP_FLAGS}}).to_dict()
+
+
+def read_hyp_file(path: Path) -> dict:
+    """Hyperparameters from best.json (its "hyp") or a flat JSON object of them."""
+    import json
+    data = json.loads(Path(path).read_text())
+    hyp = data.get("hyp", data) if isinstance(data, dict) else None
+    if not isinstance(hyp, dict):
+        raise ValueError(f"{path} holds no hyperparameters (a JSON object, or best.json)")
+    Hyp.from_dict({**Hyp().to_dict(), **hyp})  # names checked here, with the valid ones listed
+    return hyp
 
 
 def config_from_args(args, data_dir: Path, run_dir: Path) -> RunConfig:
@@ -103,7 +130,7 @@ def config_from_args(args, data_dir: Path, run_dir: Path) -> RunConfig:
         repeats=args.repeats, seed=args.seed, train_seed=args.train_seed, split=args.split,
         threshold=args.threshold, image_size=args.image_size, min_per_class=args.min_per_class,
         cpus_per_training=args.cpus_per_training, gpus_per_training=args.gpus_per_training,
-        max_failures=args.max_failures, address=args.address,
+        max_failures=args.max_failures, address=args.address, config=str(args.config or ""),
         ledger=str(args.ledger.resolve()) if args.ledger else None,
         ignore_confirmed=args.ignore_confirmed, hyp=hyp_from_args(args))
 
@@ -153,6 +180,49 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="ledger of confirmed labels (default: the run's)")
     rep.add_argument("--ignore-confirmed", action=argparse.BooleanOptionalAction, default=None,
                      help="leave confirmed images out of the dupes (default: the run's setting)")
+
+    tn = sub.add_parser("tune", help="search training hyperparameters with Ray Tune",
+                        description="Search learning rate, weight decay, epochs, augmentation, "
+                        "mixup and label smoothing with Ray Tune on one swap split of DATA; "
+                        "TUNE/best.json then feeds `dupes run --config`.")
+    tn.add_argument("data", nargs="?", type=Path,
+                    help="dataset folder (not needed with --resume)")
+    tn.add_argument("--out", type=Path, default=None,
+                    help="search directory (default runs/tune-<data name>-<date-time>)")
+    tn.add_argument("--resume", type=Path, default=None, metavar="TUNE",
+                    help="continue an interrupted search in TUNE")
+    tn.add_argument("--trials", type=_positive(int), default=8, help="trials (default 8)")
+    tn.add_argument("--scheduler", choices=["asha", "pbt"], default="asha",
+                    help="asha stops bad trials early; pbt copies good trials' state into bad "
+                         "ones and perturbs their hyperparameters (default asha)")
+    tn.add_argument("--metric", choices=["heldout_loss", "heldout_accuracy"],
+                    default="heldout_loss", help="what the search optimises (default "
+                    "heldout_loss: less noisy than accuracy on small data)")
+    tn.add_argument("--space", type=Path, default=None,
+                    help="YAML/JSON search space: `name: constant` or `name: {loguniform|"
+                         "uniform|randint: [lo, hi]}` / `{choice: [...]}` (default: lr, "
+                         "weight_decay, epochs, translate, mixup, label_smoothing)")
+    tn.add_argument("--cpus-per-trial", type=_positive(float), default=1.0,
+                    help="CPUs per trial (default 1)")
+    tn.add_argument("--gpus-per-trial", type=float, default=None,
+                    help="GPUs per trial, fractions allowed (default 1 if the cluster has "
+                         "GPUs, else 0)")
+    tn.add_argument("--max-concurrent", type=_positive(int), default=None,
+                    help="trials at once (default: as many as the resources hold)")
+    tn.add_argument("--grace-period", type=_positive(int), default=2,
+                    help="ASHA: epochs every trial runs before it can be stopped (default 2)")
+    tn.add_argument("--perturbation-interval", type=_positive(int), default=4,
+                    help="PBT: epochs between exploit/explore steps (default 4)")
+    tn.add_argument("--seed", type=int, default=0, help="split and search seed (default 0)")
+    tn.add_argument("--train-seed", type=int, default=1, help="training seed (default 1)")
+    tn.add_argument("--image-size", type=_positive(int), default=None,
+                    help="training size in px (default: as `dupes run`)")
+    tn.add_argument("--min-per-class", type=_positive(int), default=None,
+                    help="drop classes with fewer usable images (default: error)")
+    tn.add_argument("--max-failures", type=int, default=1,
+                    help="retries of a crashed trial (default 1)")
+    tn.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+    add_training_args(tn)
 
     review = sub.add_parser("review", help="export dupes for a technician, import the result",
                             description="The technician review loop: `export` a folder tree of "
@@ -325,6 +395,68 @@ def cmd_report(args, console: Console) -> int:
     return 0
 
 
+def cmd_tune(args, console: Console) -> int:
+    from rich.table import Table
+
+    from orchestrator import rundir
+    from orchestrator.tune import load_space, run_search
+
+    if args.resume:
+        settings = rundir.read_json(args.resume / "tune.json")
+    else:
+        if args.data is None:
+            console.print("[red]error:[/] give a dataset folder (DATA) or --resume TUNE")
+            return EXIT_BAD_INPUT
+        out = (args.out or Path("runs") / f"tune-{args.data.resolve().name}-"
+               f"{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+        _fresh_dir(out, "search directory")
+        out.mkdir(parents=True, exist_ok=True)
+        gpus = args.gpus_per_trial
+        if gpus is None:
+            import ray
+            from orchestrator.driver import init_ray
+            init_ray(args.address)  # stays up for the search
+            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        settings = {
+            "data_dir": str(args.data.resolve()), "out": str(out), "trials": args.trials,
+            "scheduler": args.scheduler, "metric": args.metric,
+            "space": load_space(args.space), "base_hyp": hyp_from_args(args),
+            "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": gpus,
+            "max_concurrent": args.max_concurrent, "grace_period": args.grace_period,
+            "perturbation_interval": args.perturbation_interval, "seed": args.seed,
+            "train_seed": args.train_seed, "image_size": args.image_size,
+            "min_per_class": args.min_per_class, "max_failures": args.max_failures,
+            "address": args.address}
+        rundir.write_json(out / "tune.json", settings)
+    console.print(f"searching {settings['trials']} trial(s) with {settings['scheduler']} on "
+                  f"{settings['data_dir']} -> {settings['out']}", highlight=False)
+    table, best = run_search(settings, resume=bool(args.resume), console=console)
+    metric = settings["metric"]
+    view = Table(title=f"trials ({settings['scheduler']}, {metric})", header_style="bold")
+    searched = [k for k in settings["space"] if k in table.columns]
+    for col in ["trial", "status", "epochs_run", f"best_{metric}", *searched]:
+        view.add_column(col, justify="left" if col in ("trial", "status") else "right")
+    for row in table.sort_values(f"best_{metric}",
+                                 ascending=metric == "heldout_loss").itertuples(index=False):
+        r = row._asdict()
+        cells = [str(r["trial"]), str(r["status"]), str(r["epochs_run"]),
+                 f"{r[f'best_{metric}']:.4f}"]
+        cells += [f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in searched]
+        view.add_row(*cells)
+    console.print(view)
+    errors = table[table["status"] == "error"]
+    if len(errors):
+        console.print(f"[yellow]{len(errors)} trial(s) failed[/]; first error: "
+                      f"{errors.iloc[0]['error']}", highlight=False)
+    if best is None:
+        console.print("[red]every trial failed[/]: no best.json was written")
+        return EXIT_FAILED_TRAININGS
+    console.print(f"best {metric} {best['value']:.4f} (trial {best['trial']}): "
+                  f"{best['tuned']}; use it with `dupes run DATA --config "
+                  f"{Path(settings['out']) / 'best.json'}`", highlight=False)
+    return 0
+
+
 def cmd_review(args, console: Console) -> int:
     from analysis.report import manifest_tables, problems_table
     from analysis.review import manifest_summary
@@ -364,12 +496,23 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.review import ReviewError
     from orchestrator.scan import ScanError
 
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        # the file's values become the defaults, so flags on the command line still win
+        try:
+            file_hyp = read_hyp_file(args.config)
+        except (OSError, ValueError) as e:
+            parser.error(f"--config {args.config}: {e}")
+        sub = parser._subparsers._group_actions[0].choices[args.command]
+        sub.set_defaults(**{k: v for k, v in file_hyp.items() if k in HYP_FLAGS})
+        args = parser.parse_args(argv)
+        args.config_hyp = file_hyp
     # soft wrap: a message never gets line breaks inside file paths in logs and pipes; and
     # logs get 120 columns rather than rich's 80, so tables keep paths on one line
     console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
     try:
-        commands = {"run": cmd_run, "demo": cmd_demo, "report": cmd_report,
+        commands = {"run": cmd_run, "demo": cmd_demo, "report": cmd_report, "tune": cmd_tune,
                     "review": cmd_review, "apply": cmd_apply}
         return commands[args.command](args, console)
     except (ScanError, ResourceError, ReviewError, FileNotFoundError) as e:

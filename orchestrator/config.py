@@ -26,6 +26,7 @@ class RunConfig:
     address: str | None = None         # Ray cluster address; None: RAY_ADDRESS or a local Ray
     ledger: str | None = None          # confirmed-labels ledger; None: beside the run dir
     ignore_confirmed: bool = False     # leave confirmed images out of the dupes
+    config: str = ""                   # the --config file the hyperparameters came from
     hyp: dict = field(default_factory=lambda: Hyp().to_dict())
 
     def to_dict(self) -> dict:

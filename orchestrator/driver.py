@@ -88,7 +88,7 @@ def all_trainings(repeats: int) -> list[tuple[int, int]]:
     return [(r, f) for r in range(repeats) for f in (0, 1)]
 
 
-def _init_ray(cfg: RunConfig) -> bool:
+def init_ray(address: str | None = None) -> bool:
     """Connect to a cluster (`--address`, `RAY_ADDRESS`) or start a local Ray; True if started."""
     import ray
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
@@ -98,7 +98,7 @@ def _init_ray(cfg: RunConfig) -> bool:
         logging.getLogger(name).setLevel(logging.ERROR)
     if ray.is_initialized():
         return False
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=False)
         return True
@@ -166,7 +166,7 @@ def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
 
     run = cfg.run_path
     t0 = time.perf_counter()
-    started = _init_ray(cfg)
+    started = init_ray(cfg.address)
     timings = {"ray_init_s": time.perf_counter() - t0}
     try:
         import ray.data

@@ -68,7 +68,8 @@ def worker_loop(config: dict) -> dict:
             trained = np.flatnonzero(folds[repeat] != fold)
             out = train(hyp, x_dev, labels, trained, held,
                         seed=training_seed(config["train_seed"], repeat, fold), device=device,
-                        on_epoch=lambda e, l: board.epoch.remote(item, e, hyp.epochs, l))
+                        on_epoch=lambda info: board.epoch.remote(
+                            item, info.epoch - 1, info.epochs, info.train_loss))
             table = prediction_table(held, labels[held], out.pred, out.loss, out.probs)
             metrics = {"seconds": out.seconds, "train_accuracy": out.train_accuracy,
                        "heldout_accuracy": float((out.pred == labels[held]).mean()),

@@ -52,3 +52,51 @@ def test_augmentations_move_pixels_but_keep_content():
     flipped = (f == x.repeat(64, 1, 1, 1).flip(3)).flatten(1).all(1)
     same = (f == x.repeat(64, 1, 1, 1)).flatten(1).all(1)
     assert (flipped | same).all() and 0 < flipped.sum() < 128
+
+
+def _digits(n=300, classes=4):
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    keep = np.flatnonzero(d.target < classes)[:n]
+    return np.round(d.images[keep] * (255 / 16)).astype(np.uint8)[..., None], d.target[keep]
+
+
+def test_resuming_from_a_state_equals_training_straight_through():
+    images, labels = _digits()
+    tr, ev = np.arange(0, 300, 2), np.arange(1, 300, 2)
+    hyp = Hyp(epochs=4, batch_size=32, width=8, flip=True, translate=1, mixup=0.2)
+    infos, states = [], {}
+
+    def keep(info):
+        infos.append(info)
+        states[info.epoch] = info.state()
+
+    straight = train(hyp, images, labels, tr, ev, seed=3, on_epoch=keep, eval_every_epoch=True)
+    assert [i.epoch for i in infos] == [1, 2, 3, 4]
+    assert all(i.heldout_loss is not None and 0 <= i.heldout_accuracy <= 1 for i in infos)
+    import copy
+    resumed = train(hyp, images, labels, tr, ev, seed=3, resume=copy.deepcopy(states[2]))
+    np.testing.assert_allclose(resumed.probs, straight.probs, atol=1e-5)
+    # a perturbed learning rate (PBT) changes what happens after the resume point
+    other = train(Hyp(**{**hyp.to_dict(), "lr": 0.5}), images, labels, tr, ev, seed=3,
+                  resume=copy.deepcopy(states[2]))
+    assert np.abs(other.probs - straight.probs).max() > 1e-3
+
+
+def test_one_cycle_schedule_shape():
+    from trainers.train import lr_at
+    lrs = [lr_at(s, 100, 1.0) for s in range(101)]
+    assert lrs[0] == pytest.approx(0.04) and max(lrs) == pytest.approx(1.0)
+    assert int(np.argmax(lrs)) == 25 and lrs[100] == 0.0
+    assert all(a <= b for a, b in zip(lrs[:25], lrs[1:26]))
+    assert all(a >= b for a, b in zip(lrs[25:], lrs[26:]))
+
+
+def test_mixup_changes_training_but_still_learns():
+    images, labels = _digits()
+    tr, ev = np.arange(0, 300, 2), np.arange(1, 300, 2)
+    base = Hyp(epochs=6, batch_size=32, width=8, flip=False, translate=1)
+    plain = train(base, images, labels, tr, ev, seed=0)
+    mixed = train(Hyp(**{**base.to_dict(), "mixup": 0.4}), images, labels, tr, ev, seed=0)
+    assert np.abs(plain.probs - mixed.probs).max() > 1e-3  # mixup changed the training
+    assert (mixed.pred == labels[ev]).mean() > 0.85

@@ -18,6 +18,7 @@ class Hyp:
     momentum: float = 0.9
     weight_decay: float = 5e-4     # L2 per step, applied to conv and linear weights
     label_smoothing: float = 0.0   # training loss only; held-out loss is plain cross-entropy
+    mixup: float = 0.0             # alpha of the Beta(alpha, alpha) mixing weight; 0 = off
     flip: bool = True              # random left-right mirror
     translate: int = 2             # max random shift in px (reflect padding)
     eval_batch_size: int = 1024    # images per held-out prediction batch
