@@ -98,3 +98,26 @@ def test_interrupted_search_resumes(data, tmp_path):
     last = [json.loads(p.read_text().splitlines()[-1])
             for p in (out / "search").glob("trial_*/result.json") if p.read_text().strip()]
     assert any(r["iterations_since_restore"] < r["training_iteration"] for r in last)
+
+
+def test_failed_trials_are_reported_and_all_failing_exits_nonzero(data, tmp_path, capsys):
+    # a batch size of 0 is a plausible typo in a space file; such trials raise
+    some = write_space(tmp_path / "some.json", batch_size={"choice": [0, 16]},
+                       epochs={"choice": [3]})
+    out = tmp_path / "some"
+    rc = main(["tune", str(data), "--out", str(out), "--trials", "4", "--space", str(some),
+               "--max-failures", "0", "--width", "8", "--no-flip"])
+    text = capsys.readouterr().out
+    trials = pd.read_csv(out / "trials.csv")
+    assert rc == 0 and (trials["status"] == "error").any() and (trials["status"] != "error").any()
+    assert "trial(s) failed" in text and (out / "best.json").exists()
+    best = json.loads((out / "best.json").read_text())
+    assert best["hyp"]["batch_size"] == 16
+
+    none = write_space(tmp_path / "none.json", batch_size=0, epochs={"choice": [3]})
+    out = tmp_path / "none"
+    rc = main(["tune", str(data), "--out", str(out), "--trials", "2", "--space", str(none),
+               "--max-failures", "0", "--width", "8"])
+    text = capsys.readouterr().out
+    assert rc == 1 and "every trial failed" in text and "ZeroDivisionError" in text
+    assert not (out / "best.json").exists()
