@@ -100,3 +100,89 @@ def test_mixup_changes_training_but_still_learns():
     mixed = train(Hyp(**{**base.to_dict(), "mixup": 0.4}), images, labels, tr, ev, seed=0)
     assert np.abs(plain.probs - mixed.probs).max() > 1e-3  # mixup changed the training
     assert (mixed.pred == labels[ev]).mean() > 0.85
+
+
+def test_tta_averages_the_image_and_its_mirror():
+    images, labels = _digits()
+    tr, ev = np.arange(0, 300, 2), np.arange(1, 300, 2)
+    hyp = Hyp(epochs=3, batch_size=32, width=8, flip=True, translate=1, tta=False)
+    plain = train(hyp, images, labels, tr, ev, seed=5)
+    mirrored = images.copy()
+    mirrored[ev] = mirrored[ev][:, :, ::-1]  # only the held-out half: training is identical
+    on_mirror = train(hyp, mirrored, labels, tr, ev, seed=5)
+    tta = train(Hyp(**{**hyp.to_dict(), "tta": True}), images, labels, tr, ev, seed=5)
+    np.testing.assert_allclose(tta.probs, (plain.probs + on_mirror.probs) / 2, atol=1e-5)
+    np.testing.assert_allclose(tta.loss, -np.log(tta.probs[np.arange(len(ev)), labels[ev]]),
+                               rtol=1e-4, atol=1e-5)
+    # no mirror averaging when flips are off: a mirrored digit is another digit
+    off = train(Hyp(**{**hyp.to_dict(), "flip": False, "tta": True}), images, labels, tr, ev, seed=5)
+    no = train(Hyp(**{**hyp.to_dict(), "flip": False, "tta": False}), images, labels, tr, ev, seed=5)
+    np.testing.assert_allclose(off.probs, no.probs, atol=1e-6)
+
+
+def test_label_smoothing_caps_confidence():
+    images, labels = _digits()
+    tr, ev = np.arange(0, 300, 2), np.arange(1, 300, 2)
+    base = Hyp(epochs=8, batch_size=32, width=8, flip=False, translate=1)
+    sharp = train(base, images, labels, tr, ev, seed=0)
+    smooth = train(Hyp(**{**base.to_dict(), "label_smoothing": 0.3}), images, labels, tr, ev, seed=0)
+    assert smooth.probs.max(1).mean() < sharp.probs.max(1).mean() - 0.05
+    assert (smooth.pred == labels[ev]).mean() > 0.85
+
+
+def test_progressive_resizing_schedule_and_training():
+    from trainers.train import train_size
+    sizes = [train_size(e, 8, 28, 0.5) for e in range(8)]
+    assert sizes[0] == 16 and sizes[-1] == 28 and sizes == sorted(sizes)  # 14 px -> x4 -> 16
+    assert train_size(0, 8, 28, 0.0) == 28 and train_size(0, 8, 8, 0.5) == 8
+    images, labels = _digits()
+    out = train(Hyp(epochs=6, batch_size=32, width=8, flip=False, translate=1, progressive=0.5),
+                images, labels, np.arange(0, 300, 2), np.arange(1, 300, 2), seed=0)
+    assert (out.pred == labels[1::2]).mean() > 0.85
+
+
+def test_resized_crop_is_identity_at_full_scale_and_varies_otherwise():
+    from trainers.augment import batch_resized_crop
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 16, 16)
+    same = batch_resized_crop(x, 1.0, g, ratio=(1.0, 1.0))
+    torch.testing.assert_close(same, x, atol=1e-5, rtol=1e-5)
+    out = batch_resized_crop(x, 0.3, g)
+    assert out.shape == x.shape and (out - x).abs().max() > 0.05
+
+
+@pytest.mark.parametrize("name", ["resnet50", "efficientnet_b0", "convnext_tiny", "vit_b_16"])
+def test_torchvision_backbones_by_name_get_a_fresh_head(name):
+    from trainers.models import last_linear
+    model = make_model(name, in_channels=3, num_classes=7, image_size=224)
+    assert last_linear(model)[2].out_features == 7
+
+
+def test_local_weights_load_the_backbone_not_the_head(tmp_path):
+    from trainers.models import last_linear
+    donor = make_model("resnet18", in_channels=3, num_classes=5, image_size=96)
+    torch.save(donor.state_dict(), tmp_path / "w.pt")
+    model = make_model("resnet18", in_channels=3, num_classes=3, image_size=96,
+                       weights=str(tmp_path / "w.pt"))
+    torch.testing.assert_close(model.conv1.weight, donor.conv1.weight)
+    assert last_linear(model)[2].out_features == 3
+    with pytest.raises(ValueError, match="no weights that fit"):
+        torch.save({"x": torch.zeros(1)}, tmp_path / "bad.pt")
+        make_model("resnet18", in_channels=3, num_classes=3, image_size=96,
+                   weights=str(tmp_path / "bad.pt"))
+
+
+def test_fine_tuning_uses_a_lower_backbone_learning_rate(tmp_path):
+    donor = make_model("resnet18", in_channels=3, num_classes=2, image_size=72)
+    torch.save(donor.state_dict(), tmp_path / "w.pt")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (40, 72, 72, 3), dtype=np.uint8)
+    labels = np.repeat([0, 1], 20)
+    hyp = Hyp(model="resnet18", weights=str(tmp_path / "w.pt"), backbone_lr=0.0, epochs=1,
+              batch_size=20, tta=False)
+    states = []
+    train(hyp, images, labels, np.arange(0, 40, 2), np.arange(1, 40, 2), seed=0,
+          on_epoch=lambda info: states.append(info.state()))
+    after = states[-1]["model"]
+    torch.testing.assert_close(after["conv1.weight"], donor.state_dict()["conv1.weight"])
+    assert not torch.equal(after["fc.weight"][:2], donor.state_dict()["fc.weight"][:2])

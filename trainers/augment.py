@@ -27,3 +27,25 @@ def batch_translate(x: torch.Tensor, pad: int, generator: torch.Generator) -> to
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     return padded[batch, chan, rows, cols]
+
+
+def batch_resized_crop(x: torch.Tensor, min_area: float, generator: torch.Generator,
+                       ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """RandomResizedCrop for a whole batch: each image gets its own crop (area fraction in
+    [min_area, 1], aspect ratio in `ratio`, random position), resized back to the input size
+    with one affine grid sample on the device."""
+    n = x.shape[0]
+    dev = x.device
+    area = min_area + (1 - min_area) * torch.rand(n, device=dev, generator=generator)
+    log_r = torch.empty(n, device=dev).uniform_(*map(float, torch.log(torch.tensor(ratio))),
+                                                generator=generator)
+    r = torch.exp(log_r)
+    sx = torch.sqrt(area * r).clamp(max=1.0)   # crop width / image width
+    sy = torch.sqrt(area / r).clamp(max=1.0)
+    tx = (1 - sx) * (2 * torch.rand(n, device=dev, generator=generator) - 1)
+    ty = (1 - sy) * (2 * torch.rand(n, device=dev, generator=generator) - 1)
+    theta = torch.zeros(n, 2, 3, device=dev, dtype=x.dtype)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, tx, sy, ty
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
+                                           align_corners=False)

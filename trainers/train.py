@@ -16,9 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trainers.augment import batch_flip, batch_translate
+from trainers.augment import batch_flip, batch_resized_crop, batch_translate
 from trainers.hyp import Hyp
-from trainers.models import make_model, resolve_model
+from trainers.models import (IMAGENET_MEAN, IMAGENET_STD, SMALL_IMAGE_MAX, head_parameters,
+                             make_model, resolve_model)
 
 
 @dataclass
@@ -59,16 +60,31 @@ def _to_float(x_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torc
     return (x_u8.float() / 255.0 - mean) / std
 
 
-def _predict(model, x_all, y_all, idx, mean, std, batch, amp) -> tuple[torch.Tensor, torch.Tensor]:
+def _predict(model, x_all, y_all, idx, mean, std, batch, amp, *, tta: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities and cross-entropy against the given labels. With `tta` the
+    probabilities are the mean over the image and its mirror, and the loss is taken from
+    that mean, so loss and probabilities always agree."""
     model.eval()
     probs, losses = [], []
     with torch.no_grad(), torch.autocast(**amp):
         for i in range(0, len(idx), batch):
             b = idx[i:i + batch]
-            logits = model(_to_float(x_all[b], mean, std)).float()
-            probs.append(torch.softmax(logits, 1))
-            losses.append(F.cross_entropy(logits, y_all[b], reduction="none"))
+            x = _to_float(x_all[b], mean, std)
+            p = torch.softmax(model(x).float(), 1)
+            if tta:
+                p = (p + torch.softmax(model(x.flip(3)).float(), 1)) / 2
+            probs.append(p)
+            losses.append(-torch.log(p.gather(1, y_all[b][:, None]).squeeze(1).clamp_min(1e-12)))
     return torch.cat(probs), torch.cat(losses)
+
+
+def train_size(epoch: int, epochs: int, size: int, progressive: float) -> int:
+    """Progressive resizing: from `progressive` x size up to full size at 75% of training."""
+    if progressive <= 0 or progressive >= 1:
+        return size
+    frac = progressive + (1 - progressive) * min(1.0, epoch / max(1.0, 0.75 * epochs))
+    return max(8, min(size, int(round(size * frac / 4)) * 4))
 
 
 def train(hyp: Hyp, images: np.ndarray | torch.Tensor, labels: np.ndarray,
@@ -98,56 +114,82 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor, labels: np.ndarray,
     n_classes = int(y_all.max().item()) + 1
     c, size = x_all.shape[1], x_all.shape[2]
 
-    # Normalise with the training half's own statistics: the held-out half stays unseen.
-    x_tr = x_all[tr].float() / 255.0
-    mean = x_tr.mean(dim=(0, 2, 3), keepdim=True)
-    std = x_tr.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
-    del x_tr
+    arch = resolve_model(hyp.model, size)
+    transfer = arch != "smallcnn" and (hyp.pretrained or bool(hyp.weights))
+    if transfer:  # a pretrained backbone expects the statistics it was trained with
+        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+        if c == 1:
+            mean, std = mean.mean(1, keepdim=True), std.mean(1, keepdim=True)
+    else:
+        # Normalise with the training half's own statistics: the held-out half stays unseen.
+        x_tr = x_all[tr].float() / 255.0
+        mean = x_tr.mean(dim=(0, 2, 3), keepdim=True)
+        std = x_tr.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
+        del x_tr
 
-    model = make_model(hyp.model, in_channels=c, num_classes=n_classes, image_size=size,
-                       width=hyp.width).to(device)
+    net = make_model(arch, in_channels=c, num_classes=n_classes, image_size=size,
+                     width=hyp.width, pretrained=hyp.pretrained, weights=hyp.weights).to(device)
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": hyp.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}],
-                          lr=hyp.lr, momentum=hyp.momentum, nesterov=True)
+        net = net.to(memory_format=torch.channels_last)
+    head = {id(p) for p in head_parameters(net)} if transfer else set()
+    groups = []
+    for in_head in (True, False):
+        scale = 1.0 if (in_head or not transfer) else hyp.backbone_lr
+        params = [p for p in net.parameters() if (id(p) in head) == in_head]
+        for decayed in (True, False):
+            chosen = [p for p in params if (p.ndim > 1) == decayed]
+            if chosen:
+                groups.append({"params": chosen, "lr_scale": scale,
+                               "weight_decay": hyp.weight_decay if decayed else 0.0})
+    opt = torch.optim.SGD(groups, lr=hyp.lr, momentum=hyp.momentum, nesterov=True)
+    model = torch.compile(net) if hyp.compile else net
+    crop = hyp.crop_scale if size > SMALL_IMAGE_MAX else 0.0
+    tta = hyp.tta and hyp.flip
     steps_per_epoch = max(1, -(-len(tr) // hyp.batch_size))
     total_steps = hyp.epochs * steps_per_epoch
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     start = 0
     if resume is not None:
-        model.load_state_dict(resume["model"])
+        net.load_state_dict(resume["model"])
+        built = [g["weight_decay"] for g in opt.param_groups]
         opt.load_state_dict(resume["opt"])
-        for group, wd in zip(opt.param_groups, (hyp.weight_decay, 0.0)):
-            group["weight_decay"] = wd  # a perturbed weight decay applies from now on
+        for group, wd in zip(opt.param_groups, built):  # a perturbed weight decay applies now
+            group["weight_decay"] = wd
         gen.set_state(resume["gen"].to(gen.get_state().device))
         rng.bit_generator.state = resume["rng"]
         start = int(resume["epoch"])
 
     def state(epoch: int) -> dict:
         # a snapshot: state_dict() tensors share storage with the live parameters
-        return copy.deepcopy({"model": model.state_dict(), "opt": opt.state_dict(),
+        return copy.deepcopy({"model": net.state_dict(), "opt": opt.state_dict(),
                               "epoch": epoch, "gen": gen.get_state(),
                               "rng": rng.bit_generator.state})
 
     correct = seen = 0
     for epoch in range(start, hyp.epochs):
         model.train()
+        s_epoch = train_size(epoch, hyp.epochs, size, hyp.progressive)
         order = tr[torch.randperm(len(tr), device=device, generator=gen)]
         total, correct, seen = torch.zeros((), device=device), 0, 0
         for i in range(steps_per_epoch):
             idx = order[i * hyp.batch_size:(i + 1) * hyp.batch_size]
             if len(idx) < 2 and steps_per_epoch > 1:
                 continue  # a 1-image batch breaks BatchNorm statistics
+            lr = lr_at(epoch * steps_per_epoch + i, total_steps, hyp.lr)
             for group in opt.param_groups:
-                group["lr"] = lr_at(epoch * steps_per_epoch + i, total_steps, hyp.lr)
+                group["lr"] = lr * group["lr_scale"]
             x = _to_float(x_all[idx], mean, std)
             if hyp.flip:
                 x = batch_flip(x, gen)
-            x = batch_translate(x, min(hyp.translate, size - 1), gen)
+            if crop > 0:
+                x = batch_resized_crop(x, crop, gen)
+            else:
+                x = batch_translate(x, min(hyp.translate, size - 1), gen)
+            if s_epoch != size:
+                x = F.interpolate(x, size=(s_epoch, s_epoch), mode="bilinear",
+                                  align_corners=False, antialias=True)
             y = y_all[idx]
             lam, y2 = 1.0, y
             if hyp.mixup > 0:
@@ -170,14 +212,16 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor, labels: np.ndarray,
         if on_epoch is not None:
             h_loss = h_acc = None
             if eval_every_epoch:
-                p, l = _predict(model, x_all, y_all, ev, mean, std, hyp.eval_batch_size, amp)
+                p, l = _predict(model, x_all, y_all, ev, mean, std, hyp.eval_batch_size, amp,
+                                tta=tta)
                 h_loss = float(l.mean())
                 h_acc = float((p.argmax(1) == y_all[ev]).float().mean())
             on_epoch(EpochInfo(epoch + 1, hyp.epochs, float(total) / max(seen, 1),
                                correct / max(seen, 1), h_loss, h_acc,
                                lambda e=epoch + 1: state(e)))
 
-    probs, losses = _predict(model, x_all, y_all, ev, mean, std, hyp.eval_batch_size, amp)
+    probs, losses = _predict(model, x_all, y_all, ev, mean, std, hyp.eval_batch_size, amp,
+                             tta=tta)
     p = probs.cpu().numpy().astype(np.float32)
     return HeldOut(probs=p, loss=losses.cpu().numpy().astype(np.float32),
                    pred=p.argmax(1).astype(np.int16), train_accuracy=correct / max(seen, 1),
