@@ -124,3 +124,18 @@ def rounds_table(rounds: list[dict]) -> Table:
             cells.append(f"{v:.4f}" if isinstance(v, float) else str(v))
         table.add_row(*cells)
     return table
+
+
+def sanity_table(checks) -> Table:
+    """The preflight verdict: one row per check (objects with name, ok, detail, cause)."""
+    failed = [c for c in checks if not c.ok and not c.warning]
+    title = "sanity check: " + ("[red]FAILED[/]" if failed else "[green]passed[/]")
+    table = Table(title=title, header_style="bold")
+    for col in ("check", "result", "detail"):
+        table.add_column(col, overflow="fold")
+    for c in checks:
+        result = "ok" if c.ok else ("warning" if c.warning else "FAILED")
+        style = "green" if c.ok else ("yellow" if c.warning else "red")
+        detail = c.detail if c.ok else f"{c.detail}\nlikely cause: {c.cause}"
+        table.add_row(c.name, f"[{style}]{result}[/]", detail)
+    return table

@@ -55,6 +55,9 @@ def add_pass_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     g.add_argument("--min-per-class", type=_positive(int), default=None,
                    help="drop classes with fewer usable images than this (reported); default: "
                         "a class with fewer than 2 is an error")
+    g.add_argument("--sanity", action=argparse.BooleanOptionalAction, default=True,
+                   help="preflight checks before the trainings: overfit one batch, beat chance "
+                        "on held-out images, input statistics (default on; --no-sanity skips)")
     g.add_argument("--ledger", type=Path, default=None,
                    help="ledger of labels a technician confirmed (default: dupes-ledger.csv "
                         "beside the run directory)")
@@ -80,8 +83,8 @@ def add_training_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None
                    help="JSON file of hyperparameters, e.g. best.json from `dupes tune`; "
                         "flags given on the command line still win")
     t.add_argument("--model", choices=MODELS, default=hyp.model,
-                   help="smallcnn for small images, resnet18 for larger; auto picks by image "
-                        "size (default auto)")
+                   help="smallcnn for small images, a torchvision classifier for larger; auto "
+                        "picks smallcnn up to 64 px, else resnet18 (default auto)")
     t.add_argument("--epochs", type=_positive(int), default=hyp.epochs,
                    help=f"epochs per training (default {hyp.epochs})")
     t.add_argument("--batch-size", type=_positive(int), default=hyp.batch_size,
@@ -101,10 +104,28 @@ def add_training_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None
                    help=f"L2 weight decay of conv and linear weights (default {hyp.weight_decay})")
     t.add_argument("--mixup", type=float, default=hyp.mixup,
                    help="mixup alpha; 0 turns it off (default 0)")
+    t.add_argument("--tta", action=argparse.BooleanOptionalAction, default=hyp.tta,
+                   help="held-out predictions average each image and its mirror (only with "
+                        "--flip; default on)")
+    t.add_argument("--progressive", type=float, default=hyp.progressive,
+                   help="progressive resizing: first epochs at this fraction of the size, e.g. "
+                        "0.5 (measured on MNIST: 1.8x faster, -0.2 pt accuracy); 0 = off")
+    t.add_argument("--crop-scale", type=float, default=hyp.crop_scale,
+                   help=f"random-resized-crop min area for images > 64 px; 0 = off "
+                        f"(default {hyp.crop_scale})")
+    t.add_argument("--pretrained", action="store_true",
+                   help="start from torchvision's ImageNet weights of --model (downloaded once)")
+    t.add_argument("--weights", default=None,
+                   help="start from a local weights file instead (offline clusters)")
+    t.add_argument("--backbone-lr", type=float, default=hyp.backbone_lr,
+                   help=f"fine-tuning: backbone LR = lr x this (default {hyp.backbone_lr})")
+    t.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (pays off on GPU with long trainings)")
 
 
 HYP_FLAGS = ("model", "width", "epochs", "batch_size", "lr", "label_smoothing", "flip",
-             "translate", "weight_decay", "mixup")
+             "translate", "weight_decay", "mixup", "tta", "progressive", "crop_scale",
+             "pretrained", "weights", "backbone_lr", "compile")
 
 
 def hyp_from_args(args) -> dict:
@@ -131,6 +152,7 @@ def config_from_args(args, data_dir: Path, run_dir: Path) -> RunConfig:
         threshold=args.threshold, image_size=args.image_size, min_per_class=args.min_per_class,
         cpus_per_training=args.cpus_per_training, gpus_per_training=args.gpus_per_training,
         max_failures=args.max_failures, address=args.address, config=str(args.config or ""),
+        sanity=args.sanity,
         ledger=str(args.ledger.resolve()) if args.ledger else None,
         ignore_confirmed=args.ignore_confirmed, hyp=hyp_from_args(args))
 
@@ -180,6 +202,18 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="ledger of confirmed labels (default: the run's)")
     rep.add_argument("--ignore-confirmed", action=argparse.BooleanOptionalAction, default=None,
                      help="leave confirmed images out of the dupes (default: the run's setting)")
+
+    sn = sub.add_parser("sanity", help="check a dataset and training setup before a run",
+                        description="Decode DATA and check it: input statistics, label "
+                        "balance, image size; then overfit one small batch (the optimisation "
+                        "works) and beat chance on held-out images after a short training (the "
+                        "labels follow the images). Exit 0 if it passes, 1 if not.")
+    sn.add_argument("data", type=Path, help="dataset folder, one sub-folder per class")
+    sn.add_argument("--image-size", type=_positive(int), default=None,
+                    help="training size in px (default: as `dupes run`)")
+    sn.add_argument("--min-per-class", type=_positive(int), default=None,
+                    help="drop classes with fewer usable images (default: error)")
+    add_training_args(sn)
 
     tn = sub.add_parser("tune", help="search training hyperparameters with Ray Tune",
                         description="Search learning rate, weight decay, epochs, augmentation, "
@@ -395,6 +429,18 @@ def cmd_report(args, console: Console) -> int:
     return 0
 
 
+def cmd_sanity(args, console: Console) -> int:
+    from orchestrator.passes import run_sanity
+    from orchestrator.scan import scan_dataset
+
+    scan = scan_dataset(args.data, image_size=args.image_size, min_per_class=args.min_per_class)
+    console.print(f"{len(scan.index):,} images in {len(scan.classes)} classes, "
+                  f"{len(scan.skipped)} skipped", highlight=False)
+    ok = run_sanity(scan.images, scan.index["label"].to_numpy(), scan.classes,
+                    hyp_from_args(args), console)
+    return 0 if ok else EXIT_FAILED_TRAININGS
+
+
 def cmd_tune(args, console: Console) -> int:
     from rich.table import Table
 
@@ -493,6 +539,7 @@ def cmd_apply(args, console: Console) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from orchestrator.driver import ResourceError
+    from orchestrator.passes import SanityError
     from orchestrator.review import ReviewError
     from orchestrator.scan import ScanError
 
@@ -513,11 +560,15 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
     try:
         commands = {"run": cmd_run, "demo": cmd_demo, "report": cmd_report, "tune": cmd_tune,
+                    "sanity": cmd_sanity,
                     "review": cmd_review, "apply": cmd_apply}
         return commands[args.command](args, console)
     except (ScanError, ResourceError, ReviewError, FileNotFoundError) as e:
         console.print(f"[red]error:[/] {e}", highlight=False)
         return EXIT_BAD_INPUT
+    except SanityError as e:
+        console.print(f"[red]error:[/] {e}", highlight=False)
+        return EXIT_FAILED_TRAININGS
     except KeyboardInterrupt:
         run = getattr(args, "resume", None) or getattr(args, "out", None)
         hint = f" `dupes run --resume {run}`" if run and args.command == "run" else \

@@ -27,6 +27,7 @@ class RunConfig:
     ledger: str | None = None          # confirmed-labels ledger; None: beside the run dir
     ignore_confirmed: bool = False     # leave confirmed images out of the dupes
     config: str = ""                   # the --config file the hyperparameters came from
+    sanity: bool = True                # preflight checks before the trainings
     hyp: dict = field(default_factory=lambda: Hyp().to_dict())
 
     def to_dict(self) -> dict:

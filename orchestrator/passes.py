@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 
@@ -68,6 +69,11 @@ def run_pass(cfg: RunConfig, console: Console, *, t_start: float | None = None) 
         console.print(f"removed {stale} partial prediction write(s) of an interrupted attempt")
     planned = all_trainings(cfg.repeats)
     done = rundir.completed_trainings(run)
+    if cfg.sanity and not done and not (run / "sanity.json").exists():
+        if not run_sanity(prep.images, prep.index["label"].to_numpy(), prep.classes, cfg.hyp,
+                          console, out=run / "sanity.json"):
+            raise SanityError(f"the sanity check failed (see above and {run / 'sanity.json'}); "
+                              "fix the cause, or pass --no-sanity to train anyway")
     todo = [i for i in planned if i not in done]
     outcome: dict = {"failures": {}, "slots": 0, "timings": {}}
     if todo:
@@ -110,6 +116,32 @@ def run_pass(cfg: RunConfig, console: Console, *, t_start: float | None = None) 
             console.print(f"  r{row['repeat']} f{row['fold']}: "
                           f"{row['error'].strip().splitlines()[-1][:300]}", highlight=False)
     return summary
+
+
+class SanityError(RuntimeError):
+    """The preflight check failed: 20 trainings would be wasted."""
+
+
+def run_sanity(images, labels, classes, hyp: dict, console: Console, *,
+               out: Path | None = None) -> bool:
+    """Run the preflight checks in this process and print the verdict; True if it passed."""
+    import dataclasses
+
+    import torch
+
+    from analysis.report import sanity_table
+    from trainers.hyp import Hyp
+    from trainers.sanity import sanity
+
+    t0 = time.perf_counter()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    verdict = sanity(np.asarray(images), np.asarray(labels), classes, Hyp.from_dict(hyp),
+                     device=device)
+    console.print(sanity_table(verdict.checks))
+    if out is not None:
+        rundir.write_json(out, {"ok": verdict.ok, "seconds": time.perf_counter() - t0,
+                                "checks": [dataclasses.asdict(c) for c in verdict.checks]})
+    return verdict.ok
 
 
 def save_summary(run_dir: Path, summary: dict) -> None:

@@ -30,6 +30,8 @@ def write_json(path: Path, obj) -> None:
 
 
 def _jsonable(o):
+    if isinstance(o, np.bool_):
+        return bool(o)
     if isinstance(o, (np.integer,)):
         return int(o)
     if isinstance(o, (np.floating,)):

@@ -1,4 +1,6 @@
 """CLI errors: bad input exits 2 with a message naming the file or folder and the fix."""
+import json
+
 import pytest
 from PIL import Image
 import numpy as np
@@ -31,3 +33,25 @@ def test_class_too_small_is_named(tmp_path, capsys):
 def test_invalid_flags_are_refused_by_the_parser(argv):
     with pytest.raises(SystemExit):
         get_args_parser().parse_args(argv)
+
+
+def test_sanity_command_and_run_stop_on_labels_that_do_not_follow_the_images(tmp_path, capsys):
+    from tests.conftest import write_digit_dataset
+    good = write_digit_dataset(tmp_path / "good", classes=(0, 1, 7), per_class=40)
+    assert main(["sanity", str(good), "--no-flip", "--translate", "1", "--batch-size", "16"]) == 0
+    assert "sanity check: passed" in capsys.readouterr().out
+    # noise images in class folders: nothing to learn, so the labels cannot be followed
+    rng = np.random.default_rng(0)
+    for c in ("a", "b", "c"):
+        (tmp_path / "noise" / c).mkdir(parents=True)
+        for i in range(40):
+            Image.fromarray(rng.integers(0, 255, (8, 8), np.uint8)).save(
+                tmp_path / "noise" / c / f"{i}.png")
+    assert main(["sanity", str(tmp_path / "noise"), "--batch-size", "16"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "the labels do not follow the images" in out
+    run = tmp_path / "run"
+    assert main(["run", str(tmp_path / "noise"), "--out", str(run), "--batch-size", "16"]) == 1
+    assert "--no-sanity" in capsys.readouterr().out
+    assert not (run / "predictions").exists()  # stopped before any training
+    assert json.loads((run / "sanity.json").read_text())["ok"] is False

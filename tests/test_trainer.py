@@ -186,3 +186,19 @@ def test_fine_tuning_uses_a_lower_backbone_learning_rate(tmp_path):
     after = states[-1]["model"]
     torch.testing.assert_close(after["conv1.weight"], donor.state_dict()["conv1.weight"])
     assert not torch.equal(after["fc.weight"][:2], donor.state_dict()["fc.weight"][:2])
+
+
+def test_sanity_passes_healthy_and_names_the_cause_of_broken_setups():
+    from trainers.sanity import sanity
+    images, labels = _digits(n=400)
+    classes = ["0", "1", "2", "3"]
+    hyp = Hyp(flip=False, translate=1, batch_size=32, width=8)
+    assert sanity(images, labels, classes, hyp).ok
+    shuffled = sanity(images, np.random.default_rng(0).permutation(labels), classes, hyp)
+    assert not shuffled.ok and shuffled.checks[-1].name == "beats chance"
+    assert shuffled.checks[-2].ok  # memorising one batch needs no real labels
+    zero = sanity(images, labels, classes, Hyp(**{**hyp.to_dict(), "lr": 0.0}))
+    assert not zero.ok and zero.checks[-1].name == "overfit one batch"
+    assert "learning rate" in zero.checks[-1].cause
+    blank = sanity(np.zeros_like(images), labels, classes, hyp)
+    assert not blank.ok and blank.checks[0].name == "input statistics"

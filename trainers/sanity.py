@@ -1,0 +1,115 @@
+"""Preflight checks before 20 trainings are spent on a broken setup.
+
+Three questions, each with the likely cause when the answer is no:
+1. Do the inputs look like images (not blank, not constant, sensible sizes and balance)?
+2. Can the model overfit one small batch (loss near zero)? If not, the optimisation is broken:
+   a zero or tiny learning rate, a model that cannot see the input, a dead pipeline.
+3. Does a short training beat chance on held-out images? Memorising one batch does not need
+   real labels; generalising does, so shuffled or meaningless labels fail here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from trainers.hyp import Hyp
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    cause: str = ""      # the likely cause when not ok
+    warning: bool = False  # a doubt, not a failure
+
+
+@dataclass
+class Verdict:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok or c.warning for c in self.checks)
+
+
+def input_checks(images: np.ndarray, labels: np.ndarray, classes: list[str]) -> list[Check]:
+    """Statistics of the decoded images and of the labels."""
+    out = []
+    x = images.astype(np.float32) / 255.0
+    per_image_std = x.reshape(len(x), -1).std(1)
+    blank = float((per_image_std < 1e-3).mean())
+    mean, std = float(x.mean()), float(x.std())
+    out.append(Check("input statistics", std > 0.02 and blank < 0.5,
+                     f"pixel mean {mean:.3f}, std {std:.3f}; {blank:.1%} of images are uniform",
+                     "most images are blank or constant: check the decoding (16-bit images, "
+                     "alpha-only PNGs) or the export that produced them"))
+    counts = np.bincount(labels, minlength=len(classes))
+    ratio = counts.max() / max(counts.min(), 1)
+    smallest = classes[int(np.argmin(counts))]
+    out.append(Check("label balance", ratio <= 20, f"{len(classes)} classes, {counts.min()} to "
+                     f"{counts.max()} images per class (ratio {ratio:.1f})",
+                     f"class '{smallest}' is {ratio:.0f}x smaller than the largest: its images "
+                     "will be flagged often; consider merging or adding images", warning=True))
+    size = images.shape[1]
+    out.append(Check("image size", size >= 8, f"training size {size}x{size} px, "
+                     f"{images.shape[3]} channel(s)",
+                     "images under 8 px carry too little to classify: pass a larger "
+                     "--image-size"))
+    return out
+
+
+def overfit_check(images, labels, hyp: Hyp, *, batch: int = 32, epochs: int = 60,
+                  seed: int = 0, device: str = "cpu") -> Check:
+    """Train on one small balanced batch without augmentation: the loss must fall near zero."""
+    from trainers.train import train
+
+    rng = np.random.default_rng(seed)
+    idx = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:max(1, batch // (
+        labels.max() + 1))] for c in np.unique(labels)])[:batch]
+    losses = []
+    h = replace(hyp, epochs=epochs, batch_size=len(idx), flip=False, translate=0, mixup=0.0,
+                label_smoothing=0.0, progressive=0.0, crop_scale=0.0, tta=False)
+    train(h, images, labels, idx, idx, seed=seed, device=device,
+          on_epoch=lambda info: losses.append(info.train_loss))
+    first, last = losses[0], min(losses[-5:])
+    ok = last < 0.1 * max(first, 1e-6) and last < 0.2
+    return Check("overfit one batch", ok, f"training loss {first:.3f} -> {last:.4f} on "
+                 f"{len(idx)} images in {epochs} epochs",
+                 "the model cannot even memorise one batch: the learning rate is zero or far "
+                 "too small, or the inputs carry no signal (all images identical?)")
+
+
+def learnability_check(images, labels, hyp: Hyp, *, n: int = 2000, epochs: int | None = None,
+                       seed: int = 0, device: str = "cpu") -> Check:
+    """A short training on a small split must beat the majority class on held-out images."""
+    from trainers.train import train
+
+    rng = np.random.default_rng(seed)
+    if images.shape[1] > 64:
+        n = min(n, 400)  # large images train slowly on a CPU head node: a smaller sample
+    pick = rng.permutation(len(labels))[:n]
+    half = len(pick) // 2
+    tr, ev = pick[:half], pick[half:]
+    h = replace(hyp, epochs=epochs or max(4, min(hyp.epochs, 8)))
+    out = train(h, images, labels, tr, ev, seed=seed, device=device)
+    acc = float((out.pred == labels[ev]).mean())
+    chance = float(np.bincount(labels[ev]).max() / len(ev))
+    need = chance + 0.5 * (1 - chance) * 0.5  # a quarter of the way from chance to perfect
+    return Check("beats chance", acc >= need, f"held-out accuracy {acc:.3f} after {h.epochs} "
+                 f"epochs on {len(tr)} images (majority class {chance:.3f}, needed {need:.3f})",
+                 "the labels do not follow the images: a shuffled or wrong label column, classes "
+                 "that are not visually distinct, or a learning rate far too high")
+
+
+def sanity(images: np.ndarray, labels: np.ndarray, classes: list[str], hyp: Hyp, *,
+           device: str = "cpu", seed: int = 0) -> Verdict:
+    """All checks; the training checks are skipped when the inputs are already broken."""
+    v = Verdict(input_checks(images, labels, classes))
+    if not v.ok:
+        return v
+    v.checks.append(overfit_check(images, labels, hyp, seed=seed, device=device))
+    if v.checks[-1].ok:
+        v.checks.append(learnability_check(images, labels, hyp, seed=seed, device=device))
+    return v
