@@ -203,6 +203,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     rep.add_argument("--ignore-confirmed", action=argparse.BooleanOptionalAction, default=None,
                      help="leave confirmed images out of the dupes (default: the run's setting)")
 
+    st = sub.add_parser("status", help="where a run stands, read from its directory",
+                        description="Show the progress of RUN from its files (works while it "
+                                    "runs, e.g. under `ray job submit`, and after).")
+    st.add_argument("run", type=Path, help="run directory")
+
     sn = sub.add_parser("sanity", help="check a dataset and training setup before a run",
                         description="Decode DATA and check it: input statistics, label "
                         "balance, image size; then overfit one small batch (the optimisation "
@@ -429,6 +434,33 @@ def cmd_report(args, console: Console) -> int:
     return 0
 
 
+def cmd_status(args, console: Console) -> int:
+    from orchestrator import rundir
+    from orchestrator.driver import all_trainings
+    from orchestrator.progress import progress_table
+
+    if not (args.run / "config.json").exists():
+        console.print(f"[red]error:[/] {args.run} is not a run directory (no config.json)")
+        return EXIT_BAD_INPUT
+    cfg = RunConfig.from_dict(rundir.read_json(args.run / "config.json"))
+    planned = all_trainings(cfg.repeats)
+    state = {}
+    if (args.run / "progress.json").exists():
+        saved = rundir.read_json(args.run / "progress.json")
+        state = {(t["repeat"], t["fold"]): t for t in saved["trainings"]}
+        console.print(f"progress saved {saved['updated']} "
+                      f"({'running' if saved['running'] else 'stopped'})", highlight=False)
+    for item in rundir.completed_trainings(args.run):
+        state.setdefault(item, {})["status"] = "done"  # the partitions are the truth
+    done = sum(p.get("status") == "done" for p in state.values())
+    failed = sum(p.get("status") == "failed" for p in state.values())
+    console.print(progress_table(planned, state, max_rows=len(planned)))
+    console.print(f"{done}/{len(planned)} trainings done, {failed} failed"
+                  + (f"; summary in {args.run / 'summary.json'}"
+                     if (args.run / "summary.json").exists() else ""), highlight=False)
+    return 0
+
+
 def cmd_sanity(args, console: Console) -> int:
     from orchestrator.passes import run_sanity
     from orchestrator.scan import scan_dataset
@@ -560,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
     try:
         commands = {"run": cmd_run, "demo": cmd_demo, "report": cmd_report, "tune": cmd_tune,
-                    "sanity": cmd_sanity,
+                    "sanity": cmd_sanity, "status": cmd_status,
                     "review": cmd_review, "apply": cmd_apply}
         return commands[args.command](args, console)
     except (ScanError, ResourceError, ReviewError, FileNotFoundError) as e:

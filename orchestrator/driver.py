@@ -134,6 +134,15 @@ def plan_resources(cfg: RunConfig, cluster: dict, n_todo: int) -> tuple[int, flo
     return max(1, min(slots, n_todo)), float(cpt), float(gpt)
 
 
+def save_progress(run_dir: Path, state: dict, *, running: bool) -> None:
+    """Where every training stands, for `dupes status` on any machine that sees the run."""
+    rundir.write_json(run_dir / "progress.json", {
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "running": running,
+        "trainings": [{"repeat": r, "fold": f, **{k: v for k, v in p.items() if k != "error"},
+                       **({"error": p["error"].strip().splitlines()[-1][:300]}
+                          if "error" in p else {})} for (r, f), p in sorted(state.items())]})
+
+
 def write_training(run_dir: Path, item: tuple[int, int], refs: list, metrics: dict) -> None:
     """Stream one training's held-out predictions into its Parquet partition via Ray Data."""
     import ray
@@ -207,6 +216,7 @@ def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
         thread.start()
         failures: dict[tuple[int, int], str] = {}
         t_first = t_last = None
+        t_saved = 0.0
         with RunProgress(console, todo) as progress:
             while True:
                 alive = thread.is_alive()
@@ -222,6 +232,9 @@ def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
                     failures[item] = error
                     t_last = time.perf_counter()
                 progress.update(state)
+                if time.time() - t_saved > 2 or not alive:  # for `dupes status RUN`
+                    save_progress(run, state, running=alive)
+                    t_saved = time.time()
                 if not alive:
                     break
                 time.sleep(0.25)
