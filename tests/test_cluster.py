@@ -27,6 +27,9 @@ def ray_head(tmp_path):
              "--min-worker-port=20000", "--max-worker-port=20200",
              "--dashboard-agent-listen-port=52400", "--metrics-export-port=8090",
              "--num-cpus=3", "--disable-usage-stats"]
+    # token auth (on by default for local clusters): make sure a token exists on a new machine
+    subprocess.run([RAY, "get-auth-token", "--generate"], env=env, capture_output=True,
+                   timeout=60)
     subprocess.run(start, check=True, env=env, capture_output=True, timeout=120)
     try:
         yield env

@@ -139,3 +139,28 @@ def test_failed_training_is_recorded_crashed_worker_is_retried(tmp_path, monkeyp
     assert main(["run", "--resume", str(run)]) == 0
     check_predictions(run, 90, 3)
     assert json.loads((run / "failures.json").read_text()) == []
+
+
+def test_training_worker_killed_with_sigkill_is_retried(tmp_path):
+    data = write_digit_dataset(tmp_path / "data", classes=(0, 1, 7), per_class=30)
+    run = tmp_path / "run"
+    repeats = 4
+    cmd = [sys.executable, "-m", "orchestrator.cli", "run", str(data), "--out", str(run),
+           "--repeats", str(repeats), *FAST, "--epochs", "60"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    victim, deadline = None, time.time() + 240
+    while victim is None and time.time() < deadline:
+        assert proc.poll() is None, "the run ended before a worker could be killed"
+        progress = run / "progress.json"
+        if progress.exists():
+            for t in json.loads(progress.read_text())["trainings"]:
+                if t.get("status") == "running" and t.get("epoch", 0) >= 2:
+                    victim = int(t["worker"].split(":")[1])  # host:pid:id
+                    break
+        time.sleep(0.2)
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)  # kill -9 of the training worker process
+    assert proc.wait(timeout=400) == 0
+    check_predictions(run, 90, repeats)
+    assert json.loads((run / "summary.json").read_text())["n_trainings"] == 2 * repeats
