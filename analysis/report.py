@@ -139,3 +139,17 @@ def sanity_table(checks) -> Table:
         detail = c.detail if c.ok else f"{c.detail}\nlikely cause: {c.cause}"
         table.add_row(c.name, f"[{style}]{result}[/]", detail)
     return table
+
+
+def top_losses_table(rows, *, title: str) -> Table:
+    """Rows with relpath, given/suggested class, votes, n_evals, mean/max loss, p(given)."""
+    table = Table(title=title, header_style="bold")
+    for col, just in [("rank", "right"), ("relpath", "left"), ("given", "left"),
+                      ("most voted wrong", "left"), ("votes", "right"), ("mean loss", "right"),
+                      ("max loss", "right"), ("p(given)", "right")]:
+        table.add_column(col, justify=just, overflow="fold")
+    for r in rows.itertuples():
+        table.add_row(str(r.rank), r.relpath, r.given_class, r.suggested_class or "-",
+                      f"{r.top_wrong_votes}/{r.n_evals}", f"{r.mean_loss:.2f}",
+                      f"{r.max_loss:.2f}", f"{r.mean_prob_given:.3f}")
+    return table

@@ -36,24 +36,41 @@ def probs_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return flat.reshape(len(arr), width).astype(np.float32, copy=False)
 
 
-def analyze(index: pd.DataFrame, predictions: pa.Table, classes: list[str], *,
+FLAT_COLUMNS = ("sample_id", "repeat", "fold", "label", "pred", "loss", "prob_given")
+
+
+def prediction_arrays(table: pa.Table) -> dict[str, np.ndarray]:
+    """Flat arrays of a prediction table, with `prob_given` (the probability of the given
+    label) in place of the n x C `probs`."""
+    need = {"sample_id", "repeat", "fold", "label", "pred", "loss", "probs"}
+    missing = sorted(need - set(table.column_names))
+    if missing:
+        raise ValueError(f"predictions lack columns {missing}")
+    col = {name: table[name].to_numpy() for name in need - {"probs"}}
+    probs = probs_matrix(table["probs"])
+    col["prob_given"] = probs[np.arange(len(probs)), col["label"].astype(np.int64)]
+    return col
+
+
+def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str], *,
             threshold: str | Threshold = ">=8", confirmed: np.ndarray | None = None,
             ignore_confirmed: bool = False) -> Analysis:
     """Votes, dupes, per-training accuracy and confusions of one run.
 
     `index` has `sample_id, relpath, label, class_name`; `predictions` the long-format
-    held-out predictions (`sample_id, repeat, fold, label, pred, loss, probs`).
+    held-out predictions (`sample_id, repeat, fold, label, pred, loss, probs`), as a table or
+    as flat arrays with `prob_given` in place of `probs` (see `read_prediction_columns`).
     `confirmed` marks samples a technician confirmed as correctly labelled; with
     `ignore_confirmed` they are left out of the dupes.
     """
     thr = threshold if isinstance(threshold, Threshold) else parse_threshold(threshold)
-    need = {"sample_id", "repeat", "fold", "label", "pred", "loss", "probs"}
-    missing = sorted(need - set(predictions.column_names))
+    if not isinstance(predictions, dict):
+        predictions = prediction_arrays(predictions)
+    missing = sorted(set(FLAT_COLUMNS) - set(predictions))
     if missing:
         raise ValueError(f"predictions lack columns {missing}")
-    col = {name: predictions[name].to_numpy() for name in need - {"probs"}}
-    probs = probs_matrix(predictions["probs"])
-    prob_given = probs[np.arange(len(probs)), col["label"].astype(np.int64)]
+    col = {name: np.asarray(predictions[name]) for name in FLAT_COLUMNS}
+    prob_given, n_rows = col["prob_given"], len(col["prob_given"])
     votes = count_votes(col["sample_id"], col["label"], col["pred"], col["loss"], prob_given,
                         num_samples=len(index))
     names = np.asarray(classes, dtype=object)
@@ -68,7 +85,7 @@ def analyze(index: pd.DataFrame, predictions: pa.Table, classes: list[str], *,
     if str(thr) not in per_threshold:
         per_threshold[str(thr)] = len(dupes)
     return Analysis(votes, dupes, accuracy, per_threshold, most_confused(dupes), thr,
-                    predictions.num_rows, list(classes))
+                    n_rows, list(classes))
 
 
 def dupes_export_table(dupes: pd.DataFrame) -> pd.DataFrame:

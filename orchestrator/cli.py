@@ -203,6 +203,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     rep.add_argument("--ignore-confirmed", action=argparse.BooleanOptionalAction, default=None,
                      help="leave confirmed images out of the dupes (default: the run's setting)")
 
+    tl = sub.add_parser("top-losses", help="the images with the highest held-out loss",
+                        description="Rank images by their mean held-out loss over all runs "
+                        "(every loss is out-of-sample), overall or per given class.")
+    tl.add_argument("run", type=Path, help="run directory")
+    tl.add_argument("--k", type=_positive(int), default=50, help="images to list (default 50)")
+    tl.add_argument("--per-class", action="store_true",
+                    help="the k worst of every given class instead of overall")
+
     st = sub.add_parser("status", help="where a run stands, read from its directory",
                         description="Show the progress of RUN from its files (works while it "
                                     "runs, e.g. under `ray job submit`, and after).")
@@ -434,6 +442,30 @@ def cmd_report(args, console: Console) -> int:
     return 0
 
 
+def cmd_top_losses(args, console: Console) -> int:
+    import pandas as pd
+
+    from analysis.losses import loss_stats, top_losses
+    from analysis.report import top_losses_table
+    from analysis.run_analysis import analyze
+    from orchestrator import rundir
+
+    if not (args.run / "config.json").exists():
+        console.print(f"[red]error:[/] {args.run} is not a run directory (no config.json)")
+        return EXIT_BAD_INPUT
+    cols = rundir.read_prediction_columns(args.run)
+    index = pd.read_parquet(args.run / "index.parquet")
+    classes = rundir.read_json(args.run / "classes.json")["classes"]
+    votes = analyze(index, cols, classes).votes
+    stats = loss_stats(cols["sample_id"], cols["loss"], num_samples=len(index))
+    by = index["label"].to_numpy() if args.per_class else None
+    top = top_losses(stats, k=args.k, by=by).merge(
+        votes.drop(columns=["mean_loss", "n_evals"]), on="sample_id", how="left")
+    scope = f"the {args.k} worst of every class" if args.per_class else f"top {args.k}"
+    console.print(top_losses_table(top, title=f"held-out losses: {scope} of {len(index):,} images"))
+    return 0
+
+
 def cmd_status(args, console: Console) -> int:
     from orchestrator import rundir
     from orchestrator.driver import all_trainings
@@ -592,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 120)
     try:
         commands = {"run": cmd_run, "demo": cmd_demo, "report": cmd_report, "tune": cmd_tune,
-                    "sanity": cmd_sanity, "status": cmd_status,
+                    "sanity": cmd_sanity, "status": cmd_status, "top-losses": cmd_top_losses,
                     "review": cmd_review, "apply": cmd_apply}
         return commands[args.command](args, console)
     except (ScanError, ResourceError, ReviewError, FileNotFoundError) as e:

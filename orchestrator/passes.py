@@ -28,7 +28,7 @@ def load_analysis(run_dir: Path, threshold: str | None = None, *, ledger: Path |
     cfg = RunConfig.from_dict(rundir.read_json(run_dir / "config.json"))
     index = pd.read_parquet(run_dir / "index.parquet")
     classes = rundir.read_json(run_dir / "classes.json")["classes"]
-    preds = rundir.read_predictions(run_dir)
+    preds = rundir.read_prediction_columns(run_dir)
     seconds = {}
     for p in sorted((run_dir / "trainings").glob("r*_f*.json")):
         m = rundir.read_json(p)

@@ -124,3 +124,27 @@ def read_predictions(run_dir: Path, columns: list[str] | None = None) -> pa.Tabl
     dataset = pads.dataset(root, format="parquet", partitioning=PARTITIONING,
                            exclude_invalid_files=False, ignore_prefixes=[".", "_"])
     return dataset.to_table(columns=columns)
+
+
+def read_prediction_columns(run_dir: Path, *, batch_rows: int = 1 << 18) -> dict[str, np.ndarray]:
+    """The held-out predictions as flat arrays, streamed batch by batch.
+
+    Only the probability of the *given* label is kept from each `probs` vector, so memory
+    grows with rows, not rows x classes (10M rows x 100 classes would be 4 GB of probs).
+    """
+    root = Path(run_dir) / PREDICTIONS
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} does not exist: no training of this run has finished")
+    dataset = pads.dataset(root, format="parquet", partitioning=PARTITIONING,
+                           exclude_invalid_files=False, ignore_prefixes=[".", "_"])
+    names = ["sample_id", "repeat", "fold", "label", "pred", "loss"]
+    parts: dict[str, list] = {n: [] for n in names + ["prob_given"]}
+    for batch in dataset.to_batches(columns=names + ["probs"], batch_size=batch_rows):
+        for n in names:
+            parts[n].append(batch.column(n).to_numpy())
+        probs = batch.column("probs")
+        width = probs.type.list_size
+        flat = probs.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+        label = parts["label"][-1].astype(np.int64)
+        parts["prob_given"].append(flat[np.arange(len(label)), label])
+    return {n: (np.concatenate(v) if v else np.array([])) for n, v in parts.items()}

@@ -52,6 +52,15 @@ def test_run_end_to_end_with_bad_files(tmp_path, capsys):
     assert schema.field("loss").type == pa.float32()
     assert schema.field("probs").type == pa.list_(pa.float32(), 3)
 
+    # the streamed reader (report, review) agrees with the whole-table path, batch by batch
+    from analysis.run_analysis import prediction_arrays
+    streamed = rundir.read_prediction_columns(run, batch_rows=50)
+    whole = prediction_arrays(preds)
+    order_s = np.lexsort((streamed["repeat"], streamed["sample_id"]))
+    order_w = np.lexsort((whole["repeat"], whole["sample_id"]))
+    for name, values in whole.items():
+        np.testing.assert_array_equal(streamed[name][order_s], values[order_w])
+
     skipped = pd.read_csv(run / "skipped.csv")
     assert set(skipped["relpath"]) == {"1/zero.png", "7/garbage.jpg"}
     index = pd.read_parquet(run / "index.parquet")

@@ -90,3 +90,20 @@ def test_heldout_accuracy_and_precision_recall():
                            np.array([1, 2, 3, 4]), np.array([1, 0, 3, 4]))
     assert acc["accuracy"].tolist() == [0.5, 1.0, 1.0] and acc["n"].tolist() == [2, 1, 1]
     assert precision_recall(np.array([1, 2, 3, 4]), np.array([2, 4, 6])) == (0.5, 2 / 3)
+
+
+def test_loss_stats_and_top_losses():
+    from analysis.losses import loss_stats, top_losses
+    sid = np.array([0, 0, 1, 1, 2, 2, 2])
+    loss = np.array([1.0, 3.0, 0.5, 0.1, 4.0, 0.0, 2.0])
+    s = loss_stats(sid, loss, num_samples=4).set_index("sample_id")
+    assert s["mean_loss"].round(4).tolist()[:3] == [2.0, 0.3, 2.0]
+    assert s["max_loss"].tolist()[:3] == [3.0, 0.5, 4.0]
+    assert s.loc[3, "n_evals"] == 0 and s.loc[3, "rank"] == -1
+    assert sorted(s["rank"].tolist()[:3]) == [1, 2, 3] and s.loc[1, "rank"] == 3
+    top = top_losses(s.reset_index(), k=2)
+    assert top["sample_id"].tolist() == [0, 2]  # equal means: the stable order keeps id order
+    per = top_losses(s.reset_index(), k=1, by=np.array([0, 1, 1, 0]))
+    assert per["sample_id"].tolist() == [0, 2] and per["group"].tolist() == [0, 1]
+    with pytest.raises(ValueError, match="k must be"):
+        top_losses(s.reset_index(), k=0)
