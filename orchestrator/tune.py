@@ -215,6 +215,9 @@ def run_search(settings: dict, *, resume: bool, console) -> tuple[pd.DataFrame, 
                 tune_config=tune.TuneConfig(
                     metric=metric, mode=METRICS[metric], num_samples=settings["trials"],
                     max_concurrent_trials=settings["max_concurrent"], scheduler=scheduler,
+                    # a new trial (or a PBT exploit) reuses a finished trial's actor: no new
+                    # process and torch import each time (measured: PBT test 59 s -> 20 s)
+                    reuse_actors=True,
                     search_alg=BasicVariantGenerator(random_state=settings["seed"])),
                 run_config=tune.RunConfig(
                     name="search", storage_path=str(out.resolve()), verbose=0,
