@@ -310,6 +310,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_run_dir(path: Path, console: Console) -> bool:
+    if (path / "config.json").exists():
+        return True
+    console.print(f"[red]error:[/] {path} is not a run directory (no config.json)")
+    return False
+
+
 def _fresh_dir(path: Path, what: str) -> None:
     if path.exists() and any(path.iterdir()):
         raise SystemExit(f"error: {what} {path} exists and is not empty: choose another --out, "
@@ -433,8 +440,7 @@ def cmd_report(args, console: Console) -> int:
     from analysis.report import report
     from orchestrator.passes import load_analysis
 
-    if not (args.run / "config.json").exists():
-        console.print(f"[red]error:[/] {args.run} is not a run directory (no config.json)")
+    if not _is_run_dir(args.run, console):
         return EXIT_BAD_INPUT
     analysis, seconds = load_analysis(args.run, args.threshold, ledger=args.ledger,
                                       ignore_confirmed=args.ignore_confirmed)
@@ -450,8 +456,7 @@ def cmd_top_losses(args, console: Console) -> int:
     from analysis.run_analysis import analyze
     from orchestrator import rundir
 
-    if not (args.run / "config.json").exists():
-        console.print(f"[red]error:[/] {args.run} is not a run directory (no config.json)")
+    if not _is_run_dir(args.run, console):
         return EXIT_BAD_INPUT
     cols = rundir.read_prediction_columns(args.run)
     index = pd.read_parquet(args.run / "index.parquet")
@@ -471,8 +476,7 @@ def cmd_status(args, console: Console) -> int:
     from orchestrator.driver import all_trainings
     from orchestrator.progress import progress_table
 
-    if not (args.run / "config.json").exists():
-        console.print(f"[red]error:[/] {args.run} is not a run directory (no config.json)")
+    if not _is_run_dir(args.run, console):
         return EXIT_BAD_INPUT
     cfg = RunConfig.from_dict(rundir.read_json(args.run / "config.json"))
     planned = all_trainings(cfg.repeats)
@@ -540,7 +544,7 @@ def cmd_tune(args, console: Console) -> int:
         rundir.write_json(out / "tune.json", settings)
     console.print(f"searching {settings['trials']} trial(s) with {settings['scheduler']} on "
                   f"{settings['data_dir']} -> {settings['out']}", highlight=False)
-    table, best = run_search(settings, resume=bool(args.resume), console=console)
+    table, best = run_search(settings, resume=bool(args.resume))
     metric = settings["metric"]
     view = Table(title=f"trials ({settings['scheduler']}, {metric})", header_style="bold")
     searched = [k for k in settings["space"] if k in table.columns]

@@ -172,7 +172,7 @@ def _plain(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
-def run_search(settings: dict, *, resume: bool, console) -> tuple[pd.DataFrame, dict | None]:
+def run_search(settings: dict, *, resume: bool) -> tuple[pd.DataFrame, dict | None]:
     """Run (or resume) a search described by `settings` (saved as TUNE/tune.json)."""
     import ray
     from ray import tune

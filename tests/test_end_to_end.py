@@ -92,14 +92,20 @@ def test_run_end_to_end_with_bad_files(tmp_path, capsys):
         main(["run", str(data), "--out", str(run)])
 
 
-def test_interrupted_run_resumes_to_the_same_counts(tmp_path):
+def start_run(tmp_path, *, repeats: int, epochs: int):
+    """`dupes run` on a small digits dataset in its own process group (to be killed)."""
     data = write_digit_dataset(tmp_path / "data", classes=(0, 1, 7), per_class=30)
     run = tmp_path / "run"
-    repeats = 6
     cmd = [sys.executable, "-m", "orchestrator.cli", "run", str(data), "--out", str(run),
-           "--repeats", str(repeats), *FAST, "--epochs", "25"]
+           "--repeats", str(repeats), *FAST, "--epochs", str(epochs)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
+    return run, proc
+
+
+def test_interrupted_run_resumes_to_the_same_counts(tmp_path):
+    repeats = 6
+    run, proc = start_run(tmp_path, repeats=repeats, epochs=25)
     deadline = time.time() + 240
     while len(rundir.completed_trainings(run)) < 2 and time.time() < deadline:
         assert proc.poll() is None, "the run ended before it could be interrupted"
@@ -151,13 +157,8 @@ def test_failed_training_is_recorded_crashed_worker_is_retried(tmp_path, monkeyp
 
 
 def test_training_worker_killed_with_sigkill_is_retried(tmp_path):
-    data = write_digit_dataset(tmp_path / "data", classes=(0, 1, 7), per_class=30)
-    run = tmp_path / "run"
     repeats = 4
-    cmd = [sys.executable, "-m", "orchestrator.cli", "run", str(data), "--out", str(run),
-           "--repeats", str(repeats), *FAST, "--epochs", "60"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    run, proc = start_run(tmp_path, repeats=repeats, epochs=60)
     victim, deadline = None, time.time() + 240
     while victim is None and time.time() < deadline:
         assert proc.poll() is None, "the run ended before a worker could be killed"
