@@ -260,6 +260,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                     help="ASHA: epochs every trial runs before it can be stopped (default 2)")
     tn.add_argument("--perturbation-interval", type=_positive(int), default=4,
                     help="PBT: epochs between exploit/explore steps (default 4)")
+    tn.add_argument("--checkpoint-every-s", type=_positive(float), default=30.0,
+                    help="seconds between a trial's checkpoints (also at PBT perturbations and "
+                         "the last epoch); what a resumed search restarts from (default 30)")
     tn.add_argument("--seed", type=int, default=0, help="split and search seed (default 0)")
     tn.add_argument("--train-seed", type=int, default=1, help="training seed (default 1)")
     tn.add_argument("--image-size", type=_positive(int), default=None,
@@ -540,7 +543,7 @@ def cmd_tune(args, console: Console) -> int:
             "perturbation_interval": args.perturbation_interval, "seed": args.seed,
             "train_seed": args.train_seed, "image_size": args.image_size,
             "min_per_class": args.min_per_class, "max_failures": args.max_failures,
-            "address": args.address}
+            "address": args.address, "checkpoint_s": args.checkpoint_every_s}
         rundir.write_json(out / "tune.json", settings)
     console.print(f"searching {settings['trials']} trial(s) with {settings['scheduler']} on "
                   f"{settings['data_dir']} -> {settings['out']}", highlight=False)
