@@ -22,6 +22,12 @@ def default_ledger(run_dir: Path | str) -> Path:
     return Path(run_dir).resolve().parent / LEDGER_NAME
 
 
+def ledger_path(run_dir: Path | str, configured: str | None = None,
+                override: Path | str | None = None) -> Path:
+    """The ledger a run uses: an explicit override, else the run's --ledger, else the default."""
+    return Path(override or configured or default_ledger(run_dir))
+
+
 def read_ledger(path: Path | str | None) -> pd.DataFrame:
     if path is None or not Path(path).exists():
         return pd.DataFrame(columns=LEDGER_COLUMNS)

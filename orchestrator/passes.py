@@ -22,7 +22,7 @@ def load_analysis(run_dir: Path, threshold: str | None = None, *, ledger: Path |
     Images in the ledger of confirmed labels are marked (`confirmed`), or left out of the
     dupes with `ignore_confirmed`; both default to the run's own settings.
     """
-    from orchestrator.ledger import confirmed_mask, default_ledger, read_ledger
+    from orchestrator.ledger import confirmed_mask, ledger_path, read_ledger
 
     run_dir = Path(run_dir)
     cfg = RunConfig.from_dict(rundir.read_json(run_dir / "config.json"))
@@ -33,7 +33,7 @@ def load_analysis(run_dir: Path, threshold: str | None = None, *, ledger: Path |
     for p in sorted((run_dir / "trainings").glob("r*_f*.json")):
         m = rundir.read_json(p)
         seconds[(m["repeat"], m["fold"])] = m.get("seconds", 0.0)
-    ledger = read_ledger(ledger or cfg.ledger or default_ledger(run_dir))
+    ledger = read_ledger(ledger_path(run_dir, cfg.ledger, ledger))
     confirmed = confirmed_mask(index["sha1"].to_numpy(), index["class_name"].to_numpy(), ledger)
     ignore = cfg.ignore_confirmed if ignore_confirmed is None else ignore_confirmed
     return analyze(index, preds, classes, threshold=threshold or cfg.threshold,
@@ -50,10 +50,9 @@ def write_outputs(run_dir: Path, analysis: Analysis) -> None:
 def run_pass(cfg: RunConfig, console: Console, *, t_start: float | None = None) -> dict:
     """Scan, split, train what is missing, analyse; returns the summary (also summary.json)."""
     from orchestrator.driver import all_trainings, prepare, run_trainings
-
-    t_start = t_start or time.perf_counter()
     from trainers.hyp import Hyp
 
+    t_start = t_start or time.perf_counter()
     Hyp.from_dict(cfg.hyp)  # a bad hyperparameter fails here, not in 20 workers
     run = cfg.run_path
     run.mkdir(parents=True, exist_ok=True)
@@ -69,7 +68,8 @@ def run_pass(cfg: RunConfig, console: Console, *, t_start: float | None = None) 
         console.print(f"removed {stale} partial prediction write(s) of an interrupted attempt")
     planned = all_trainings(cfg.repeats)
     done = rundir.completed_trainings(run)
-    if cfg.sanity and not done and not (run / "sanity.json").exists():
+    passed = (run / "sanity.json").exists() and rundir.read_json(run / "sanity.json")["ok"]
+    if cfg.sanity and not done and not passed:  # a failed check is run again, not skipped
         if not run_sanity(prep.images, prep.index["label"].to_numpy(), prep.classes, cfg.hyp,
                           console, out=run / "sanity.json"):
             raise SanityError(f"the sanity check failed (see above and {run / 'sanity.json'}); "

@@ -79,7 +79,7 @@ def export_review(run_dir: Path, out: Path, *, threshold: str | None = None,
     _ensure_empty(out, "review folder")
     cfg = rundir.read_json(run_dir / "config.json")
     data = Path(cfg["data_dir"])
-    ledger = Path(ledger) if ledger else ledger_mod.default_ledger(run_dir)
+    ledger = ledger_mod.ledger_path(run_dir, cfg.get("ledger"), ledger)
     analysis, _ = load_analysis(run_dir, threshold, ledger=ledger)
     dupes = analysis.dupes
     if not include_confirmed:

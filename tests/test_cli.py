@@ -55,3 +55,6 @@ def test_sanity_command_and_run_stop_on_labels_that_do_not_follow_the_images(tmp
     assert "--no-sanity" in capsys.readouterr().out
     assert not (run / "predictions").exists()  # stopped before any training
     assert json.loads((run / "sanity.json").read_text())["ok"] is False
+    # resuming does not skip a check that failed: it runs again and stops again
+    assert main(["run", "--resume", str(run)]) == 1
+    assert not (run / "predictions").exists()

@@ -249,3 +249,17 @@ def test_interrupted_apply_leaves_no_half_dataset(run_data, tmp_path, monkeypatc
     monkeypatch.setattr(review_mod, "link_or_copy", real)
     apply_manifest(manifest, data, tmp_path / "fixed")  # a rerun after the interruption works
     assert (tmp_path / "fixed" / "CHANGES.csv").exists()
+
+
+def test_export_uses_the_ledger_the_run_was_configured_with(run_data, tmp_path):
+    _, run = run_data
+    custom = tmp_path / "team-ledger.csv"
+    config = rundir.read_json(run / "config.json")
+    rundir.write_json(run / "config.json", {**config, "ledger": str(custom)})
+    first = tmp_path / "review1"
+    export_review(run, first, threshold=">=2")
+    (first / "0" / "1__2of2__img0.png").unlink()
+    assert import_review(first)[1] == []
+    assert custom.exists() and not (run.parent / "dupes-ledger.csv").exists()
+    again = export_review(run, tmp_path / "review2", threshold=">=2")
+    assert "0/img0.png" not in set(again["relpath"])  # confirmed in the run's own ledger
