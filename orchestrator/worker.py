@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import traceback
 import uuid
-import warnings
 
 import numpy as np
 import pyarrow as pa
@@ -41,7 +40,7 @@ def worker_loop(config: dict) -> dict:
     from ray.train import get_context
 
     from trainers.hyp import Hyp
-    from trainers.train import train
+    from trainers.train import as_tensor, train
 
     board = config["board"]
     rank = get_context().get_world_rank()
@@ -55,10 +54,7 @@ def worker_loop(config: dict) -> dict:
     labels = np.asarray(config["labels"])
     folds = ray.get(config["folds"][0])          # repeats x N, int8
     hyp = Hyp.from_dict(config["hyp"])
-    with warnings.catch_warnings():
-        # the object store hands out read-only arrays; the trainings only ever read them
-        warnings.simplefilter("ignore", UserWarning)
-        x_dev = torch.from_numpy(images).to(device)  # the dataset moves to the device once
+    x_dev = as_tensor(images, device)  # the dataset moves to the device once
     done = 0
     while (item := ray.get(board.next.remote(worker))) is not None:
         repeat, fold = item

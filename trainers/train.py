@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -54,6 +55,16 @@ def lr_at(step: int, total: int, peak: float, warmup: float = 0.25) -> float:
     if step < up:
         return peak * (0.04 + 0.96 * step / up)
     return peak * max(0.0, (total - step) / max(1, total - up))
+
+
+def as_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """uint8 images as a tensor on `device`, without copying a read-only array first: the
+    object store and a memory-mapped cache hand those out, and a training only reads them."""
+    if torch.is_tensor(images):
+        return images.to(device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "non-writable tensor": never written
+        return torch.from_numpy(np.ascontiguousarray(images)).to(device)
 
 
 def _to_float(x_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -106,8 +117,7 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor, labels: np.ndarray,
     gen.manual_seed(seed)
     rng = np.random.default_rng(seed)  # mixup weights
 
-    x_all = images if torch.is_tensor(images) else torch.from_numpy(np.ascontiguousarray(images))
-    x_all = x_all.to(device).permute(0, 3, 1, 2)  # NHWC uint8 -> NCHW view
+    x_all = as_tensor(images, device).permute(0, 3, 1, 2)  # NHWC uint8 -> NCHW view
     y_all = torch.as_tensor(np.asarray(labels, dtype=np.int64), device=device)
     tr = torch.as_tensor(np.asarray(train_idx, dtype=np.int64), device=device)
     ev = torch.as_tensor(np.asarray(eval_idx, dtype=np.int64), device=device)
