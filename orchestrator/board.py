@@ -50,17 +50,22 @@ class Board:
             return item
         return None
 
-    def epoch(self, item: Item, epoch: int, epochs: int, loss: float) -> None:
+    def epoch(self, item: Item, epoch: int, epochs: int, loss: float,
+              heldout_loss: float | None = None, top: list | None = None) -> None:
         p = self.progress.setdefault(item, {})
         p.update(status="running", epoch=epoch + 1, epochs=epochs, loss=loss)
+        if heldout_loss is not None:
+            p.update(heldout_loss=heldout_loss, top=top or [])
 
-    def finish(self, worker: str, item: Item, table, metrics: dict) -> None:
+    def finish(self, worker: str, item: Item, table, metrics: dict, epochs=None) -> None:
         if self.in_flight.get(item) != worker or item in self.done:
             return  # a stale worker of an earlier generation; its item was handed out again
         del self.in_flight[item]
         self.done.add(item)
         self.progress[item].update(status="writing", **metrics)
-        self.results.append((item, [ray.put(table)], metrics))
+        self.progress[item].pop("top", None)  # the live top losses are of running trainings
+        self.results.append((item, [ray.put(table)], metrics,
+                             [ray.put(epochs)] if epochs is not None else None))
 
     def fail(self, worker: str, item: Item, error: str) -> None:
         if self.in_flight.get(item) == worker:

@@ -25,13 +25,17 @@ def _threshold(text: str) -> str:
     return text
 
 
-def _positive(kind):
+def _positive(kind, *, zero: bool = False):
     def parse(text: str):
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if zero else '>'} 0, got {text}")
         return value
     return parse
+
+
+def _non_negative(kind):
+    return _positive(kind, zero=True)
 
 
 def add_pass_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
@@ -58,6 +62,11 @@ def add_pass_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     g.add_argument("--sanity", action=argparse.BooleanOptionalAction, default=True,
                    help="preflight checks before the trainings: overfit one batch, beat chance "
                         "on held-out images, input statistics (default on; --no-sanity skips)")
+    g.add_argument("--epoch-losses", type=_non_negative(int), default=5, metavar="K",
+                   help="predict the held-out half every K-th epoch and at the end, and keep "
+                        "its losses and margins in RUN/epochs/ for training-dynamics scores and "
+                        "the live top losses; 1 = every epoch (each costs about a third of a "
+                        "training epoch), 0 = off (default 5)")
     g.add_argument("--ledger", type=Path, default=None,
                    help="ledger of labels a technician confirmed (default: dupes-ledger.csv "
                         "beside the run directory)")
@@ -152,7 +161,7 @@ def config_from_args(args, data_dir: Path, run_dir: Path) -> RunConfig:
         threshold=args.threshold, image_size=args.image_size, min_per_class=args.min_per_class,
         cpus_per_training=args.cpus_per_training, gpus_per_training=args.gpus_per_training,
         max_failures=args.max_failures, address=args.address, config=str(args.config or ""),
-        sanity=args.sanity,
+        sanity=args.sanity, epoch_losses=args.epoch_losses,
         ledger=str(args.ledger.resolve()) if args.ledger else None,
         ignore_confirmed=args.ignore_confirmed, hyp=hyp_from_args(args))
 

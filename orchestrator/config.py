@@ -28,6 +28,7 @@ class RunConfig:
     ignore_confirmed: bool = False     # leave confirmed images out of the dupes
     config: str = ""                   # the --config file the hyperparameters came from
     sanity: bool = True                # preflight checks before the trainings
+    epoch_losses: int = 5              # record held-out losses every k-th epoch (RUN/epochs/); 0 off
     hyp: dict = field(default_factory=lambda: Hyp().to_dict())
 
     def to_dict(self) -> dict:

@@ -143,20 +143,31 @@ def save_progress(run_dir: Path, state: dict, *, running: bool) -> None:
                           if "error" in p else {})} for (r, f), p in sorted(state.items())]})
 
 
-def write_training(run_dir: Path, item: tuple[int, int], refs: list, metrics: dict) -> None:
-    """Stream one training's held-out predictions into its Parquet partition via Ray Data."""
+def write_partition(run_dir: Path, item: tuple[int, int], refs: list, kind: str) -> None:
+    """Stream one training's table into its Parquet partition via Ray Data: a temp folder,
+    renamed into place once every file is written."""
     import ray
     import ray.data
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     repeat, fold = item
-    tmp = run_dir / rundir.PREDICTIONS / f".tmp-r{repeat}-f{fold}-{uuid.uuid4().hex[:8]}"
+    tmp = run_dir / kind / f".tmp-r{repeat}-f{fold}-{uuid.uuid4().hex[:8]}"
     # The write runs on the driver's node: the temp folder must land on the disk where the
     # driver renames it into place (on a multi-node cluster another node has another disk).
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     ray.data.from_arrow_refs(refs).write_parquet(
         str(tmp), ray_remote_args={"scheduling_strategy": here})
-    rundir.commit_partition(tmp, run_dir, repeat, fold)
+    rundir.commit_partition(tmp, run_dir, repeat, fold, kind=kind)
+
+
+def write_training(run_dir: Path, item: tuple[int, int], refs: list, metrics: dict,
+                   epoch_refs: list | None = None) -> None:
+    """One finished training: its epochs (if recorded), then its predictions, whose
+    partition marks the training done, then its metrics."""
+    repeat, fold = item
+    if epoch_refs:
+        write_partition(run_dir, item, epoch_refs, rundir.EPOCHS)
+    write_partition(run_dir, item, refs, rundir.PREDICTIONS)
     (run_dir / "trainings").mkdir(exist_ok=True)
     rundir.write_json(run_dir / "trainings" / f"r{repeat:02d}_f{fold}.json",
                       {"repeat": repeat, "fold": fold, **metrics})
@@ -190,6 +201,7 @@ def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
             "board": board, "images": [ray.put(prep.images)], "folds": [ray.put(prep.folds)],
             "labels": prep.index["label"].to_numpy(), "hyp": cfg.hyp,
             "train_seed": cfg.train_seed, "threads": max(1, int(cpt)),
+            "record_every": cfg.epoch_losses,
             "inject_failure": os.environ.get("DUPES_INJECT_FAILURE"),
         }
         resources = {"CPU": cpt, **({"GPU": gpt} if gpt else {})}
@@ -217,14 +229,15 @@ def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
         failures: dict[tuple[int, int], str] = {}
         t_first = t_last = None
         t_saved = 0.0
-        with RunProgress(console, todo) as progress:
+        names = dict(zip(prep.index["sample_id"].tolist(), prep.index["relpath"].tolist()))
+        with RunProgress(console, todo, names=names) as progress:
             while True:
                 alive = thread.is_alive()
                 state, results, failed = ray.get(board.poll.remote())
                 if t_first is None and any(p.get("status") for p in state.values()):
                     t_first = time.perf_counter()
-                for item, refs, metrics in results:
-                    write_training(run, item, refs, metrics)
+                for item, refs, metrics, epoch_refs in results:
+                    write_training(run, item, refs, metrics, epoch_refs)
                     ray.get(board.written.remote(item))
                     state[item]["status"] = "done"
                     t_last = time.perf_counter()

@@ -20,7 +20,8 @@ def progress_table(items: list[tuple[int, int]], progress: dict, *, max_rows: in
     """
     table = Table(title="trainings", expand=False, header_style="bold")
     for col, just in [("repeat", "right"), ("fold", "right"), ("status", "left"),
-                      ("epoch", "right"), ("train loss", "right"), ("held-out acc", "right"),
+                      ("epoch", "right"), ("train loss", "right"), ("held-out loss", "right"),
+                      ("held-out acc", "right"),
                       ("seconds", "right")]:
         table.add_column(col, justify=just)
     rows = sorted(items)
@@ -33,18 +34,37 @@ def progress_table(items: list[tuple[int, int]], progress: dict, *, max_rows: in
         epoch = f"{p['epoch']}/{p['epochs']}" if "epoch" in p else ""
         loss = f"{p['loss']:.3f}" if "loss" in p else ""
         acc = f"{p['heldout_accuracy']:.3f}" if "heldout_accuracy" in p else ""
+        h_loss = f"{p['heldout_loss']:.3f}" if p.get("heldout_loss") is not None else ""
         secs = f"{p['seconds']:.1f}" if "seconds" in p else (
             f"{time.time() - p['start']:.0f}" if "start" in p else "")
         table.add_row(str(item[0]), str(item[1]),
-                      f"[{STATUS_STYLE.get(status, '')}]{status}[/]", epoch, loss, acc, secs)
+                      f"[{STATUS_STYLE.get(status, '')}]{status}[/]", epoch, loss, h_loss, acc,
+                      secs)
+    return table
+
+
+def live_top_losses(progress: dict, *, names: dict | None = None, k: int = 8) -> Table | None:
+    """The largest held-out losses at the running trainings' latest epoch: the images the
+    models currently find hardest to accept with their given label."""
+    rows = [(loss, sid, item) for item, p in progress.items()
+            if p.get("status") == "running" for sid, loss in p.get("top", [])]
+    if not rows:
+        return None
+    table = Table(title="current top held-out losses", header_style="bold")
+    for col in ("loss", "image", "training"):
+        table.add_column(col, justify="right" if col == "loss" else "left")
+    for loss, sid, (r, f) in sorted(rows, reverse=True)[:k]:
+        name = (names or {}).get(sid, f"#{sid}")
+        table.add_row(f"{loss:.2f}", str(name), f"r{r:02d}f{f} ep {progress[(r, f)]['epoch']}")
     return table
 
 
 class RunProgress:
     """Shows progress while trainings run; call `update(progress)` as often as you like."""
 
-    def __init__(self, console: Console, items: list[tuple[int, int]]):
-        self.console, self.items = console, sorted(items)
+    def __init__(self, console: Console, items: list[tuple[int, int]], *,
+                 names: dict | None = None):
+        self.console, self.items, self.names = console, sorted(items), names
         self.live = console.is_terminal and not console.is_dumb_terminal
         self._shown: dict = {}
         self._last_line = 0.0
@@ -66,7 +86,8 @@ class RunProgress:
         bar = Table.grid(padding=(0, 1))
         bar.add_row(f"[bold]{done}/{len(self.items)} trainings[/]",
                     ProgressBar(total=len(self.items), completed=done, width=40))
-        return Group(bar, progress_table(self.items, progress))
+        top = live_top_losses(progress, names=self.names)
+        return Group(bar, progress_table(self.items, progress), *([top] if top else []))
 
     def update(self, progress: dict) -> None:
         if self._live is not None:

@@ -15,6 +15,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 PREDICTIONS = "predictions"
+EPOCHS = "epochs"  # per-epoch held-out metrics, partitioned like the predictions
 PARTITIONING = pads.partitioning(pa.schema([("repeat", pa.int16()), ("fold", pa.int8())]),
                                  flavor="hive")
 
@@ -70,17 +71,17 @@ def write_npy(path: Path, arr: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def partition_dir(run_dir: Path, repeat: int, fold: int) -> Path:
-    return Path(run_dir) / PREDICTIONS / f"repeat={repeat}" / f"fold={fold}"
+def partition_dir(run_dir: Path, repeat: int, fold: int, *, kind: str = PREDICTIONS) -> Path:
+    return Path(run_dir) / kind / f"repeat={repeat}" / f"fold={fold}"
 
 
-def completed_trainings(run_dir: Path) -> set[tuple[int, int]]:
+def completed_trainings(run_dir: Path, *, kind: str = PREDICTIONS) -> set[tuple[int, int]]:
     """(repeat, fold) of every training whose prediction partition is in place.
 
     A partition only appears by an atomic rename after all its files were written, so its
     existence alone means the training is done.
     """
-    root = Path(run_dir) / PREDICTIONS
+    root = Path(run_dir) / kind
     done = set()
     if not root.is_dir():
         return done
@@ -94,17 +95,27 @@ def completed_trainings(run_dir: Path) -> set[tuple[int, int]]:
 
 
 def clear_partial_writes(run_dir: Path) -> int:
-    """Remove temp folders that an interrupted write left behind; returns how many."""
-    root = Path(run_dir) / PREDICTIONS
-    stale = list(root.glob(".tmp-*")) if root.is_dir() else []
+    """Remove what an interrupted write left behind; returns how many.
+
+    That is temp folders, and epoch partitions of trainings without predictions: those are
+    committed first, so a crash in between leaves one that the retrained run replaces.
+    """
+    stale = []
+    for kind in (PREDICTIONS, EPOCHS):
+        root = Path(run_dir) / kind
+        stale += list(root.glob(".tmp-*")) if root.is_dir() else []
+    done = completed_trainings(run_dir)
+    for r, f in completed_trainings(run_dir, kind=EPOCHS) - done:
+        stale.append(partition_dir(run_dir, r, f, kind=EPOCHS))
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
     return len(stale)
 
 
-def commit_partition(tmp_dir: Path, run_dir: Path, repeat: int, fold: int) -> bool:
+def commit_partition(tmp_dir: Path, run_dir: Path, repeat: int, fold: int, *,
+                     kind: str = PREDICTIONS) -> bool:
     """Rename a fully written temp folder into its partition; False if it was already there."""
-    final = partition_dir(run_dir, repeat, fold)
+    final = partition_dir(run_dir, repeat, fold, kind=kind)
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(tmp_dir, final)
@@ -148,3 +159,14 @@ def read_prediction_columns(run_dir: Path, *, batch_rows: int = 1 << 18) -> dict
         label = parts["label"][-1].astype(np.int64)
         parts["prob_given"].append(flat[np.arange(len(label)), label])
     return {n: (np.concatenate(v) if v else np.array([])) for n, v in parts.items()}
+
+
+def read_epochs(run_dir: Path, *, columns: list[str] | None = None) -> pa.Table | None:
+    """Per-epoch held-out metrics of the finished trainings, or None if none were recorded."""
+    root = Path(run_dir) / EPOCHS
+    done = completed_trainings(run_dir)
+    if not root.is_dir() or not done & completed_trainings(run_dir, kind=EPOCHS):
+        return None
+    dataset = pads.dataset(root, format="parquet", partitioning=PARTITIONING,
+                           exclude_invalid_files=False, ignore_prefixes=[".", "_"])
+    return dataset.to_table(columns=columns)

@@ -24,6 +24,26 @@ def prediction_table(sample_id: np.ndarray, label: np.ndarray, pred: np.ndarray,
     })
 
 
+def epoch_table(sample_id: np.ndarray, record) -> pa.Table:
+    """Held-out loss, margin and class of every epoch of one training (an `EpochRecord`)."""
+    e, n = record.loss.shape
+    return pa.table({
+        "sample_id": pa.array(np.tile(sample_id, e), pa.int64()),
+        "epoch": pa.array(np.repeat(record.epoch, n), pa.int16()),
+        "loss": pa.array(record.loss.reshape(-1), pa.float32()),
+        "margin": pa.array(record.margin.reshape(-1), pa.float32()),
+        "pred": pa.array(record.pred.reshape(-1), pa.int16()),
+    })
+
+
+def top_losses(sample_id: np.ndarray, losses: np.ndarray | None, k: int = 5) -> list:
+    """The `k` largest held-out losses as [(sample_id, loss)], for the live progress."""
+    if losses is None or not len(losses):
+        return []
+    top = np.argsort(-losses)[:k]
+    return [(int(sample_id[i]), float(losses[i])) for i in top]
+
+
 def training_seed(train_seed: int, repeat: int, fold: int) -> int:
     """Training randomness of one training, independent of the split seed."""
     ss = np.random.SeedSequence([int(train_seed), int(repeat), int(fold), 0x7EA1])
@@ -55,6 +75,7 @@ def worker_loop(config: dict) -> dict:
     folds = ray.get(config["folds"][0])          # repeats x N, int8
     hyp = Hyp.from_dict(config["hyp"])
     x_dev = as_tensor(images, device)  # the dataset moves to the device once
+    record = int(config.get("record_every") or 0)
     done = 0
     while (item := ray.get(board.next.remote(worker))) is not None:
         repeat, fold = item
@@ -64,13 +85,16 @@ def worker_loop(config: dict) -> dict:
             trained = np.flatnonzero(folds[repeat] != fold)
             out = train(hyp, x_dev, labels, trained, held,
                         seed=training_seed(config["train_seed"], repeat, fold), device=device,
-                        on_epoch=lambda info: board.epoch.remote(
-                            item, info.epoch - 1, info.epochs, info.train_loss))
+                        record_every=record,
+                        on_epoch=lambda info, held=held: board.epoch.remote(
+                            item, info.epoch - 1, info.epochs, info.train_loss,
+                            info.heldout_loss, top_losses(held, info.heldout_losses)))
             table = prediction_table(held, labels[held], out.pred, out.loss, out.probs)
+            epochs = epoch_table(held, out.epochs) if out.epochs is not None else None
             metrics = {"seconds": out.seconds, "train_accuracy": out.train_accuracy,
                        "heldout_accuracy": float((out.pred == labels[held]).mean()),
                        "n_heldout": int(len(held)), "worker": worker}
-            ray.get(board.finish.remote(worker, item, table, metrics))
+            ray.get(board.finish.remote(worker, item, table, metrics, epochs))
             done += 1
         except Exception:
             ray.get(board.fail.remote(worker, item, traceback.format_exc(limit=20)))

@@ -32,6 +32,18 @@ class HeldOut:
     pred: np.ndarray       # int16
     train_accuracy: float  # on the (augmented) training half, last epoch
     seconds: float         # wall time of the training and the prediction
+    epochs: "EpochRecord | None" = None  # with record_epochs: held-out metrics per epoch
+
+
+@dataclass
+class EpochRecord:
+    """Held-out metrics of the recorded epochs (rows) for every held-out image (columns): the
+    raw material of training-dynamics scores. The last row is the final, reported prediction."""
+
+    loss: np.ndarray       # float32, E x n: cross-entropy against the given label
+    margin: np.ndarray     # float32, E x n: p(given) - max p(other), in [-1, 1]
+    pred: np.ndarray       # int16, E x n
+    epoch: np.ndarray      # the 1-based epoch of each row
 
 
 @dataclass
@@ -45,6 +57,7 @@ class EpochInfo:
     heldout_loss: float | None     # None unless eval_every_epoch
     heldout_accuracy: float | None
     state: Callable[[], dict]      # the full training state, for a checkpoint
+    heldout_losses: np.ndarray | None = None  # per held-out image (eval_idx order), if measured
 
 
 def lr_at(step: int, total: int, peak: float, warmup: float = 0.25) -> float:
@@ -90,6 +103,13 @@ def _predict(model, x_all, y_all, idx, mean, std, batch, amp, *, tta: bool = Fal
     return torch.cat(probs), torch.cat(losses)
 
 
+def _margin(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """p(given) - the largest other probability: negative when another class wins."""
+    given = probs.gather(1, y[:, None]).squeeze(1)
+    other = probs.scatter(1, y[:, None], -1.0).max(1).values
+    return given - other
+
+
 def train_size(epoch: int, epochs: int, size: int, progressive: float) -> int:
     """Progressive resizing: from `progressive` x size up to full size at 75% of training."""
     if progressive <= 0 or progressive >= 1:
@@ -102,13 +122,17 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor, labels: np.ndarray,
           train_idx: np.ndarray, eval_idx: np.ndarray, *, seed: int,
           device: str | torch.device = "cpu",
           on_epoch: Callable[[EpochInfo], None] | None = None,
-          eval_every_epoch: bool = False, resume: dict | None = None) -> HeldOut:
+          eval_every_epoch: bool = False, record_every: int = 0,
+          resume: dict | None = None) -> HeldOut:
     """Train a fresh model on `images[train_idx]` and predict `images[eval_idx]`.
 
     `images` is uint8 N x H x W x C (numpy, or a tensor already on `device`); `labels` are the
     given labels. `on_epoch(EpochInfo)` is called after every epoch; with `eval_every_epoch`
     it carries the held-out loss and accuracy too. `resume` is a state from
     `EpochInfo.state()`: training goes on from there, with `hyp`'s (possibly new) values.
+    With `record_every` k > 0 the held-out half is predicted after every k-th epoch and the
+    last (without TTA, which would double the cost) and `HeldOut.epochs` holds the per-image
+    loss, margin and class; each recorded epoch costs about a third of a training epoch.
     """
     t0 = time.perf_counter()
     device = torch.device(device)
@@ -177,6 +201,8 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor, labels: np.ndarray,
                               "epoch": epoch, "gen": gen.get_state(),
                               "rng": rng.bit_generator.state})
 
+    rec: dict[str, list] = {"loss": [], "margin": [], "pred": [], "epoch": []}
+    y_ev = y_all[ev]
     correct = seen = 0
     for epoch in range(start, hyp.epochs):
         model.train()
@@ -219,23 +245,40 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor, labels: np.ndarray,
             total += loss.detach() * len(idx)
             correct += int((out.argmax(1) == y).sum())
             seen += len(idx)
+        last = epoch == hyp.epochs - 1
+        record = record_every > 0 and (epoch + 1) % record_every == 0 and not last
+        h_loss = h_acc = h_losses = None
+        if eval_every_epoch or record:
+            # the last epoch's row is the final prediction below: no second pass for it
+            p, l = _predict(model, x_all, y_all, ev, mean, std, hyp.eval_batch_size, amp,
+                            tta=tta and eval_every_epoch)
+            h_loss, h_acc = float(l.mean()), float((p.argmax(1) == y_ev).float().mean())
+            h_losses = l.cpu().numpy()
+            if record:
+                _record(rec, p, l, y_ev)
+                rec["epoch"].append(epoch + 1)
         if on_epoch is not None:
-            h_loss = h_acc = None
-            if eval_every_epoch:
-                p, l = _predict(model, x_all, y_all, ev, mean, std, hyp.eval_batch_size, amp,
-                                tta=tta)
-                h_loss = float(l.mean())
-                h_acc = float((p.argmax(1) == y_all[ev]).float().mean())
             on_epoch(EpochInfo(epoch + 1, hyp.epochs, float(total) / max(seen, 1),
                                correct / max(seen, 1), h_loss, h_acc,
-                               lambda e=epoch + 1: state(e)))
+                               lambda e=epoch + 1: state(e), h_losses))
 
     probs, losses = _predict(model, x_all, y_all, ev, mean, std, hyp.eval_batch_size, amp,
                              tta=tta)
+    epochs = None
+    if record_every > 0:
+        _record(rec, probs, losses, y_ev)
+        rec["epoch"].append(hyp.epochs)
+        epochs = EpochRecord(**{k: np.stack(v) for k, v in rec.items()})
     p = probs.cpu().numpy().astype(np.float32)
     return HeldOut(probs=p, loss=losses.cpu().numpy().astype(np.float32),
                    pred=p.argmax(1).astype(np.int16), train_accuracy=correct / max(seen, 1),
-                   seconds=time.perf_counter() - t0)
+                   seconds=time.perf_counter() - t0, epochs=epochs)
 
 
-__all__ = ["Hyp", "HeldOut", "EpochInfo", "train", "lr_at", "resolve_model"]
+def _record(rec: dict, probs: torch.Tensor, losses: torch.Tensor, y: torch.Tensor) -> None:
+    rec["loss"].append(losses.float().cpu().numpy().astype(np.float32))
+    rec["margin"].append(_margin(probs.float(), y).cpu().numpy().astype(np.float32))
+    rec["pred"].append(probs.argmax(1).cpu().numpy().astype(np.int16))
+
+
+__all__ = ["Hyp", "HeldOut", "EpochInfo", "EpochRecord", "train", "lr_at", "resolve_model"]

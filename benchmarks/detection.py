@@ -1,0 +1,217 @@
+"""How well does dupes find wrong labels? Full passes on real data with planted noise.
+
+    .venv/bin/python benchmarks/detection.py                      # 8 CPU passes, ~25 min
+    .venv/bin/python benchmarks/detection.py --cases mnist-sym-10 # one case
+    .venv/bin/python benchmarks/detection.py --evaluate-only      # re-score finished runs
+
+Each case takes a random subset of a training set from ../shared/data (nothing is
+committed), moves a share of the images to a wrong class folder, runs the whole `dupes run`
+pass on the PNG folders, and scores every detector against the planted truth:
+
+- dupes at each vote threshold (the product's detector; the default is >= 8 of 10),
+- argmax of the averaged out-of-sample probabilities != given label,
+- cleanlab's `find_label_issues` with its defaults, on the same averaged probabilities,
+- every ranking score (held-out loss, self-confidence, normalized margin, held-out AUM,
+  forgetting, the combined rank), cut at cleanlab's own estimate of the number of issues
+  (`num_label_issues`), plus the average precision of the whole ranking.
+
+Noise kinds: `sym` moves an image to a uniformly chosen other class; `asym` moves it to its
+class's confusable partner (PAIRS below: a fixed, realistic class-pair mistake).
+Prints a table per case and writes benchmarks/results/detection.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data"
+DATASETS = {"mnist": "mnist_train.npz", "fmnist": "fashion_mnist_train.npz"}
+# class -> the class its images are mistaken for (asymmetric noise)
+PAIRS = {
+    "mnist": {0: 6, 1: 7, 2: 7, 3: 8, 4: 9, 5: 6, 6: 5, 7: 1, 8: 3, 9: 4},
+    # T-shirt<->Shirt, Pullover<->Coat, Sandal<->Sneaker, Boot->Sneaker, Trouser<->Dress, Bag->Pullover
+    "fmnist": {0: 6, 6: 0, 2: 4, 4: 2, 5: 7, 7: 5, 9: 7, 1: 3, 3: 1, 8: 2},
+}
+# The CPU settings of benchmarks/train_speed.py (measured best for a 2-core budget), with
+# held-out losses recorded at epochs 2, 4 and 6 for the training-dynamics scores.
+SETTINGS = ["--width", "16", "--epochs", "6", "--batch-size", "128", "--lr", "0.2",
+            "--progressive", "0.5", "--no-flip", "--translate", "1", "--epoch-losses", "2"]
+ALL_CASES = [f"{d}-{k}-{r}" for d in DATASETS for k in ("sym", "asym") for r in (10, 20)]
+
+
+def noisy_labels(labels: np.ndarray, *, rate: float, kind: str, dataset: str,
+                 n_classes: int, seed: int) -> np.ndarray:
+    """A copy of `labels` with exactly round(rate * n) of them changed."""
+    rng = np.random.default_rng(seed)
+    out = labels.copy()
+    flip = rng.choice(len(labels), size=int(round(rate * len(labels))), replace=False)
+    if kind == "sym":
+        shift = rng.integers(1, n_classes, size=len(flip))  # never the true class
+        out[flip] = (labels[flip] + shift) % n_classes
+    elif kind == "asym":
+        pair = PAIRS[dataset]
+        out[flip] = [pair[int(c)] for c in labels[flip]]
+    else:
+        raise ValueError(f"noise kind {kind!r}: valid kinds are 'sym', 'asym'")
+    return out
+
+
+def prepare_case(case: str, work: Path, *, n: int, seed: int) -> Path:
+    """Write the case's PNG folders (noisy labels) and truth.csv; returns the case folder."""
+    dataset, kind, rate = case.split("-")
+    folder = work / case
+    if (folder / "truth.csv").exists():
+        return folder
+    d = np.load(DATA / DATASETS[dataset])
+    classes = [str(c) for c in d["classes"]]
+    pick = np.sort(np.random.default_rng(seed).choice(len(d["labels"]), size=n, replace=False))
+    true = d["labels"][pick].astype(np.int64)
+    given = noisy_labels(true, rate=int(rate) / 100, kind=kind, dataset=dataset,
+                         n_classes=len(classes), seed=seed + 1)
+    rows = []
+    for i, (img, t, g) in enumerate(zip(d["images"][pick], true, given)):
+        rel = f"{classes[g]}/{pick[i]:05d}.png"
+        (folder / "data" / classes[g]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / "data" / rel)
+        rows.append((rel, classes[t], classes[g]))
+    truth = pd.DataFrame(rows, columns=["relpath", "true_class", "given_class"])
+    truth.to_csv(folder / "truth.csv", index=False)
+    return folder
+
+
+def run_case(folder: Path, log) -> float:
+    """`dupes run` on the case (resumed if an earlier attempt was interrupted)."""
+    run = folder / "run"
+    if (run / "summary.json").exists():
+        return json.loads((run / "summary.json").read_text())["wall_s"]
+    cmd = ([sys.executable, "-m", "orchestrator.cli", "run", "--resume", str(run)]
+           if (run / "config.json").exists() else
+           [sys.executable, "-m", "orchestrator.cli", "run", str(folder / "data"),
+            "--out", str(run), *SETTINGS])
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if res.returncode != 0:
+        raise SystemExit(f"{folder.name}: dupes run failed (exit {res.returncode}); see the log")
+    return time.perf_counter() - t0
+
+
+def prf(flagged: np.ndarray, truth: np.ndarray) -> dict:
+    tp = int((flagged & truth).sum())
+    p = tp / max(int(flagged.sum()), 1)
+    r = tp / max(int(truth.sum()), 1)
+    return {"flagged": int(flagged.sum()), "precision": p, "recall": r,
+            "f1": 2 * p * r / max(p + r, 1e-12)}
+
+
+def average_precision(score: np.ndarray, truth: np.ndarray) -> float:
+    """Area under the precision-recall curve of a ranking (higher score = more suspect)."""
+    order = np.argsort(-score, kind="stable")
+    hits = truth[order].astype(np.float64)
+    precision_at = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((precision_at * hits).sum() / max(hits.sum(), 1))
+
+
+def evaluate(folder: Path) -> list[dict]:
+    """Precision, recall and F1 of every detector on one finished case."""
+    from cleanlab.count import num_label_issues
+    from cleanlab.filter import find_label_issues
+
+    from analysis.thresholds import parse_threshold
+    from analysis.votes import select_dupes
+    from orchestrator.passes import load_analysis
+
+    analysis, _ = load_analysis(folder / "run")
+    votes = analysis.votes
+    truth_df = pd.read_csv(folder / "truth.csv").set_index("relpath")
+    truth_df = truth_df.loc[votes["relpath"]]
+    truth = (truth_df["true_class"] != truth_df["given_class"]).to_numpy()
+    labels = votes["label"].to_numpy().astype(np.int64)
+    probs = np.stack(votes["mean_probs"].to_numpy()) if "mean_probs" in votes else None
+    rows = []
+    for t in ("10", ">=9", ">=8", ">=7", ">=6", ">=5"):
+        flagged = np.zeros(len(votes), bool)
+        flagged[select_dupes(votes, parse_threshold(t))["sample_id"].to_numpy()] = True
+        rows.append({"detector": f"dupes {t}", **prf(flagged, truth),
+                     "default": t == ">=8"})
+    if probs is not None:
+        rows.append({"detector": "argmax(mean probs) != given",
+                     **prf(probs.argmax(1) != labels, truth)})
+        issues = find_label_issues(labels, probs)
+        rows.append({"detector": "cleanlab find_label_issues", **prf(issues, truth)})
+        k = int(num_label_issues(labels, probs))
+        for name in ("mean_loss", "self_confidence", "normalized_margin", "aum", "forgetting",
+                     "combined"):
+            if name not in votes:
+                continue
+            suspect = votes[name].to_numpy(np.float64)
+            if name in ("self_confidence", "normalized_margin", "aum"):
+                suspect = -suspect  # low quality = suspect
+            suspect = np.nan_to_num(suspect, nan=-np.inf)
+            flagged = np.zeros(len(votes), bool)
+            flagged[np.argsort(-suspect, kind="stable")[:k]] = True
+            rows.append({"detector": f"top-k {name} (k={k})", **prf(flagged, truth),
+                         "average_precision": average_precision(suspect, truth)})
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--cases", nargs="+", default=ALL_CASES,
+                   help=f"cases as DATASET-KIND-PERCENT (default: {' '.join(ALL_CASES)})")
+    p.add_argument("--n", type=int, default=10000, help="images per case (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="subset and noise seed (default 0)")
+    p.add_argument("--work", type=Path, default=Path("/tmp/dupes-detection"),
+                   help="where the cases' data and runs go (default /tmp/dupes-detection)")
+    p.add_argument("--train-only", action="store_true", help="run the passes, score nothing")
+    p.add_argument("--evaluate-only", action="store_true", help="score finished runs only")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "detection.json")
+    args = p.parse_args()
+    console = Console(width=130)
+    args.work.mkdir(parents=True, exist_ok=True)
+    results = json.loads(args.out.read_text()) if args.out.exists() else {"cases": {}}
+    for case in args.cases:
+        folder = prepare_case(case, args.work, n=args.n, seed=args.seed)
+        if not args.evaluate_only:
+            with open(folder / "run.log", "a") as log:
+                wall = run_case(folder, log)
+            console.print(f"{case}: pass done in {wall:.0f} s", highlight=False)
+        if args.train_only:
+            continue
+        rows = evaluate(folder)
+        summary = json.loads((folder / "run" / "summary.json").read_text())
+        results["cases"][case] = {
+            "n": args.n, "seed": args.seed, "wall_s": summary["wall_s"],
+            "heldout_accuracy_mean": summary["heldout_accuracy_mean"], "detectors": rows}
+        table = Table(title=f"{case}: {args.n} images, held-out accuracy "
+                            f"{summary['heldout_accuracy_mean']:.3f} (vs noisy labels)")
+        for col in ("detector", "flagged", "precision", "recall", "F1", "AP"):
+            table.add_column(col, justify="left" if col == "detector" else "right")
+        for r in rows:
+            table.add_row(r["detector"] + (" (default)" if r.get("default") else ""),
+                          str(r["flagged"]), f"{r['precision']:.3f}", f"{r['recall']:.3f}",
+                          f"{r['f1']:.3f}", f"{r['average_precision']:.3f}"
+                          if "average_precision" in r else "")
+        console.print(table)
+    results.update(machine=f"{platform.node()}, {os.cpu_count()} CPU cores, no GPU",
+                   settings=SETTINGS, updated=time.strftime("%Y-%m-%d %H:%M"))
+    if not args.train_only:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        console.print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
