@@ -73,10 +73,80 @@ def dupes_table(analysis: Analysis, *, top: int = 20) -> Table:
     return table
 
 
+def fit_table(analysis: Analysis) -> Table | None:
+    """Training vs held-out accuracy over all trainings, with what the gap suggests."""
+    fit = analysis.fit
+    if fit is None or fit["train_accuracy"].isna().all():
+        return None
+    table = Table(title="fit: training vs held-out accuracy (vs given labels)",
+                  header_style="bold")
+    for col in ("trainings", "train acc", "held-out acc", "gap", "reading"):
+        table.add_column(col, justify="left" if col == "reading" else "right")
+    tr, ho = fit["train_accuracy"].mean(), fit["heldout_accuracy"].mean()
+    gap = tr - ho
+    reading = ("large gap: the models memorise their half; more augmentation or fewer epochs"
+               if gap > 0.1 else "small gap, low accuracy: the models underfit; train longer "
+               "or use a bigger model" if ho < 0.7 else "healthy")
+    table.add_row(str(len(fit)), f"{tr:.4f}", f"{ho:.4f}", f"{gap:+.4f}", reading)
+    table.caption = "train acc: augmented training half, last epoch"
+    return table
+
+
+def class_errors_table(analysis: Analysis, *, top: int = 10) -> Table | None:
+    """The given classes with the highest held-out error rates."""
+    if analysis.per_class is None:
+        return None
+    table = Table(title=f"held-out error rate per given class (worst {top})",
+                  header_style="bold")
+    for col in ("class", "predictions", "error rate", "most taken for", "share of errors",
+                "precision"):
+        table.add_column(col, justify="left" if col in ("class", "most taken for") else "right")
+    for r in analysis.per_class.head(top).itertuples():
+        table.add_row(str(r[1]), f"{r.n:,}", f"{r.error_rate:.2%}", str(r.most_taken_for),
+                      f"{r.share_of_errors:.0%}", f"{r.precision:.3f}")
+    return table
+
+
+def pairs_table(analysis: Analysis, *, top: int = 10) -> Table | None:
+    """Most-confused (given, predicted) pairs over all held-out predictions."""
+    if analysis.pairs is None:
+        return None
+    table = Table(title="most confused pairs over all held-out predictions",
+                  header_style="bold")
+    for col in ("given", "predicted", "predictions", "share of given"):
+        table.add_column(col, justify="right" if col in ("predictions", "share of given")
+                         else "left")
+    for r in analysis.pairs.head(top).itertuples():
+        table.add_row(str(r.given), str(r.predicted), f"{r.count:,}", f"{r.share_of_given:.2%}")
+    return table
+
+
+def second_opinion_table(analysis: Analysis) -> Table | None:
+    """How cleanlab's confident learning agrees with the votes, on the same predictions."""
+    votes = analysis.votes
+    if "cl_issue" not in votes:
+        return None
+    dupe = np.zeros(len(votes), bool)
+    dupe[analysis.dupes["sample_id"].to_numpy()] = True
+    cl = votes["cl_issue"].to_numpy(bool)
+    table = Table(title="second opinion: confident learning (cleanlab) on the mean "
+                        "out-of-sample probabilities", header_style="bold")
+    for col in ("estimated wrong labels", "flagged by cleanlab", f"dupes ({analysis.threshold})",
+                "both", "cleanlab only", "dupes only"):
+        table.add_column(col, justify="right")
+    table.add_row(f"{analysis.num_issues:,}" if analysis.num_issues is not None else "-",
+                  f"{cl.sum():,}", f"{dupe.sum():,}", f"{(cl & dupe).sum():,}",
+                  f"{(cl & ~dupe).sum():,}", f"{(dupe & ~cl).sum():,}")
+    return table
+
+
 def report(analysis: Analysis, *, seconds: dict | None = None, top: int = 20) -> Group:
-    """The whole report: accuracy per training, dupes per threshold, confusions, top dupes."""
-    return Group(accuracy_table(analysis, seconds), threshold_table(analysis),
-                 confused_table(analysis), dupes_table(analysis, top=top))
+    """The whole report: accuracy per training and fit, dupes per threshold, the second
+    opinion, error analysis, confusions among dupes, top dupes."""
+    parts = [accuracy_table(analysis, seconds), fit_table(analysis), threshold_table(analysis),
+             second_opinion_table(analysis), class_errors_table(analysis),
+             pairs_table(analysis), confused_table(analysis), dupes_table(analysis, top=top)]
+    return Group(*[p for p in parts if p is not None])
 
 
 def manifest_tables(per_action, pairs) -> Group:
@@ -142,14 +212,21 @@ def sanity_table(checks) -> Table:
 
 
 def top_losses_table(rows, *, title: str) -> Table:
-    """Rows with relpath, given/suggested class, votes, n_evals, mean/max loss, p(given)."""
+    """Rows with relpath, given/suggested class, votes, n_evals, mean/max loss, p(given),
+    and the training-dynamics scores (AUM, forgetting) when the run recorded epochs."""
     table = Table(title=title, header_style="bold")
+    dyn = "aum" in rows
     for col, just in [("rank", "right"), ("relpath", "left"), ("given", "left"),
                       ("most voted wrong", "left"), ("votes", "right"), ("mean loss", "right"),
-                      ("max loss", "right"), ("p(given)", "right")]:
+                      ("max loss", "right"), ("p(given)", "right")] + (
+                          [("AUM", "right"), ("forgot", "right")] if dyn else []):
         table.add_column(col, justify=just, overflow="fold")
     for r in rows.itertuples():
         table.add_row(str(r.rank), r.relpath, r.given_class, r.suggested_class or "-",
                       f"{r.top_wrong_votes}/{r.n_evals}", f"{r.mean_loss:.2f}",
-                      f"{r.max_loss:.2f}", f"{r.mean_prob_given:.3f}")
+                      f"{r.max_loss:.2f}", f"{r.mean_prob_given:.3f}",
+                      *([f"{r.aum:.3f}", str(r.forgetting)] if dyn else []))
+    if dyn:
+        table.caption = ("AUM: mean held-out margin p(given) - max p(other) over the recorded "
+                         "epochs (< 0: another class wins); forgot: correct-to-wrong flips")
     return table

@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from analysis.errors import confused_pairs, confusion_matrix, fit_table, per_class_errors
+from analysis.scores import combined_score, label_issues, label_quality_scores
 from analysis.thresholds import Threshold, parse_threshold
 from analysis.votes import (count_votes, dupes_per_threshold, heldout_accuracy, most_confused,
                             select_dupes)
@@ -24,6 +26,11 @@ class Analysis:
     threshold: Threshold
     n_prediction_rows: int
     classes: list[str]
+    confusion: np.ndarray | None = None       # given x predicted, all held-out predictions
+    per_class: pd.DataFrame | None = None     # error rate per given class
+    pairs: pd.DataFrame | None = None         # most-confused (given, predicted) pairs
+    fit: pd.DataFrame | None = None           # per training: train vs held-out accuracy
+    num_issues: int | None = None             # cleanlab's estimate of wrong labels
 
 
 def probs_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -54,18 +61,25 @@ def prediction_arrays(table: pa.Table) -> dict[str, np.ndarray]:
 
 def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str], *,
             threshold: str | Threshold = ">=8", confirmed: np.ndarray | None = None,
-            ignore_confirmed: bool = False) -> Analysis:
-    """Votes, dupes, per-training accuracy and confusions of one run.
+            ignore_confirmed: bool = False, dynamics: pd.DataFrame | None = None,
+            train_accuracy: dict | None = None, scores: bool = True) -> Analysis:
+    """Votes, dupes, scores, per-training accuracy and error analysis of one run.
 
     `index` has `sample_id, relpath, label, class_name`; `predictions` the long-format
     held-out predictions (`sample_id, repeat, fold, label, pred, loss, probs`), as a table or
-    as flat arrays with `prob_given` in place of `probs` (see `read_prediction_columns`).
+    as flat arrays with `prob_given` in place of `probs` (see `read_prediction_columns`;
+    its optional `mean_probs`, samples x classes, enables cleanlab's scores).
     `confirmed` marks samples a technician confirmed as correctly labelled; with
-    `ignore_confirmed` they are left out of the dupes.
+    `ignore_confirmed` they are left out of the dupes. `dynamics` (from `dynamics_scores`)
+    adds `aum` and `forgetting`; `train_accuracy` maps (repeat, fold) to the training
+    accuracy for the fit table. Every sample gets a `combined` suspect score in [0, 1].
     """
     thr = threshold if isinstance(threshold, Threshold) else parse_threshold(threshold)
     if not isinstance(predictions, dict):
-        predictions = prediction_arrays(predictions)
+        table = predictions
+        predictions = prediction_arrays(table)
+        if scores:
+            predictions["mean_probs"] = mean_probs_of(table, num_samples=len(index))
     missing = sorted(set(FLAT_COLUMNS) - set(predictions))
     if missing:
         raise ValueError(f"predictions lack columns {missing}")
@@ -79,13 +93,43 @@ def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str
     top = votes["top_wrong_class"].to_numpy()
     votes["suggested_class"] = np.where(top >= 0, names[np.maximum(top, 0)], "")
     votes["confirmed"] = np.zeros(len(votes), bool) if confirmed is None else np.asarray(confirmed)
+    num_issues = None
+    mean_probs = predictions.get("mean_probs")
+    if scores and mean_probs is not None and len(mean_probs):
+        labels = votes["label"].to_numpy().astype(np.int64)
+        quality = label_quality_scores(labels, mean_probs[:len(votes)],
+                                       methods=("self_confidence", "normalized_margin"))
+        for name in quality:
+            votes[name] = quality[name].to_numpy(np.float32)
+        votes["cl_issue"], num_issues = label_issues(labels, mean_probs[:len(votes)])
+    if dynamics is not None:
+        if len(dynamics) != len(votes):
+            raise ValueError(f"dynamics has {len(dynamics)} rows for {len(votes)} samples")
+        votes["aum"] = dynamics["aum"].to_numpy(np.float32)
+        votes["forgetting"] = dynamics["forgetting"].to_numpy()
+    votes["combined"] = combined_score(votes.rename(columns={"top_wrong_votes": "votes"}))
     dupes = select_dupes(votes[~votes["confirmed"]] if ignore_confirmed else votes, thr)
     accuracy = heldout_accuracy(col["repeat"], col["fold"], col["label"], col["pred"])
     per_threshold = dupes_per_threshold(votes, [parse_threshold(t) for t in REPORT_THRESHOLDS])
     if str(thr) not in per_threshold:
         per_threshold[str(thr)] = len(dupes)
+    k = len(classes)
+    confusion = confusion_matrix(col["label"], col["pred"], num_classes=k)
     return Analysis(votes, dupes, accuracy, per_threshold, most_confused(dupes), thr,
-                    n_rows, list(classes))
+                    n_rows, list(classes), confusion=confusion,
+                    per_class=per_class_errors(confusion, list(classes)),
+                    pairs=confused_pairs(confusion, list(classes)),
+                    fit=fit_table(accuracy, train_accuracy or {}), num_issues=num_issues)
+
+
+def mean_probs_of(table: pa.Table, *, num_samples: int) -> np.ndarray:
+    """Per sample, the mean of its held-out probability vectors (NaN rows if never predicted)."""
+    probs = probs_matrix(table["probs"])
+    sid = table["sample_id"].to_numpy().astype(np.int64)
+    sums = np.zeros((num_samples, probs.shape[1]), np.float64)
+    np.add.at(sums, sid, probs)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sums / np.bincount(sid, minlength=num_samples)[:, None]).astype(np.float32)
 
 
 def dupes_export_table(dupes: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,7 @@ pass on the PNG folders, and scores every detector against the planted truth:
 - cleanlab's `find_label_issues` with its defaults, on the same averaged probabilities,
 - every ranking score (held-out loss, self-confidence, normalized margin, held-out AUM,
   forgetting, the combined rank), cut at cleanlab's own estimate of the number of issues
-  (`num_label_issues`), plus the average precision of the whole ranking.
+  (`num_label_issues`, k in the table), plus the average precision of the whole ranking.
 
 Noise kinds: `sym` moves an image to a uniformly chosen other class; `asym` moves it to its
 class's confusable partner (PAIRS below: a fixed, realistic class-pair mistake).
@@ -125,46 +125,43 @@ def average_precision(score: np.ndarray, truth: np.ndarray) -> float:
     return float((precision_at * hits).sum() / max(hits.sum(), 1))
 
 
-def evaluate(folder: Path) -> list[dict]:
-    """Precision, recall and F1 of every detector on one finished case."""
-    from cleanlab.count import num_label_issues
-    from cleanlab.filter import find_label_issues
-
+def evaluate(run: Path, truth_csv: Path) -> list[dict]:
+    """Precision, recall and F1 of every detector on one finished run, against truth_csv
+    (relpath, true_class, given_class)."""
     from analysis.thresholds import parse_threshold
     from analysis.votes import select_dupes
+    from orchestrator import rundir
     from orchestrator.passes import load_analysis
 
-    analysis, _ = load_analysis(folder / "run")
+    analysis, _ = load_analysis(run)
     votes = analysis.votes
-    truth_df = pd.read_csv(folder / "truth.csv").set_index("relpath")
-    truth_df = truth_df.loc[votes["relpath"]]
-    truth = (truth_df["true_class"] != truth_df["given_class"]).to_numpy()
+    truth_df = pd.read_csv(truth_csv, dtype=str)  # all images, or only the wrong ones
+    wrong = truth_df.loc[truth_df["true_class"] != truth_df["given_class"], "relpath"]
+    truth = votes["relpath"].isin(set(wrong)).to_numpy()
     labels = votes["label"].to_numpy().astype(np.int64)
-    probs = np.stack(votes["mean_probs"].to_numpy()) if "mean_probs" in votes else None
+    probs = rundir.read_prediction_columns(run, mean_probs=True)["mean_probs"]
     rows = []
     for t in ("10", ">=9", ">=8", ">=7", ">=6", ">=5"):
         flagged = np.zeros(len(votes), bool)
         flagged[select_dupes(votes, parse_threshold(t))["sample_id"].to_numpy()] = True
-        rows.append({"detector": f"dupes {t}", **prf(flagged, truth),
-                     "default": t == ">=8"})
-    if probs is not None:
-        rows.append({"detector": "argmax(mean probs) != given",
-                     **prf(probs.argmax(1) != labels, truth)})
-        issues = find_label_issues(labels, probs)
-        rows.append({"detector": "cleanlab find_label_issues", **prf(issues, truth)})
-        k = int(num_label_issues(labels, probs))
-        for name in ("mean_loss", "self_confidence", "normalized_margin", "aum", "forgetting",
-                     "combined"):
-            if name not in votes:
-                continue
-            suspect = votes[name].to_numpy(np.float64)
-            if name in ("self_confidence", "normalized_margin", "aum"):
-                suspect = -suspect  # low quality = suspect
-            suspect = np.nan_to_num(suspect, nan=-np.inf)
-            flagged = np.zeros(len(votes), bool)
-            flagged[np.argsort(-suspect, kind="stable")[:k]] = True
-            rows.append({"detector": f"top-k {name} (k={k})", **prf(flagged, truth),
-                         "average_precision": average_precision(suspect, truth)})
+        rows.append({"detector": f"dupes {t}", **prf(flagged, truth), "default": t == ">=8"})
+    rows.append({"detector": "argmax(mean probs) != given",
+                 **prf(probs.argmax(1) != labels, truth)})
+    rows.append({"detector": "cleanlab find_label_issues",
+                 **prf(votes["cl_issue"].to_numpy(), truth)})
+    k = int(analysis.num_issues or truth.sum())
+    for name in ("top_wrong_votes", "mean_loss", "self_confidence", "normalized_margin", "aum",
+                 "forgetting", "combined"):
+        if name not in votes:
+            continue
+        suspect = votes[name].to_numpy(np.float64)
+        if name in ("self_confidence", "normalized_margin", "aum"):
+            suspect = -suspect  # low quality = suspect
+        suspect = np.nan_to_num(suspect, nan=-np.inf)
+        flagged = np.zeros(len(votes), bool)
+        flagged[np.argsort(-suspect, kind="stable")[:k]] = True
+        rows.append({"detector": f"top-k {name}", **prf(flagged, truth), "k": k,
+                     "average_precision": average_precision(suspect, truth)})
     return rows
 
 
@@ -191,7 +188,7 @@ def main() -> None:
             console.print(f"{case}: pass done in {wall:.0f} s", highlight=False)
         if args.train_only:
             continue
-        rows = evaluate(folder)
+        rows = evaluate(folder / "run", folder / "truth.csv")
         summary = json.loads((folder / "run" / "summary.json").read_text())
         results["cases"][case] = {
             "n": args.n, "seed": args.seed, "wall_s": summary["wall_s"],

@@ -211,6 +211,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="ledger of confirmed labels (default: the run's)")
     rep.add_argument("--ignore-confirmed", action=argparse.BooleanOptionalAction, default=None,
                      help="leave confirmed images out of the dupes (default: the run's setting)")
+    rep.add_argument("--html", nargs="?", type=Path, const=True, default=None, metavar="PATH",
+                     help="also write a self-contained HTML report (inline thumbnails, "
+                          "sortable tables, confusion matrix) to PATH (default RUN/report.html) "
+                          "and PNG contact sheets to sheets/ beside it")
+    rep.add_argument("--html-top", type=_positive(int), default=200,
+                     help="images in the HTML report's dupes and top-loss tables (default 200)")
 
     tl = sub.add_parser("top-losses", help="the images with the highest held-out loss",
                         description="Rank images by their mean held-out loss over all runs "
@@ -457,6 +463,13 @@ def cmd_report(args, console: Console) -> int:
     analysis, seconds = load_analysis(args.run, args.threshold, ledger=args.ledger,
                                       ignore_confirmed=args.ignore_confirmed)
     console.print(report(analysis, seconds=seconds, top=args.top))
+    if args.html:
+        from orchestrator.visual import write_html
+        out, sheets = write_html(analysis, args.run, top=args.html_top,
+                                 out=None if args.html is True else args.html)
+        console.print(f"HTML report: {out}" + (f"; {len(sheets)} contact sheet(s) in "
+                                                f"{sheets[0].parent}" if sheets else ""),
+                      highlight=False)
     return 0
 
 
@@ -467,13 +480,15 @@ def cmd_top_losses(args, console: Console) -> int:
     from analysis.report import top_losses_table
     from analysis.run_analysis import analyze
     from orchestrator import rundir
+    from orchestrator.passes import load_dynamics
 
     if not _is_run_dir(args.run, console):
         return EXIT_BAD_INPUT
     cols = rundir.read_prediction_columns(args.run)
     index = pd.read_parquet(args.run / "index.parquet")
     classes = rundir.read_json(args.run / "classes.json")["classes"]
-    votes = analyze(index, cols, classes).votes
+    votes = analyze(index, cols, classes, scores=False,
+                    dynamics=load_dynamics(args.run, index["label"].to_numpy())).votes
     stats = loss_stats(cols["sample_id"], cols["loss"], num_samples=len(index))
     by = index["label"].to_numpy() if args.per_class else None
     top = top_losses(stats, k=args.k, by=by).merge(

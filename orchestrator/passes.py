@@ -28,16 +28,36 @@ def load_analysis(run_dir: Path, threshold: str | None = None, *, ledger: Path |
     cfg = RunConfig.from_dict(rundir.read_json(run_dir / "config.json"))
     index = pd.read_parquet(run_dir / "index.parquet")
     classes = rundir.read_json(run_dir / "classes.json")["classes"]
-    preds = rundir.read_prediction_columns(run_dir)
-    seconds = {}
+    preds = rundir.read_prediction_columns(run_dir, mean_probs=True)
+    seconds, train_acc = {}, {}
     for p in sorted((run_dir / "trainings").glob("r*_f*.json")):
         m = rundir.read_json(p)
         seconds[(m["repeat"], m["fold"])] = m.get("seconds", 0.0)
+        train_acc[(m["repeat"], m["fold"])] = m.get("train_accuracy", np.nan)
     ledger = read_ledger(ledger_path(run_dir, cfg.ledger, ledger))
     confirmed = confirmed_mask(index["sha1"].to_numpy(), index["class_name"].to_numpy(), ledger)
     ignore = cfg.ignore_confirmed if ignore_confirmed is None else ignore_confirmed
     return analyze(index, preds, classes, threshold=threshold or cfg.threshold,
-                   confirmed=confirmed, ignore_confirmed=ignore), seconds
+                   confirmed=confirmed, ignore_confirmed=ignore,
+                   dynamics=load_dynamics(run_dir, index["label"].to_numpy()),
+                   train_accuracy=train_acc), seconds
+
+
+def load_dynamics(run_dir: Path, labels: np.ndarray) -> pd.DataFrame | None:
+    """Training-dynamics scores from RUN/epochs/, or None when the run recorded none."""
+    from analysis.dynamics import dynamics_scores
+
+    table = rundir.read_epochs(run_dir, columns=["sample_id", "repeat", "fold", "epoch",
+                                                 "margin", "pred"])
+    if table is None:
+        return None
+    col = {n: table[n].to_numpy() for n in table.column_names}
+    done = rundir.completed_trainings(run_dir)
+    training = col["repeat"].astype(np.int64) * 256 + col["fold"].astype(np.int64)
+    keep = np.isin(training, [r * 256 + f for r, f in done])  # orphans of a crash: no
+    return dynamics_scores(col["sample_id"][keep], training[keep], col["epoch"][keep],
+                           col["margin"][keep], col["pred"][keep], labels,
+                           num_samples=len(labels))
 
 
 def write_outputs(run_dir: Path, analysis: Analysis) -> None:
@@ -87,6 +107,14 @@ def run_pass(cfg: RunConfig, console: Console, *, t_start: float | None = None) 
     write_outputs(run, analysis)
     analysis_s = time.perf_counter() - t_analysis
     console.print(report(analysis, seconds=seconds))
+    try:  # pictures are a convenience: a failure here must not lose a finished pass
+        from orchestrator.visual import write_html
+        page, sheets = write_html(analysis, run)
+        console.print(f"HTML report: {page} (contact sheets in {page.parent / 'sheets'})",
+                      highlight=False)
+    except Exception as e:  # noqa: BLE001
+        console.print(f"[yellow]warning:[/] the HTML report was not written: {e}; "
+                      f"`dupes report {run} --html` tries again")
 
     completed = rundir.completed_trainings(run)
     failures = outcome["failures"]

@@ -137,11 +137,15 @@ def read_predictions(run_dir: Path, columns: list[str] | None = None) -> pa.Tabl
     return dataset.to_table(columns=columns)
 
 
-def read_prediction_columns(run_dir: Path, *, batch_rows: int = 1 << 18) -> dict[str, np.ndarray]:
+def read_prediction_columns(run_dir: Path, *, batch_rows: int = 1 << 18,
+                            mean_probs: bool = False) -> dict[str, np.ndarray]:
     """The held-out predictions as flat arrays, streamed batch by batch.
 
     Only the probability of the *given* label is kept from each `probs` vector, so memory
     grows with rows, not rows x classes (10M rows x 100 classes would be 4 GB of probs).
+    With `mean_probs`, "mean_probs" is also returned: per sample, the mean of its held-out
+    probability vectors (samples x classes; NaN rows for samples never predicted), summed
+    batch by batch, which is what cleanlab-style scores take.
     """
     root = Path(run_dir) / PREDICTIONS
     if not root.is_dir():
@@ -150,6 +154,8 @@ def read_prediction_columns(run_dir: Path, *, batch_rows: int = 1 << 18) -> dict
                            exclude_invalid_files=False, ignore_prefixes=[".", "_"])
     names = ["sample_id", "repeat", "fold", "label", "pred", "loss"]
     parts: dict[str, list] = {n: [] for n in names + ["prob_given"]}
+    sums = stamp = None
+    offset = 0
     for batch in dataset.to_batches(columns=names + ["probs"], batch_size=batch_rows):
         for n in names:
             parts[n].append(batch.column(n).to_numpy())
@@ -158,7 +164,35 @@ def read_prediction_columns(run_dir: Path, *, batch_rows: int = 1 << 18) -> dict
         flat = probs.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
         label = parts["label"][-1].astype(np.int64)
         parts["prob_given"].append(flat[np.arange(len(label)), label])
-    return {n: (np.concatenate(v) if v else np.array([])) for n, v in parts.items()}
+        if mean_probs:
+            sid = parts["sample_id"][-1]
+            if sums is None or int(sid.max()) >= len(sums):
+                size = max(int(sid.max()) + 1, 2 * (0 if sums is None else len(sums)))
+                sums, stamp = _grow(sums, (size, width)), _grow(stamp, (size,), fill=-1)
+            # `+=` by index drops repeated indices; a batch is one training's rows, where
+            # every sample appears once. The stamp check proves it in O(rows).
+            pos = np.arange(offset, offset + len(sid))
+            stamp[sid] = pos
+            if not np.array_equal(stamp[sid], pos):
+                np.add.at(sums, sid, flat)
+            else:
+                sums[sid] += flat
+            offset += len(sid)
+    out = {n: (np.concatenate(v) if v else np.array([])) for n, v in parts.items()}
+    if mean_probs:
+        n = int(out["sample_id"].max()) + 1 if len(out["sample_id"]) else 0
+        counts = np.bincount(out["sample_id"], minlength=n)[:, None].astype(np.float32)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["mean_probs"] = (sums[:n] / counts) if sums is not None else np.zeros((0, 0))
+    return out
+
+
+def _grow(arr: np.ndarray | None, shape: tuple, *, fill: float = 0) -> np.ndarray:
+    dtype = np.float32 if fill == 0 else np.int64
+    new = np.full(shape, fill, dtype=dtype)
+    if arr is not None:
+        new[:len(arr)] = arr
+    return new
 
 
 def read_epochs(run_dir: Path, *, columns: list[str] | None = None) -> pa.Table | None:

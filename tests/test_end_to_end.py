@@ -60,6 +60,31 @@ def test_run_end_to_end_with_bad_files(tmp_path, capsys):
     order_w = np.lexsort((whole["repeat"], whole["sample_id"]))
     for name, values in whole.items():
         np.testing.assert_array_equal(streamed[name][order_s], values[order_w])
+    # the streamed per-sample mean of the probability vectors, against a plain np.add.at
+    from analysis.run_analysis import mean_probs_of
+    mean = rundir.read_prediction_columns(run, batch_rows=50, mean_probs=True)["mean_probs"]
+    np.testing.assert_allclose(mean, mean_probs_of(preds, num_samples=90), rtol=1e-5)
+    np.testing.assert_allclose(mean.sum(1), 1, atol=1e-4)
+
+    # held-out metrics of epochs 5, 10 and 15 (--epoch-losses 5): one row per held-out image
+    # and recorded epoch; the last recorded epoch is the final prediction
+    epochs = rundir.read_epochs(run).to_pandas()
+    per_training = epochs.groupby(["repeat", "fold", "epoch"]).size()
+    held = preds.select(["repeat", "fold"]).to_pandas().groupby(["repeat", "fold"]).size()
+    for (r, f), n in held.items():
+        assert per_training.loc[(r, f)].to_dict() == {5: n, 10: n, 15: n}
+    last = epochs[epochs["epoch"] == 15].merge(
+        preds.select(["sample_id", "repeat", "fold", "loss", "pred", "probs"]).to_pandas(),
+        on=["sample_id", "repeat", "fold"], suffixes=("", "_final"))
+    assert len(last) == 270
+    np.testing.assert_allclose(last["loss"], last["loss_final"], rtol=1e-5)
+    np.testing.assert_array_equal(last["pred"], last["pred_final"])
+    probs = np.stack(last["probs"].to_numpy())
+    given = pd.read_parquet(run / "index.parquet")["label"].to_numpy()[last["sample_id"]]
+    p_given = probs[np.arange(len(probs)), given]
+    other = probs.copy()
+    other[np.arange(len(probs)), given] = -1
+    np.testing.assert_allclose(last["margin"], p_given - other.max(1), atol=1e-5)
 
     skipped = pd.read_csv(run / "skipped.csv")
     assert set(skipped["relpath"]) == {"1/zero.png", "7/garbage.jpg"}
@@ -81,11 +106,15 @@ def test_run_end_to_end_with_bad_files(tmp_path, capsys):
 
     # `dupes report` re-renders from disk alone, without importing Ray
     code = ("import sys; from orchestrator.cli import main; rc = main(['report', sys.argv[1], "
-            "'--threshold', '>=1']); assert 'ray' not in sys.modules; sys.exit(rc)")
+            "'--threshold', '>=1', '--html']); assert 'ray' not in sys.modules; sys.exit(rc)")
     res = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True,
                          env={**os.environ, "COLUMNS": "150"})
     assert res.returncode == 0, res.stderr
     assert "top 20 dupes (>=1" in res.stdout and "held-out accuracy" in res.stdout
+    assert "second opinion" in res.stdout and "error rate per given class" in res.stdout
+    page = (run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 1 and "confusion matrix" in page
+    assert (run / "sheets" / "top_losses.png").is_file()
 
     # a second run into the same directory is refused rather than mixed in
     with pytest.raises(SystemExit, match="--resume"):

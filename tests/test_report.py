@@ -63,3 +63,69 @@ def test_analyze_rejects_incomplete_tables(tables):
         analyze(index, preds.drop_columns(["probs"]), classes)
     with pytest.raises(ValueError, match="valid forms"):
         analyze(index, preds, classes, threshold="most")
+
+
+def test_report_shows_error_analysis_and_second_opinion(tables):
+    index, preds, classes = tables
+    a = analyze(index, preds, classes, threshold="2", train_accuracy={(0, 0): 1.0})
+    assert a.confusion.tolist() == [[4, 0], [2, 2]]
+    assert {"self_confidence", "normalized_margin", "cl_issue", "combined"} <= set(a.votes)
+    assert a.votes["combined"].idxmax() == 3  # the always-wrong sample is the most suspect
+    text = render(report(a))
+    assert "second opinion" in text and "most confused pairs over all held-out" in text
+    assert "error rate per given class" in text and "fit: training vs held-out" in text
+
+
+def test_html_report_is_one_valid_page_with_thumbnails_and_escaped_names(tables):
+    from html.parser import HTMLParser
+
+    from analysis.html import html_report
+
+    index, preds, classes = tables
+    index = index.assign(relpath=["a/1.png", "a/2.png", "b/3.png", "b/<x>&.png"])
+    a = analyze(index, preds, classes, threshold="2")
+    uri = "data:image/png;base64,AAAA"
+    page = html_report(a, thumbs={3: uri}, title="t<1>", sheets=["sheets/top_losses.png"])
+
+    class Check(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.stack, self.tags = [], []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append((tag, dict(attrs)))
+            if tag not in ("meta", "img", "br"):
+                self.stack.append(tag)
+
+        def handle_endtag(self, tag):
+            assert self.stack.pop() == tag, f"unbalanced </{tag}>"
+
+    check = Check()
+    check.feed(page)
+    assert check.stack == []  # every element is closed in order
+    imgs = [attrs["src"] for tag, attrs in check.tags if tag == "img"]
+    assert imgs == [uri, uri]  # in the dupes table and in the top losses
+    assert "b/&lt;x&gt;&amp;.png" in page and "<x>" not in page and "t&lt;1&gt;" in page
+    assert sum(tag == "table" and "sortable" in attrs.get("class", "")
+               for tag, attrs in check.tags) == 5
+    assert 'href="sheets/top_losses.png"' in page and "confusion matrix" in page
+    with pytest.raises(ValueError, match="top"):
+        html_report(a, top=0)
+
+
+def test_contact_sheet_grid_captions_and_placeholders():
+    from PIL import Image
+
+    from analysis.sheets import contact_sheet, dupe_pairs
+
+    red = Image.new("RGB", (8, 8), (255, 0, 0))
+    sheet = contact_sheet([red, None, red], [["a -> b", "votes 9/10", "p 0.1"]] * 3,
+                          columns=2, tile=64, title="x")
+    assert sheet.width == 2 * (64 + 6) + 6
+    px = np.asarray(sheet)
+    assert (px == [255, 0, 0]).all(-1).sum() == 2 * 64 * 64  # small images enlarged, not blurred
+    assert (px == [200, 200, 200]).all(-1).sum() > 0.8 * 64 * 64  # the missing one
+    with pytest.raises(ValueError, match="captions"):
+        contact_sheet([red], [])
+    dupes = pd.DataFrame({"given_class": ["a", "a", "b"], "suggested_class": ["b", "b", "a"]})
+    assert [(g, s, len(d)) for g, s, d in dupe_pairs(dupes)] == [("a", "b", 2), ("b", "a", 1)]

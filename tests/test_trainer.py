@@ -24,8 +24,20 @@ def test_training_learns_digits_and_predicts_only_the_held_out_half():
     # the held-out loss is plain cross-entropy against the given labels
     np.testing.assert_allclose(out.loss, -np.log(out.probs[np.arange(200), labels[ev]]),
                                rtol=1e-3, atol=1e-4)
-    again = train(Hyp(epochs=8, batch_size=32, flip=False, translate=1, width=16), images, labels, tr, ev, seed=0)
-    np.testing.assert_allclose(again.probs, out.probs, atol=1e-5)  # seeded: reproducible
+    assert out.epochs is None
+    # seeded: reproducible, and recording held-out metrics every 3rd epoch changes nothing
+    again = train(Hyp(epochs=8, batch_size=32, flip=False, translate=1, width=16), images,
+                  labels, tr, ev, seed=0, record_every=3)
+    np.testing.assert_allclose(again.probs, out.probs, atol=1e-5)
+    rec = again.epochs
+    assert rec.epoch.tolist() == [3, 6, 8] and rec.loss.shape == rec.margin.shape == (3, 200)
+    np.testing.assert_allclose(rec.loss[-1], out.loss, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(rec.pred[-1], out.pred)
+    assert rec.loss[0].mean() > rec.loss[-1].mean()  # the models learn over the epochs
+    p = out.probs.copy()
+    given = p[np.arange(200), labels[ev]].copy()
+    p[np.arange(200), labels[ev]] = -1
+    np.testing.assert_allclose(rec.margin[-1], given - p.max(1), atol=1e-5)
 
 
 def test_hyp_rejects_unknown_names():

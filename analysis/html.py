@@ -1,0 +1,180 @@
+"""A self-contained HTML report of a run: one file, thumbnails inline, tables sortable.
+
+Pure functions from an Analysis (plus thumbnails as data URIs) to an HTML string; reading
+images and writing the file is the caller's job. No network: the styles and the small
+sorting script are inline, so the file opens offline and can be mailed or archived.
+"""
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis.run_analysis import Analysis
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}
+h1{font-size:22px} h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:13px;margin:8px 0}
+th,td{border:1px solid #ddd;padding:3px 6px;text-align:right;vertical-align:middle}
+th{background:#f4f4f4;cursor:pointer;user-select:none;position:sticky;top:0}
+th.sorted-asc::after{content:" \\25B2"} th.sorted-desc::after{content:" \\25BC"}
+td.l,th.l{text-align:left} td img{display:block;image-rendering:pixelated}
+.cards{display:flex;gap:16px;flex-wrap:wrap}
+.card{border:1px solid #ddd;border-radius:6px;padding:8px 14px;min-width:120px}
+.card b{display:block;font-size:20px}
+.cm td{min-width:34px;text-align:center} .muted{color:#888}
+.flag{color:#b00;font-weight:600}
+"""
+
+SCRIPT = """
+document.querySelectorAll('table.sortable').forEach(t=>{
+ t.querySelectorAll('th').forEach((th,i)=>th.addEventListener('click',()=>{
+  const body=t.tBodies[0], rows=[...body.rows], asc=!th.classList.contains('sorted-asc');
+  t.querySelectorAll('th').forEach(h=>h.classList.remove('sorted-asc','sorted-desc'));
+  th.classList.add(asc?'sorted-asc':'sorted-desc');
+  const key=r=>{const c=r.cells[i],v=c.dataset.v??c.textContent;const f=parseFloat(v);
+   return isNaN(f)?v:f};
+  rows.sort((a,b)=>{const x=key(a),y=key(b);return (x>y?1:x<y?-1:0)*(asc?1:-1)});
+  rows.forEach(r=>body.appendChild(r));}));});
+"""
+
+
+def _esc(v) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _num(v, fmt: str) -> str:
+    """A table cell with a sortable value: NaN shows as '-' and sorts last."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return '<td data-v="-1e99" class="muted">-</td>'
+    return f'<td data-v="{float(v):.6g}">{format(v, fmt)}</td>'
+
+
+def _thumb(thumbs: dict, sample_id: int) -> str:
+    uri = thumbs.get(int(sample_id))
+    return (f'<td class="l"><img src="{uri}" alt="" loading="lazy"></td>' if uri
+            else '<td class="l muted">-</td>')
+
+
+def _table(title: str, header: list[tuple[str, bool]], rows: list[str], *,
+           note: str = "") -> str:
+    th = "".join(f'<th class="{"l" if left else ""}">{_esc(h)}</th>' for h, left in header)
+    body = "\n".join(f"<tr>{r}</tr>" for r in rows)
+    return (f"<h2>{_esc(title)}</h2>" + (f"<p class=muted>{_esc(note)}</p>" if note else "")
+            + f'<table class="sortable"><thead><tr>{th}</tr></thead><tbody>{body}'
+              "</tbody></table>")
+
+
+def _sample_rows(df: pd.DataFrame, thumbs: dict) -> list[str]:
+    rows = []
+    for r in df.itertuples():
+        cells = [_thumb(thumbs, r.sample_id), f'<td class="l">{_esc(r.relpath)}</td>',
+                 f'<td class="l">{_esc(r.given_class)}</td>',
+                 f'<td class="l">{_esc(r.suggested_class or "-")}</td>',
+                 f'<td data-v="{int(r.top_wrong_votes)}">{int(r.top_wrong_votes)}/'
+                 f'{int(r.n_evals)}</td>',
+                 _num(float(r.mean_loss), ".2f"), _num(float(r.mean_prob_given), ".3f"),
+                 _num(float(getattr(r, "self_confidence", np.nan)), ".3f"),
+                 _num(float(getattr(r, "aum", np.nan)), ".3f"),
+                 '<td class="flag">yes</td>' if getattr(r, "cl_issue", False) else "<td></td>",
+                 _num(float(getattr(r, "combined", np.nan)), ".3f")]
+        rows.append("".join(cells))
+    return rows
+
+
+SAMPLE_HEADER = [("image", True), ("file", True), ("given", True), ("suggested", True),
+                 ("votes", False), ("mean loss", False), ("p(given)", False),
+                 ("self-confidence", False), ("AUM", False), ("cleanlab", False),
+                 ("combined", False)]
+
+
+def confusion_html(confusion: np.ndarray, classes: list[str], *, max_classes: int = 40) -> str:
+    """The confusion matrix as a heat-mapped table (rows: given, columns: predicted);
+    each cell's shade is its share of the row, so small classes read as clearly as big."""
+    confusion = np.asarray(confusion)
+    k = len(classes)
+    if k > max_classes:
+        return (f"<h2>confusion matrix</h2><p class=muted>{k} classes: too many to draw; see "
+                "the most-confused pairs below.</p>")
+    share = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    head = "".join(f"<th>{_esc(c)}</th>" for c in classes)
+    rows = []
+    for i, name in enumerate(classes):
+        cells = []
+        for j in range(k):
+            s = share[i, j]
+            color = (f"rgba(40,120,200,{s:.3f})" if i == j else f"rgba(220,60,40,{min(1, 4 * s):.3f})")
+            cells.append(f'<td style="background:{color}" title="{confusion[i, j]:,} ({s:.1%})">'
+                         f"{confusion[i, j]:,}</td>")
+        rows.append(f'<tr><th class="l">{_esc(name)}</th>{"".join(cells)}</tr>')
+    return ("<h2>confusion matrix (all held-out predictions)</h2><p class=muted>rows: given "
+            "label, columns: predicted class; blue: agreement, red: errors (darker = larger "
+            "share of the row)</p>"
+            f'<table class="cm"><thead><tr><th class="l">given \\ predicted</th>{head}</tr>'
+            f"</thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def html_report(analysis: Analysis, *, thumbs: dict[int, str] | None = None,
+                title: str = "dupes report", top: int = 200, sheets: list[str] | None = None
+                ) -> str:
+    """The whole report as one HTML document.
+
+    `thumbs` maps sample_id to an image data URI (missing ones show '-'); `top` caps the
+    dupes and top-loss tables; `sheets` names contact-sheet PNGs written beside the report.
+    """
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    thumbs = thumbs or {}
+    votes, dupes = analysis.votes, analysis.dupes
+    acc = analysis.accuracy["accuracy"]
+    cards = [("images", f"{len(votes):,}"), ("classes", f"{len(analysis.classes):,}"),
+             ("trainings", f"{len(analysis.accuracy):,}"),
+             ("held-out accuracy", f"{acc.mean():.4f}" if len(acc) else "-"),
+             (f"dupes {analysis.threshold}", f"{len(dupes):,}")]
+    if analysis.num_issues is not None:
+        cards.append(("cleanlab estimate", f"{analysis.num_issues:,}"))
+    parts = [f"<h1>{_esc(title)}</h1>", '<div class="cards">' + "".join(
+        f'<div class="card"><span class=muted>{_esc(k)}</span><b>{_esc(v)}</b></div>'
+        for k, v in cards) + "</div>"]
+    parts.append(_table("dupes per vote threshold", [("votes for one wrong class", True),
+                                                     ("images", False), ("share", False)],
+                        [f'<td class="l">{_esc(t)}</td><td>{c:,}</td>'
+                         f"<td>{c / max(len(votes), 1):.2%}</td>"
+                         for t, c in analysis.per_threshold.items()]))
+    shown = f", the first {top:,}" if len(dupes) > top else ""
+    parts.append(_table(f"dupes ({analysis.threshold}): {len(dupes):,} images{shown}",
+                        SAMPLE_HEADER, _sample_rows(dupes.head(top), thumbs),
+                        note="click a column to sort; combined: mean percentile of votes, "
+                             "held-out loss and AUM (1 = most suspect)"))
+    ranked = votes[votes["n_evals"] > 0].sort_values("mean_loss", ascending=False).head(top)
+    parts.append(_table(f"top {len(ranked)} held-out losses", SAMPLE_HEADER,
+                        _sample_rows(ranked, thumbs),
+                        note="every loss is out-of-sample: from models that never saw the image"))
+    if sheets:
+        parts.append("<h2>contact sheets</h2><ul>" + "".join(
+            f'<li><a href="{_esc(s)}">{_esc(s)}</a></li>' for s in sheets) + "</ul>")
+    if analysis.confusion is not None:
+        parts.append(confusion_html(analysis.confusion, analysis.classes))
+    if analysis.per_class is not None:
+        parts.append(_table("held-out error rate per given class",
+                            [("class", True), ("predictions", False), ("error rate", False),
+                             ("most taken for", True), ("share of errors", False),
+                             ("precision", False)],
+                            [f'<td class="l">{_esc(r[1])}</td><td>{r.n:,}</td>'
+                             + _num(r.error_rate, ".2%") + f'<td class="l">{_esc(r.most_taken_for)}'
+                             "</td>" + _num(r.share_of_errors, ".0%") + _num(r.precision, ".3f")
+                             for r in analysis.per_class.itertuples()]))
+    if analysis.fit is not None:
+        parts.append(_table("per training: training vs held-out accuracy",
+                            [("repeat", False), ("fold", False), ("train acc", False),
+                             ("held-out acc", False), ("gap", False)],
+                            [f"<td>{int(r.repeat)}</td><td>{int(r.fold)}</td>"
+                             + _num(r.train_accuracy, ".4f") + _num(r.heldout_accuracy, ".4f")
+                             + _num(r.gap, "+.4f") for r in analysis.fit.itertuples()],
+                            note="train acc: augmented training half, last epoch"))
+    return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
+            f"<title>{_esc(title)}</title><style>{STYLE}</style></head><body>"
+            + "\n".join(parts) + f"<script>{SCRIPT}</script></body></html>\n")

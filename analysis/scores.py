@@ -1,0 +1,119 @@
+"""Label-quality scores over the out-of-sample probabilities, and one combined ranking.
+
+cleanlab computes the confident-learning scores (self-confidence, normalized margin,
+confidence-weighted entropy) and flags (`find_label_issues`) from `pred_probs`; we feed it
+the mean of each image's held-out probability vectors: 10 models that never saw the image,
+averaged as an ensemble. What cleanlab lacks, and this module adds, is a ranking that also
+uses the vote counts and the held-out loss (and the training dynamics, when recorded).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+SCORE_METHODS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
+FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
+           "predicted_neq_given")
+# Higher = more suspect for every input of the combined ranking; `aum` and the
+# quality scores are negated before ranking.
+COMBINED_INPUTS = ("votes", "mean_loss", "aum")
+
+
+def _check(labels: np.ndarray, mean_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels)
+    mean_probs = np.asarray(mean_probs, dtype=np.float32)
+    if mean_probs.ndim != 2 or len(mean_probs) != len(labels):
+        raise ValueError(f"mean_probs must be samples x classes with one row per label, got "
+                         f"{mean_probs.shape} for {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() >= mean_probs.shape[1]):
+        raise ValueError(f"labels must lie in [0, {mean_probs.shape[1]}), got "
+                         f"[{labels.min()}, {labels.max()}]")
+    return labels.astype(np.int64), mean_probs
+
+
+def _usable(labels: np.ndarray, mean_probs: np.ndarray) -> np.ndarray:
+    """Rows cleanlab can take: predicted at least once (no NaN row)."""
+    return ~np.isnan(mean_probs).any(1) if len(labels) else np.zeros(0, bool)
+
+
+def label_quality_scores(labels: np.ndarray, mean_probs: np.ndarray, *,
+                         methods: tuple[str, ...] = SCORE_METHODS) -> pd.DataFrame:
+    """cleanlab's label-quality scores (0 = surely wrong, 1 = surely right) per sample.
+
+    `mean_probs` is samples x classes; rows of NaN (never predicted) get NaN scores.
+    """
+    from cleanlab.rank import get_label_quality_scores
+
+    bad = sorted(set(methods) - set(SCORE_METHODS))
+    if bad:
+        raise ValueError(f"unknown score methods {bad}: valid methods are {list(SCORE_METHODS)}")
+    labels, mean_probs = _check(labels, mean_probs)
+    ok = _usable(labels, mean_probs)
+    out = {}
+    for method in methods:
+        col = np.full(len(labels), np.nan)
+        if ok.any():
+            col[ok] = get_label_quality_scores(labels[ok], _renormalize(mean_probs[ok]),
+                                               method=method)
+        out[method] = col
+    return pd.DataFrame(out)
+
+
+def label_issues(labels: np.ndarray, mean_probs: np.ndarray, *,
+                 filter_by: str = "prune_by_noise_rate") -> tuple[np.ndarray, int]:
+    """cleanlab's confident-learning flags (`find_label_issues`) and its estimate of how many
+    labels are wrong (`num_label_issues`). Unpredicted samples are never flagged."""
+    from cleanlab.count import num_label_issues
+    from cleanlab.filter import find_label_issues
+
+    if filter_by not in FILTERS:
+        raise ValueError(f"unknown filter_by {filter_by!r}: valid choices are {list(FILTERS)}")
+    labels, mean_probs = _check(labels, mean_probs)
+    ok = _usable(labels, mean_probs)
+    flags = np.zeros(len(labels), bool)
+    # cleanlab needs every class among the labels; with fewer, its estimate is meaningless
+    if ok.sum() < 2 or len(np.unique(labels[ok])) < mean_probs.shape[1]:
+        return flags, 0
+    p = _renormalize(mean_probs[ok])
+    flags[ok] = find_label_issues(labels[ok], p, filter_by=filter_by)
+    return flags, int(num_label_issues(labels[ok], p))
+
+
+def _renormalize(p: np.ndarray) -> np.ndarray:
+    # float32 sums drift from 1 by ~1e-7; cleanlab asserts rows sum to 1
+    p = p.astype(np.float64)
+    return p / p.sum(1, keepdims=True)
+
+
+def combined_score(scores: pd.DataFrame, *, inputs: tuple[str, ...] = COMBINED_INPUTS
+                   ) -> np.ndarray:
+    """One ranking from several suspect signals: the mean of their percentile ranks.
+
+    `scores` holds the columns named in `inputs` (any of votes, mean_loss, aum,
+    self_confidence, normalized_margin, forgetting); columns that are absent or all NaN are
+    skipped. Returns values in [0, 1], higher = more suspect; NaN where no input is known.
+    Percentile ranks make signals on different scales (vote counts, nats, margins) count
+    equally, and a single extreme value cannot dominate.
+    """
+    valid = {"votes", "mean_loss", "aum", "self_confidence", "normalized_margin",
+             "confidence_weighted_entropy", "forgetting"}
+    bad = sorted(set(inputs) - valid)
+    if bad:
+        raise ValueError(f"unknown inputs {bad}: valid inputs are {sorted(valid)}")
+    ranks = []
+    for name in inputs:
+        if name not in scores or scores[name].isna().all():
+            continue
+        col = scores[name].to_numpy(np.float64)
+        if name in ("aum", "self_confidence", "normalized_margin",
+                    "confidence_weighted_entropy"):
+            col = -col  # a low quality or margin is suspect
+        ranks.append(pd.Series(col).rank(pct=True, method="average").to_numpy())
+    if not ranks:
+        return np.full(len(scores), np.nan)
+    stacked = np.vstack(ranks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice": all NaN
+        return np.nanmean(stacked, axis=0)

@@ -1,0 +1,94 @@
+"""Pictures of a run: the HTML report with inline thumbnails, and PNG contact sheets.
+
+Images are read from the dataset folder recorded in the run (read-only); only the images that
+appear in the report are opened, so the cost does not grow with the dataset.
+"""
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, ImageOps
+
+from analysis.html import html_report
+from analysis.run_analysis import Analysis
+from analysis.sheets import contact_sheet, dupe_pairs, tile_caption
+from orchestrator import rundir
+
+THUMB_PX = 64
+SHEET_TILES = 96
+
+
+def load_image(data_dir: Path, relpath: str) -> Image.Image | None:
+    """An image of the dataset as the scan saw it (EXIF orientation applied), or None if it
+    can no longer be read (moved, deleted)."""
+    try:
+        with Image.open(Path(data_dir) / relpath) as im:
+            im = ImageOps.exif_transpose(im)
+            im.load()
+            if im.mode not in ("RGB", "L"):
+                im = im.convert("RGB")
+            return im
+    except (OSError, ValueError):
+        return None
+
+
+def thumbnail_uri(img: Image.Image | None, *, px: int = THUMB_PX) -> str | None:
+    """A PNG data URI of the image, at most `px` on its longer side (small images are
+    enlarged without smoothing, so a 28-px digit stays readable)."""
+    if img is None:
+        return None
+    scale = px / max(img.size)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    im = img.resize(size, Image.NEAREST if scale >= 1 else Image.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))[:40]
+
+
+def write_sheets(analysis: Analysis, data_dir: Path, out_dir: Path, *,
+                 tiles: int = SHEET_TILES, max_pairs: int = 20) -> list[Path]:
+    """top_losses.png, plus one sheet per (given, suggested) pair of dupes; returns paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    votes = analysis.votes
+    ranked = votes[votes["n_evals"] > 0].sort_values("mean_loss", ascending=False).head(tiles)
+    jobs = [("top_losses.png", f"top {len(ranked)} held-out losses", ranked)]
+    for given, suggested, df in dupe_pairs(analysis.dupes, max_pairs=max_pairs):
+        jobs.append((f"dupes_{_safe(given)}_as_{_safe(suggested)}.png",
+                     f"dupes {analysis.threshold}: given {given}, suggested {suggested} "
+                     f"({len(df)})", df.head(tiles)))
+    written = []
+    for name, title, df in jobs:
+        images = [load_image(data_dir, r) for r in df["relpath"]]
+        sheet = contact_sheet(images, [tile_caption(r) for r in df.itertuples()], title=title)
+        path = out_dir / name
+        tmp = path.with_name(f".{name}.tmp")
+        sheet.save(tmp, format="PNG")
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
+def write_html(analysis: Analysis, run_dir: Path, *, out: Path | None = None,
+               top: int = 200, sheets: bool = True) -> tuple[Path, list[Path]]:
+    """RUN/report.html (self-contained) and RUN/sheets/*.png; returns their paths."""
+    run_dir = Path(run_dir)
+    cfg = rundir.read_json(run_dir / "config.json")
+    data_dir = Path(cfg["data_dir"])
+    out = Path(out) if out else run_dir / "report.html"
+    shown = pd.concat([analysis.dupes.head(top),
+                       analysis.votes.sort_values("mean_loss", ascending=False).head(top)])
+    thumbs = {int(s): thumbnail_uri(load_image(data_dir, r))
+              for s, r in zip(shown["sample_id"], shown["relpath"])}
+    written = write_sheets(analysis, data_dir, out.parent / "sheets") if sheets else []
+    rel = [p.relative_to(out.parent).as_posix() for p in written]
+    page = html_report(analysis, thumbs={k: v for k, v in thumbs.items() if v}, top=top,
+                       title=f"dupes report: {run_dir.name} ({data_dir})", sheets=rel)
+    rundir.write_text(out, page)
+    return out, written
