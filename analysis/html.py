@@ -139,7 +139,9 @@ def html_report(analysis: Analysis, *, thumbs: dict[int, str] | None = None,
     parts = [f"<h1>{_esc(title)}</h1>", '<div class="cards">' + "".join(
         f'<div class="card"><span class=muted>{_esc(k)}</span><b>{_esc(v)}</b></div>'
         for k, v in cards) + "</div>"]
-    parts.append(_table("dupes per vote threshold", [("votes for one wrong class", True),
+    bound = (f" and mean p(given) <= {analysis.max_prob_given:g}"
+             if analysis.max_prob_given < 1 else "")
+    parts.append(_table("dupes per vote threshold" + bound, [("votes for one wrong class", True),
                                                      ("images", False), ("share", False)],
                         [f'<td class="l">{_esc(t)}</td><td>{c:,}</td>'
                          f"<td>{c / max(len(votes), 1):.2%}</td>"

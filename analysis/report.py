@@ -31,7 +31,9 @@ def accuracy_table(analysis: Analysis, seconds: dict[tuple[int, int], float] | N
 
 
 def threshold_table(analysis: Analysis) -> Table:
-    table = Table(title="dupes per vote threshold", header_style="bold")
+    bound = (f" and mean p(given) <= {analysis.max_prob_given:g}"
+             if analysis.max_prob_given < 1 else "")
+    table = Table(title="dupes per vote threshold" + bound, header_style="bold")
     table.add_column("votes for one wrong class")
     table.add_column("images", justify="right")
     table.add_column("share", justify="right")

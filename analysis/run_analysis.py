@@ -10,7 +10,7 @@ import pyarrow as pa
 from analysis.errors import confused_pairs, confusion_matrix, fit_table, per_class_errors
 from analysis.scores import combined_score, label_issues, label_quality_scores
 from analysis.thresholds import Threshold, parse_threshold
-from analysis.votes import (count_votes, dupes_per_threshold, heldout_accuracy, most_confused,
+from analysis.votes import (DEFAULT_MAX_PROB_GIVEN, count_votes, dupes_per_threshold, heldout_accuracy, most_confused,
                             select_dupes)
 
 REPORT_THRESHOLDS = ("10", ">=9", ">=8")
@@ -26,6 +26,7 @@ class Analysis:
     threshold: Threshold
     n_prediction_rows: int
     classes: list[str]
+    max_prob_given: float = 1.0               # the dupes' bound on mean p(given label)
     confusion: np.ndarray | None = None       # given x predicted, all held-out predictions
     per_class: pd.DataFrame | None = None     # error rate per given class
     pairs: pd.DataFrame | None = None         # most-confused (given, predicted) pairs
@@ -62,7 +63,8 @@ def prediction_arrays(table: pa.Table) -> dict[str, np.ndarray]:
 def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str], *,
             threshold: str | Threshold = ">=8", confirmed: np.ndarray | None = None,
             ignore_confirmed: bool = False, dynamics: pd.DataFrame | None = None,
-            train_accuracy: dict | None = None, scores: bool = True) -> Analysis:
+            train_accuracy: dict | None = None, scores: bool = True,
+            max_prob_given: float = DEFAULT_MAX_PROB_GIVEN) -> Analysis:
     """Votes, dupes, scores, per-training accuracy and error analysis of one run.
 
     `index` has `sample_id, relpath, label, class_name`; `predictions` the long-format
@@ -70,7 +72,8 @@ def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str
     as flat arrays with `prob_given` in place of `probs` (see `read_prediction_columns`;
     its optional `mean_probs`, samples x classes, enables cleanlab's scores).
     `confirmed` marks samples a technician confirmed as correctly labelled; with
-    `ignore_confirmed` they are left out of the dupes. `dynamics` (from `dynamics_scores`)
+    `ignore_confirmed` they are left out of the dupes. A dupe also needs a mean held-out
+    probability of its given label of at most `max_prob_given` (1 = votes alone). `dynamics` (from `dynamics_scores`)
     adds `aum` and `forgetting`; `train_accuracy` maps (repeat, fold) to the training
     accuracy for the fit table. Every sample gets a `combined` suspect score in [0, 1].
     """
@@ -108,9 +111,11 @@ def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str
         votes["aum"] = dynamics["aum"].to_numpy(np.float32)
         votes["forgetting"] = dynamics["forgetting"].to_numpy()
     votes["combined"] = combined_score(votes.rename(columns={"top_wrong_votes": "votes"}))
-    dupes = select_dupes(votes[~votes["confirmed"]] if ignore_confirmed else votes, thr)
+    dupes = select_dupes(votes[~votes["confirmed"]] if ignore_confirmed else votes, thr,
+                         max_prob_given=max_prob_given)
     accuracy = heldout_accuracy(col["repeat"], col["fold"], col["label"], col["pred"])
-    per_threshold = dupes_per_threshold(votes, [parse_threshold(t) for t in REPORT_THRESHOLDS])
+    per_threshold = dupes_per_threshold(votes, [parse_threshold(t) for t in REPORT_THRESHOLDS],
+                                        max_prob_given=max_prob_given)
     if str(thr) not in per_threshold:
         per_threshold[str(thr)] = len(dupes)
     k = len(classes)
@@ -119,7 +124,8 @@ def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str
                     n_rows, list(classes), confusion=confusion,
                     per_class=per_class_errors(confusion, list(classes)),
                     pairs=confused_pairs(confusion, list(classes)),
-                    fit=fit_table(accuracy, train_accuracy or {}), num_issues=num_issues)
+                    fit=fit_table(accuracy, train_accuracy or {}), num_issues=num_issues,
+                    max_prob_given=max_prob_given)
 
 
 def mean_probs_of(table: pa.Table, *, num_samples: int) -> np.ndarray:

@@ -12,6 +12,9 @@ import pandas as pd
 
 from analysis.thresholds import Threshold
 
+# The measured default bound on a dupe's mean p(given label) (benchmarks/detection.py)
+DEFAULT_MAX_PROB_GIVEN = 0.1
+
 VOTE_COLUMNS = [
     "sample_id", "label", "n_evals", "top_wrong_class", "top_wrong_votes", "n_wrong",
     "mean_loss", "mean_prob_given",
@@ -100,20 +103,46 @@ def _count_votes(sid, label, pred, loss, prob_given, num_samples) -> pd.DataFram
     })
 
 
-def select_dupes(votes: pd.DataFrame, threshold: Threshold) -> pd.DataFrame:
-    """Rows of a vote table at the threshold, most votes first, then highest mean loss."""
-    missing = [c for c in ("top_wrong_votes", "mean_loss") if c not in votes.columns]
+def _check_max_prob_given(max_prob_given: float) -> None:
+    if not 0 < max_prob_given <= 1:
+        raise ValueError(f"max_prob_given must be in (0, 1] (1 = votes alone), got {max_prob_given}")
+
+
+def dupe_mask(votes: pd.DataFrame, threshold: Threshold, *, max_prob_given: float = 1.0
+              ) -> np.ndarray:
+    """Which rows are dupes: enough votes for one wrong class, and a mean held-out
+    probability of the given label of at most `max_prob_given` (1 = votes alone).
+
+    Votes count arg-maxes: on classes that look alike (shirt / T-shirt) ten models that
+    each give the label 40% vote 10/10 against it. The probability bound keeps those out;
+    benchmarks/detection.py measures both.
+    """
+    _check_max_prob_given(max_prob_given)
+    missing = [c for c in ("top_wrong_votes", "mean_prob_given") if c not in votes.columns]
     if missing:
         raise ValueError(f"vote table lacks columns {missing}; build it with count_votes()")
-    hit = votes[threshold.mask(votes["top_wrong_votes"].to_numpy())]
+    hit = threshold.mask(votes["top_wrong_votes"].to_numpy())
+    if max_prob_given < 1:
+        hit &= votes["mean_prob_given"].to_numpy() <= max_prob_given
+    return hit
+
+
+def select_dupes(votes: pd.DataFrame, threshold: Threshold, *, max_prob_given: float = 1.0
+                 ) -> pd.DataFrame:
+    """Rows of a vote table that are dupes (see `dupe_mask`), most votes first, then
+    highest mean loss."""
+    if "mean_loss" not in votes.columns:
+        raise ValueError("vote table lacks columns ['mean_loss']; build it with count_votes()")
+    hit = votes[dupe_mask(votes, threshold, max_prob_given=max_prob_given)]
     return hit.sort_values(["top_wrong_votes", "mean_loss"], ascending=[False, False],
                            kind="stable")
 
 
-def dupes_per_threshold(votes: pd.DataFrame, thresholds: list[Threshold]) -> dict[str, int]:
+def dupes_per_threshold(votes: pd.DataFrame, thresholds: list[Threshold], *,
+                        max_prob_given: float = 1.0) -> dict[str, int]:
     """Number of dupes at each threshold, keyed by the threshold's canonical text."""
-    v = votes["top_wrong_votes"].to_numpy()
-    return {str(t): int(t.mask(v).sum()) for t in thresholds}
+    return {str(t): int(dupe_mask(votes, t, max_prob_given=max_prob_given).sum())
+            for t in thresholds}
 
 
 def most_confused(dupes: pd.DataFrame, *, top: int = 10) -> pd.DataFrame:

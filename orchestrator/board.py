@@ -23,14 +23,17 @@ class Board:
         self.done: set[Item] = set()
         self.ranks: dict[int, str] = {}           # world rank -> worker id of this generation
         self.generation = 0
+        self.world_size: int | None = None
         self.progress: dict[Item, dict] = {}
         self.results: list[tuple[Item, list, dict]] = []
         self.failures: list[tuple[Item, str]] = []
 
-    def join(self, rank: int, worker: str) -> int:
-        """A worker starts. A rank joining twice means Ray Train restarted the whole worker
-        group after a failure: every training in flight was lost and goes back in the queue."""
-        if rank in self.ranks:
+    def join(self, rank: int, worker: str, world_size: int | None = None) -> int:
+        """A worker starts. A rank joining twice, or a group of another size (an elastic
+        restart on fewer or more nodes), means Ray Train restarted the whole worker group
+        after a failure: every training in flight was lost and goes back in the queue."""
+        resized = world_size is not None and self.world_size not in (None, world_size)
+        if rank in self.ranks or resized:
             self.generation += 1
             self.ranks = {}
             for item in list(self.in_flight):
@@ -38,6 +41,7 @@ class Board:
                 self.progress[item] = {"status": "retrying"}
             self.in_flight = {}
         self.ranks[rank] = worker
+        self.world_size = world_size
         return self.generation
 
     def next(self, worker: str) -> Item | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from analysis.thresholds import parse_threshold
+from analysis.votes import DEFAULT_MAX_PROB_GIVEN
 from orchestrator.config import DEFAULT_THRESHOLD, RunConfig
 from orchestrator.splits import SPLIT_MODES
 from trainers.hyp import MODELS, Hyp
@@ -34,6 +35,40 @@ def _positive(kind, *, zero: bool = False):
     return parse
 
 
+def _path(text: str) -> Path:
+    """A local or mounted path; object-store URIs get a clear refusal instead of a
+    folder named 's3:' in the working directory."""
+    scheme = text.split("://", 1)[0] if "://" in text else ""
+    if scheme and scheme.lower() != "file":
+        raise argparse.ArgumentTypeError(
+            f"{text}: {scheme}:// URIs are not read directly yet; mount the bucket (mountpoint-s3, "
+            "gcsfuse, s3fs) or use NFS/EFS, and pass the mounted path")
+    return Path(text[len("file://"):] if scheme else text)
+
+
+def _resources(text: str) -> dict:
+    import json
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e.msg}): {text}") from None
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and v > 0 for k, v in value.items()):
+        raise argparse.ArgumentTypeError(f"must be a JSON object of resource name to a positive "
+                                         f"amount, e.g. '{{\"trainer_node\": 1}}', got {text}")
+    if {"CPU", "GPU"} & set(value):
+        raise argparse.ArgumentTypeError("CPU and GPU have their own flags: --cpus-per-training "
+                                         "and --gpus-per-training")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def _non_negative(kind):
     return _positive(kind, zero=True)
 
@@ -53,6 +88,10 @@ def add_pass_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     g.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD,
                    help="votes for one wrong class that make a dupe: 8 or '>=8' (at least 8), "
                         "'10', '>9', '==9', '8-10' (default '>=8')")
+    g.add_argument("--max-p-given", type=_probability, default=DEFAULT_MAX_PROB_GIVEN,
+                   metavar="P", help="a dupe also needs a mean held-out probability of its "
+                   f"given label of at most P; 1 = votes alone, as the original dupes method "
+                   f"(default {DEFAULT_MAX_PROB_GIVEN}, measured in BENCHMARKS.md)")
     g.add_argument("--image-size", type=_positive(int), default=None,
                    help="training size in px (images are resized to a square); default: the "
                         "images' median size, at most 128 px")
@@ -78,6 +117,10 @@ def add_pass_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     r.add_argument("--gpus-per-training", type=float, default=None,
                    help="GPUs per training, fractions allowed, e.g. 0.5 packs two per GPU "
                         "(default 1 when the cluster has GPUs, else 0)")
+    r.add_argument("--resources-per-training", type=_resources, default=None, metavar="JSON",
+                   help="custom Ray resources each training asks for, e.g. "
+                        "'{\"trainer_node\": 1}' to keep trainings on nodes started with that "
+                        "resource and off the head node, whose CPUs drive and write the run")
     r.add_argument("--max-failures", type=int, default=2,
                    help="times Ray Train restarts crashed workers before giving up (default 2)")
     r.add_argument("--address", default=None,
@@ -158,9 +201,11 @@ def config_from_args(args, data_dir: Path, run_dir: Path) -> RunConfig:
     return RunConfig(
         data_dir=str(Path(data_dir).resolve()), run_dir=str(Path(run_dir).resolve()),
         repeats=args.repeats, seed=args.seed, train_seed=args.train_seed, split=args.split,
-        threshold=args.threshold, image_size=args.image_size, min_per_class=args.min_per_class,
+        threshold=args.threshold, max_prob_given=args.max_p_given,
+        image_size=args.image_size, min_per_class=args.min_per_class,
         cpus_per_training=args.cpus_per_training, gpus_per_training=args.gpus_per_training,
         max_failures=args.max_failures, address=args.address, config=str(args.config or ""),
+        resources_per_training=args.resources_per_training or {},
         sanity=args.sanity, epoch_losses=args.epoch_losses,
         ledger=str(args.ledger.resolve()) if args.ledger else None,
         ignore_confirmed=args.ignore_confirmed, hyp=hyp_from_args(args))
@@ -174,12 +219,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a dupes pass on a class-folder dataset",
                          description="Run a dupes pass on DATA (one sub-folder per class).")
-    run.add_argument("data", nargs="?", type=Path,
+    run.add_argument("data", nargs="?", type=_path,
                      help="dataset folder with one sub-folder per class (not needed with --resume)")
-    run.add_argument("--out", type=Path, default=None,
+    run.add_argument("--out", type=_path, default=None,
                      help="run directory (default runs/<data name>-<date-time>); must not exist "
                           "or be empty")
-    run.add_argument("--resume", type=Path, default=None, metavar="RUN",
+    run.add_argument("--resume", type=_path, default=None, metavar="RUN",
                      help="continue an interrupted run: only trainings without predictions are "
                           "redone, with the run's saved configuration")
     add_pass_args(run)
@@ -188,7 +233,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                           description="Write scikit-learn's 1,797 digits as PNG class folders, "
                           "move a share of them to wrong classes, run the pass, and score the "
                           "dupes against the planted truth.")
-    demo.add_argument("--out", type=Path, default=None,
+    demo.add_argument("--out", type=_path, default=None,
                       help="demo directory: data/, planted.csv and run/ go here "
                            "(default runs/demo-<date-time>)")
     demo.add_argument("--noise", type=float, default=0.05,
@@ -203,9 +248,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="re-render a run's report from disk (no Ray)",
                          description="Re-render the report of RUN from its files.")
-    rep.add_argument("run", type=Path, help="run directory")
+    rep.add_argument("run", type=_path, help="run directory")
     rep.add_argument("--threshold", type=_threshold, default=None,
                      help="vote threshold (default: the run's own)")
+    rep.add_argument("--max-p-given", type=_probability, default=None, metavar="P",
+                     help="bound on a dupe's mean p(given label), 1 = off (default: the run's)")
     rep.add_argument("--top", type=int, default=20, help="dupes to list (default 20)")
     rep.add_argument("--ledger", type=Path, default=None,
                      help="ledger of confirmed labels (default: the run's)")
@@ -221,7 +268,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     tl = sub.add_parser("top-losses", help="the images with the highest held-out loss",
                         description="Rank images by their mean held-out loss over all runs "
                         "(every loss is out-of-sample), overall or per given class.")
-    tl.add_argument("run", type=Path, help="run directory")
+    tl.add_argument("run", type=_path, help="run directory")
     tl.add_argument("--k", type=_positive(int), default=50, help="images to list (default 50)")
     tl.add_argument("--per-class", action="store_true",
                     help="the k worst of every given class instead of overall")
@@ -229,14 +276,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="where a run stands, read from its directory",
                         description="Show the progress of RUN from its files (works while it "
                                     "runs, e.g. under `ray job submit`, and after).")
-    st.add_argument("run", type=Path, help="run directory")
+    st.add_argument("run", type=_path, help="run directory")
 
     sn = sub.add_parser("sanity", help="check a dataset and training setup before a run",
                         description="Decode DATA and check it: input statistics, label "
                         "balance, image size; then overfit one small batch (the optimisation "
                         "works) and beat chance on held-out images after a short training (the "
                         "labels follow the images). Exit 0 if it passes, 1 if not.")
-    sn.add_argument("data", type=Path, help="dataset folder, one sub-folder per class")
+    sn.add_argument("data", type=_path, help="dataset folder, one sub-folder per class")
     sn.add_argument("--image-size", type=_positive(int), default=None,
                     help="training size in px (default: as `dupes run`)")
     sn.add_argument("--min-per-class", type=_positive(int), default=None,
@@ -247,11 +294,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         description="Search learning rate, weight decay, epochs, augmentation, "
                         "mixup and label smoothing with Ray Tune on one swap split of DATA; "
                         "TUNE/best.json then feeds `dupes run --config`.")
-    tn.add_argument("data", nargs="?", type=Path,
+    tn.add_argument("data", nargs="?", type=_path,
                     help="dataset folder (not needed with --resume)")
-    tn.add_argument("--out", type=Path, default=None,
+    tn.add_argument("--out", type=_path, default=None,
                     help="search directory (default runs/tune-<data name>-<date-time>)")
-    tn.add_argument("--resume", type=Path, default=None, metavar="TUNE",
+    tn.add_argument("--resume", type=_path, default=None, metavar="TUNE",
                     help="continue an interrupted search in TUNE")
     tn.add_argument("--trials", type=_positive(int), default=8, help="trials (default 8)")
     tn.add_argument("--scheduler", choices=["asha", "pbt"], default="asha",
@@ -297,10 +344,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     exp = rsub.add_parser("export", help="write the dupes of RUN into a review folder tree",
                           description="Write RUN's dupes into REVIEW/<given class>/"
                           "<suggested>__<votes>of<n>__<file name> (hardlinks where possible).")
-    exp.add_argument("run", type=Path, help="run directory")
-    exp.add_argument("--out", type=Path, required=True, help="review folder (new or empty)")
+    exp.add_argument("run", type=_path, help="run directory")
+    exp.add_argument("--out", type=_path, required=True, help="review folder (new or empty)")
     exp.add_argument("--threshold", type=_threshold, default=None,
                      help="vote threshold (default: the run's own)")
+    exp.add_argument("--max-p-given", type=_probability, default=None, metavar="P",
+                     help="bound on a dupe's mean p(given label), 1 = off (default: the run's)")
     exp.add_argument("--include-confirmed", action="store_true",
                      help="export images the ledger lists as confirmed too (default: skip them)")
     exp.add_argument("--ledger", type=Path, default=None,
@@ -320,7 +369,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                          "removals applied (hardlinks where possible). DATA is never modified.")
     app.add_argument("manifest", type=Path, help="manifest.csv from `dupes review import`")
     app.add_argument("--data", type=Path, required=True, help="the dataset that was reviewed")
-    app.add_argument("--out", type=Path, required=True,
+    app.add_argument("--out", type=_path, required=True,
                      help="new dataset folder (must not exist or be empty)")
     app.add_argument("--copy", action="store_true",
                      help="copy files instead of hardlinking them (hardlinked files share "
@@ -461,7 +510,8 @@ def cmd_report(args, console: Console) -> int:
     if not _is_run_dir(args.run, console):
         return EXIT_BAD_INPUT
     analysis, seconds = load_analysis(args.run, args.threshold, ledger=args.ledger,
-                                      ignore_confirmed=args.ignore_confirmed)
+                                      ignore_confirmed=args.ignore_confirmed,
+                                      max_prob_given=args.max_p_given)
     console.print(report(analysis, seconds=seconds, top=args.top))
     if args.html:
         from orchestrator.visual import write_html
@@ -606,7 +656,7 @@ def cmd_review(args, console: Console) -> int:
     if args.review_command == "export":
         table = export_review(args.run, args.out, threshold=args.threshold,
                               include_confirmed=args.include_confirmed, ledger=args.ledger,
-                              copy=args.copy)
+                              copy=args.copy, max_prob_given=args.max_p_given)
         console.print(f"exported {len(table)} image(s) for review to {args.out.resolve()}; "
                       f"instructions in {args.out.resolve() / 'README.txt'}", highlight=False)
         return 0
@@ -633,7 +683,7 @@ def cmd_apply(args, console: Console) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from orchestrator.driver import ResourceError
+    from orchestrator.driver import ResourceError, StorageError
     from orchestrator.passes import SanityError
     from orchestrator.review import ReviewError
     from orchestrator.scan import ScanError
@@ -658,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
                     "sanity": cmd_sanity, "status": cmd_status, "top-losses": cmd_top_losses,
                     "review": cmd_review, "apply": cmd_apply}
         return commands[args.command](args, console)
-    except (ScanError, ResourceError, ReviewError, FileNotFoundError) as e:
+    except (ScanError, ResourceError, ReviewError, FileNotFoundError, StorageError) as e:
         console.print(f"[red]error:[/] {e}", highlight=False)
         return EXIT_BAD_INPUT
     except SanityError as e:

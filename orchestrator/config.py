@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from analysis.votes import DEFAULT_MAX_PROB_GIVEN
 from trainers.hyp import Hyp
 
 DEFAULT_THRESHOLD = ">=8"
@@ -18,10 +19,12 @@ class RunConfig:
     train_seed: int = 1                # training randomness, independent of the split
     split: str = "fresh"               # fresh: new split per repeat; fixed: the same every repeat
     threshold: str = DEFAULT_THRESHOLD  # votes that make a dupe
+    max_prob_given: float = DEFAULT_MAX_PROB_GIVEN  # ... and at most this mean p(given); 1 = off
     image_size: int | None = None      # px; None: chosen from the images' sizes
     min_per_class: int | None = None   # drop classes with fewer usable images (None: error)
     cpus_per_training: float | None = None  # None: 1 on CPU clusters
     gpus_per_training: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    resources_per_training: dict = field(default_factory=dict)  # custom Ray resources
     max_failures: int = 2              # Ray Train restarts of the worker group after a crash
     address: str | None = None         # Ray cluster address; None: RAY_ADDRESS or a local Ray
     ledger: str | None = None          # confirmed-labels ledger; None: beside the run dir

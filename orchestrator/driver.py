@@ -109,6 +109,47 @@ def init_ray(address: str | None = None) -> bool:
     return True
 
 
+class StorageError(RuntimeError):
+    """The run directory is not on storage that every node of the cluster sees."""
+
+
+def storage_error(run_dir: Path, unseen: list[str]) -> StorageError:
+    return StorageError(
+        f"the run directory {run_dir} is not visible from {len(unseen)} node(s) of the cluster "
+        f"({', '.join(unseen[:5])}{', ...' if len(unseen) > 5 else ''}): a multi-node run keeps "
+        "its run directory on storage that every node mounts at the same path (NFS, EFS, "
+        "Filestore, a bucket mounted with mountpoint-s3 or gcsfuse); pass --out /shared/path. "
+        "The dataset itself only needs to be readable where `dupes run` starts.")
+
+
+def check_shared_storage(run_dir: Path) -> None:
+    """On a multi-node cluster, prove that every alive node sees the run directory (Ray
+    Train keeps its run state there), before any training is spent."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    marker = Path(run_dir).resolve() / f".storage-check-{uuid.uuid4().hex[:8]}"
+    marker.write_text("dupes\n")
+
+    @ray.remote(num_cpus=0)
+    def sees(path: str) -> bool:
+        return os.path.exists(path)
+
+    try:
+        checks = {n["NodeManagerAddress"] + f" ({n['NodeID'][:8]})": sees.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote(str(marker)) for n in nodes}
+        unseen = [name for name, ok in zip(checks, ray.get(list(checks.values()), timeout=120))
+                  if not ok]
+    finally:
+        marker.unlink(missing_ok=True)
+    if unseen:
+        raise storage_error(Path(run_dir), unseen)
+
+
 def plan_resources(cfg: RunConfig, cluster: dict, n_todo: int) -> tuple[int, float, float]:
     """(slots, CPUs per training, GPUs per training) for a cluster's total resources.
 
@@ -131,7 +172,18 @@ def plan_resources(cfg: RunConfig, cluster: dict, n_todo: int) -> tuple[int, flo
     if slots < 1:
         raise ResourceError(f"the cluster has {cpus:g} CPUs; each training asks for {cpt:g} and "
                            f"{WRITER_CPUS} stays free for writing: lower --cpus-per-training")
+    for name, amount in (cfg.resources_per_training or {}).items():
+        have = float(cluster.get(name, 0))
+        if have < amount:
+            raise ResourceError(f"each training asks for {amount:g} of resource {name!r} but "
+                               f"the cluster has {have:g}: start nodes with "
+                               f"`ray start --resources='{{\"{name}\": N}}'` (or the node type's "
+                               "resources in cluster.yaml), or drop --resources-per-training")
+        slots = min(slots, int(math.floor(have / amount + 1e-9)))
     return max(1, min(slots, n_todo)), float(cpt), float(gpt)
+
+
+NO_RESIZE_S = 7 * 24 * 3600.0  # grow the worker group only when it restarts anyway
 
 
 def save_progress(run_dir: Path, state: dict, *, running: bool) -> None:
@@ -190,6 +242,7 @@ def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
     timings = {"ray_init_s": time.perf_counter() - t0}
     try:
         import ray.data
+        check_shared_storage(run)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
@@ -204,11 +257,16 @@ def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
             "record_every": cfg.epoch_losses,
             "inject_failure": os.environ.get("DUPES_INJECT_FAILURE"),
         }
-        resources = {"CPU": cpt, **({"GPU": gpt} if gpt else {})}
+        resources = {"CPU": cpt, **({"GPU": gpt} if gpt else {}),
+                     **(cfg.resources_per_training or {})}
         trainer = DataParallelTrainer(
             worker_loop, train_loop_config=loop_config,
-            scaling_config=ScalingConfig(num_workers=slots, use_gpu=gpt > 0,
-                                         resources_per_worker=resources),
+            # Elastic: after a lost node the group restarts on what is left (down to one
+            # slot) instead of waiting for a replacement; the board requeues what was lost.
+            # It is not grown mid-pass (a resize restarts every training in flight).
+            scaling_config=ScalingConfig(num_workers=(1, slots) if slots > 1 else 1,
+                                         use_gpu=gpt > 0, resources_per_worker=resources,
+                                         elastic_resize_monitor_interval_s=NO_RESIZE_S),
             # A fresh name per attempt: a reused name would make Ray Train restore the old
             # run; resuming is ours, from the prediction partitions already on disk.
             run_config=TrainRunConfig(

@@ -16,7 +16,8 @@ from orchestrator.config import RunConfig
 
 
 def load_analysis(run_dir: Path, threshold: str | None = None, *, ledger: Path | None = None,
-                  ignore_confirmed: bool | None = None) -> tuple[Analysis, dict]:
+                  ignore_confirmed: bool | None = None, max_prob_given: float | None = None
+                  ) -> tuple[Analysis, dict]:
     """Analyse a run from its files alone (no Ray): the basis of `dupes report`.
 
     Images in the ledger of confirmed labels are marked (`confirmed`), or left out of the
@@ -40,7 +41,9 @@ def load_analysis(run_dir: Path, threshold: str | None = None, *, ledger: Path |
     return analyze(index, preds, classes, threshold=threshold or cfg.threshold,
                    confirmed=confirmed, ignore_confirmed=ignore,
                    dynamics=load_dynamics(run_dir, index["label"].to_numpy()),
-                   train_accuracy=train_acc), seconds
+                   train_accuracy=train_acc,
+                   max_prob_given=cfg.max_prob_given if max_prob_given is None
+                   else max_prob_given), seconds
 
 
 def load_dynamics(run_dir: Path, labels: np.ndarray) -> pd.DataFrame | None:

@@ -63,9 +63,10 @@ def worker_loop(config: dict) -> dict:
     from trainers.train import as_tensor, train
 
     board = config["board"]
-    rank = get_context().get_world_rank()
+    ctx = get_context()
+    rank = ctx.get_world_rank()
     worker = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-    generation = ray.get(board.join.remote(rank, worker))
+    generation = ray.get(board.join.remote(rank, worker, ctx.get_world_size()))
     threads = int(config.get("threads") or 0)
     if threads:
         torch.set_num_threads(threads)

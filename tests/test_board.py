@@ -43,3 +43,20 @@ def test_board_hands_out_each_training_once_and_survives_a_restart(local_ray):
     while (item := ray.get(board.next.remote("w1b"))) is not None:
         rest.append(item)
     assert sorted(rest) == [(1, 0), (1, 1), (2, 0), (2, 1)]  # nothing twice, a and b not again
+
+
+def test_elastic_restarts_on_fewer_or_more_workers_requeue_what_was_in_flight(local_ray):
+    board = Board.remote([(r, f) for r in range(3) for f in (0, 1)])
+    for rank in (0, 1):
+        assert ray.get(board.join.remote(rank, f"w{rank}", 2)) == 0
+    a, b = ray.get(board.next.remote("w0")), ray.get(board.next.remote("w1"))
+    # a node is lost: the group restarts with one worker (rank 0 again)
+    assert ray.get(board.join.remote(0, "solo", 1)) == 1
+    assert {ray.get(board.next.remote("solo")) for _ in range(2)} == {a, b}
+    # a replacement node: the group restarts with three, and rank 2, never seen before,
+    # happens to join first; the new size alone tells the board that it is a new group
+    assert ray.get(board.join.remote(2, "n2", 3)) == 2
+    assert ray.get(board.join.remote(0, "n0", 3)) == 2  # same group: no second restart
+    assert ray.get(board.join.remote(1, "n1", 3)) == 2
+    handed = [ray.get(board.next.remote("n0")) for _ in range(6)]
+    assert sorted(handed) == [(r, f) for r in range(3) for f in (0, 1)]

@@ -58,3 +58,20 @@ def test_sanity_command_and_run_stop_on_labels_that_do_not_follow_the_images(tmp
     # resuming does not skip a check that failed: it runs again and stops again
     assert main(["run", "--resume", str(run)]) == 1
     assert not (run / "predictions").exists()
+
+
+@pytest.mark.parametrize("argv", [["run", "s3://bucket/data"], ["run", "d", "--out", "gs://b/r"],
+                                  ["report", "s3://bucket/run"]])
+def test_object_store_uris_get_a_clear_refusal(argv, capsys):
+    with pytest.raises(SystemExit):
+        main(argv)
+    err = capsys.readouterr().err
+    assert "URIs are not read directly yet" in err and "mount" in err
+
+
+def test_storage_error_names_the_nodes_and_the_fix(tmp_path):
+    from orchestrator.driver import storage_error
+    e = storage_error(tmp_path, [f"10.0.0.{i} (abc)" for i in range(7)])
+    text = str(e)
+    assert str(tmp_path) in text and "7 node(s)" in text and "10.0.0.4" in text
+    assert "10.0.0.5" not in text and "--out /shared/path" in text

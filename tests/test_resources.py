@@ -25,3 +25,18 @@ def test_impossible_requests_name_the_flag():
         plan_resources(cfg(gpus_per_training=1), {"CPU": 4}, 20)
     with pytest.raises(ResourceError, match="--cpus-per-training"):
         plan_resources(cfg(cpus_per_training=4), {"CPU": 3}, 20)
+
+
+def test_custom_resources_per_training_limit_the_slots():
+    c = cfg(resources_per_training={"trainer_node": 1})
+    assert plan_resources(c, {"CPU": 9, "trainer_node": 2}, 20) == (2, 1.0, 0.0)
+    with pytest.raises(ResourceError, match="trainer_node.*ray start --resources"):
+        plan_resources(c, {"CPU": 9}, 20)
+
+
+@pytest.mark.parametrize("text", ['{"CPU": 1}', "[1]", '{"x": -1}', "{x"])
+def test_resources_flag_refuses_bad_json(text, capsys):
+    from orchestrator.cli import main
+    with pytest.raises(SystemExit):
+        main(["run", "d", "--resources-per-training", text])
+    assert "--resources-per-training" in capsys.readouterr().err

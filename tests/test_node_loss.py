@@ -1,0 +1,69 @@
+"""A node lost mid-pass on a multi-node cluster simulated on one machine
+(`ray.cluster_utils.Cluster`): the pass finishes on the nodes that are left."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from orchestrator import rundir
+from tests.conftest import write_digit_dataset
+from tests.test_end_to_end import FAST, check_predictions
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    # Cluster() writes <RAY_TMPDIR>/ray/ray_current_cluster; a private, short folder (Ray's
+    # socket paths must stay under 108 bytes)
+    raytmp = tempfile.mkdtemp(prefix="dl", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = raytmp
+    # the head drives the pass and writes it (1 CPU, no trainer_node); two trainer nodes
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    nodes = [c.add_node(num_cpus=1, resources={"trainer_node": 1}) for _ in range(2)]
+    c.wait_for_nodes()
+    try:
+        yield c, nodes
+    finally:
+        c.shutdown()
+        os.environ.pop("RAY_TMPDIR", None)
+        shutil.rmtree(raytmp, ignore_errors=True)
+
+
+def test_pass_finishes_after_a_node_is_removed(cluster, tmp_path):
+    c, (node_a, node_b) = cluster
+    data = write_digit_dataset(tmp_path / "data", classes=(0, 1, 7), per_class=30)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "orchestrator.cli", "run", str(data), "--out", str(run),
+           "--address", c.address, "--resources-per-training", '{"trainer_node": 1}',
+           "--repeats", "4", "--no-sanity", *FAST, "--epochs", "60"]
+    env = dict(os.environ)
+    log = open(tmp_path / "run.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.time() + 300
+        while not rundir.completed_trainings(run) and time.time() < deadline:
+            assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert rundir.completed_trainings(run), "no training finished in time"
+        progress = json.loads((run / "progress.json").read_text())
+        assert sum(t.get("status") == "running" for t in progress["trainings"]) >= 1
+        c.remove_node(node_b, allow_graceful=False)  # SIGKILL: raylet and its workers
+        assert proc.wait(timeout=500) == 0, (tmp_path / "run.log").read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    check_predictions(run, 90, 4)  # every sample exactly 4 predictions, none twice
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["n_trainings"] == 8 and summary["n_trainings_failed"] == 0
+    workers = {json.loads(p.read_text())["worker"]
+               for p in (run / "trainings").glob("*.json")}
+    assert len(workers) >= 3  # two at first, then the restarted group on the node left
