@@ -4,8 +4,11 @@
 
 Writes a synthetic run (Parquet partitions exactly as a pass writes them, snappy) to a temp
 dir, then times the analysis in a fresh subprocess per case, as `dupes report` does it:
-streaming the predictions (only the given label's probability is kept per row), votes,
-dupes at the thresholds, per-training accuracy. Peak memory is that process's max RSS.
+streaming the predictions (only the given label's probability is kept per row, plus a
+running per-sample sum of the probability vectors for the scores), votes, dupes at the
+thresholds, per-training accuracy, cleanlab's scores and flags on the mean probabilities,
+the confusion matrix, and the top 50 losses. `--no-scores` leaves out the mean probabilities
+and cleanlab. Peak memory is that process's max RSS.
 Prints a table and writes benchmarks/results/analysis_scale.json.
 """
 from __future__ import annotations
@@ -57,19 +60,23 @@ def write_run(run: Path, n: int, classes: int, repeats: int, seed: int = 0) -> N
                 part / "part-0.parquet")
 
 
-def analyse(run: Path, classes: int) -> dict:
+def analyse(run: Path, classes: int, scores: bool) -> dict:
     """Runs in its own process: the timed part."""
     import resource
 
+    from analysis.losses import loss_stats, top_losses
     from analysis.run_analysis import analyze
     from orchestrator import rundir
     t0 = time.perf_counter()
-    cols = rundir.read_prediction_columns(run)
+    cols = rundir.read_prediction_columns(run, mean_probs=scores)
     t1 = time.perf_counter()
     index = pd.read_parquet(run / "index.parquet")
-    a = analyze(index, cols, [str(c) for c in range(classes)], threshold=">=8")
+    a = analyze(index, cols, [str(c) for c in range(classes)], threshold=">=8", scores=scores)
     t2 = time.perf_counter()
-    return {"read_s": t1 - t0, "analyze_s": t2 - t1, "total_s": t2 - t0,
+    top = top_losses(loss_stats(cols["sample_id"], cols["loss"], num_samples=len(index)), k=50)
+    t3 = time.perf_counter()
+    return {"read_s": t1 - t0, "analyze_s": t2 - t1, "top_losses_s": t3 - t2,
+            "total_s": t3 - t0, "scores": scores, "n_top": len(top),
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "rows": a.n_prediction_rows, "n_dupes": len(a.dupes)}
 
@@ -79,10 +86,13 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=1_000_000)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--classes", type=int, nargs="+", default=[10, 100])
-    p.add_argument("--_analyse", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--no-scores", action="store_true",
+                   help="votes, dupes and top losses only: no mean probabilities, no cleanlab")
+    p.add_argument("--_analyse", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._analyse:
-        print(json.dumps(analyse(Path(args._analyse[0]), int(args._analyse[1]))))
+        print(json.dumps(analyse(Path(args._analyse[0]), int(args._analyse[1]),
+                                 args._analyse[2] == "1")))
         return
     rows = []
     for c in args.classes:
@@ -92,23 +102,27 @@ def main() -> None:
             write_run(tmp / "run", args.samples, c, args.repeats)
             gen = time.perf_counter() - t
             size = sum(f.stat().st_size for f in (tmp / "run").rglob("*.parquet")) / 2**30
-            out = subprocess.run([sys.executable, __file__, "--_analyse", str(tmp / "run"), str(c)],
+            out = subprocess.run([sys.executable, __file__, "--_analyse", str(tmp / "run"), str(c),
+                                  "0" if args.no_scores else "1"],
                                  capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         rows.append({"samples": args.samples, "classes": c, "parquet_gb": size,
                      "generate_s": gen, **r})
-    table = Table(title=f"analysis at scale ({platform.node()}): votes, dupes, accuracy")
-    cols = ["samples", "classes", "rows", "parquet_gb", "read_s", "analyze_s", "total_s",
-            "peak_rss_gb", "n_dupes"]
+    what = "votes, dupes, top losses" + ("" if args.no_scores else ", cleanlab scores, errors")
+    table = Table(title=f"analysis at scale ({platform.node()}): {what}")
+    cols = ["samples", "classes", "rows", "parquet_gb", "read_s", "analyze_s", "top_losses_s",
+            "total_s", "peak_rss_gb", "n_dupes"]
     for col in cols:
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(*[f"{r[k]:.2f}" if isinstance(r[k], float) else f"{r[k]:,}" for k in cols])
     Console(width=200).print(table)
-    out = ROOT / "benchmarks" / "results" / "analysis_scale.json"
-    out.write_text(json.dumps({"command": "python benchmarks/analysis_scale.py",
+    out = ROOT / "benchmarks" / "results" / (
+        "analysis_scale_votes_only.json" if args.no_scores else "analysis_scale.json")
+    out.write_text(json.dumps({"command": "python benchmarks/analysis_scale.py"
+                               + (" --no-scores" if args.no_scores else ""),
                                "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                                "target": {"total_s": 10, "peak_rss_gb": 4}, "runs": rows},
                               indent=2) + "\n")
