@@ -139,8 +139,8 @@ def html_report(analysis: Analysis, *, thumbs: dict[int, str] | None = None,
     parts = [f"<h1>{_esc(title)}</h1>", '<div class="cards">' + "".join(
         f'<div class="card"><span class=muted>{_esc(k)}</span><b>{_esc(v)}</b></div>'
         for k, v in cards) + "</div>"]
-    bound = (f" and mean p(given) <= {analysis.max_prob_given:g}"
-             if analysis.max_prob_given < 1 else "")
+    bound = (f" and p(suggested) >= {analysis.min_ratio:g} x p(given)"
+             if analysis.min_ratio else "")
     parts.append(_table("dupes per vote threshold" + bound, [("votes for one wrong class", True),
                                                      ("images", False), ("share", False)],
                         [f'<td class="l">{_esc(t)}</td><td>{c:,}</td>'

@@ -31,8 +31,8 @@ def accuracy_table(analysis: Analysis, seconds: dict[tuple[int, int], float] | N
 
 
 def threshold_table(analysis: Analysis) -> Table:
-    bound = (f" and mean p(given) <= {analysis.max_prob_given:g}"
-             if analysis.max_prob_given < 1 else "")
+    bound = (f" and p(suggested) >= {analysis.min_ratio:g} x p(given)"
+             if analysis.min_ratio else "")
     table = Table(title="dupes per vote threshold" + bound, header_style="bold")
     table.add_column("votes for one wrong class")
     table.add_column("images", justify="right")

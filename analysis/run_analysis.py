@@ -10,7 +10,7 @@ import pyarrow as pa
 from analysis.errors import confused_pairs, confusion_matrix, fit_table, per_class_errors
 from analysis.scores import combined_score, label_issues, label_quality_scores
 from analysis.thresholds import Threshold, parse_threshold
-from analysis.votes import (DEFAULT_MAX_PROB_GIVEN, count_votes, dupes_per_threshold, heldout_accuracy, most_confused,
+from analysis.votes import (DEFAULT_MIN_RATIO, count_votes, dupes_per_threshold, heldout_accuracy, most_confused,
                             select_dupes)
 
 REPORT_THRESHOLDS = ("10", ">=9", ">=8")
@@ -26,7 +26,7 @@ class Analysis:
     threshold: Threshold
     n_prediction_rows: int
     classes: list[str]
-    max_prob_given: float = 1.0               # the dupes' bound on mean p(given label)
+    min_ratio: float = 0.0                    # dupes: p(suggested) >= this x p(given)
     confusion: np.ndarray | None = None       # given x predicted, all held-out predictions
     per_class: pd.DataFrame | None = None     # error rate per given class
     pairs: pd.DataFrame | None = None         # most-confused (given, predicted) pairs
@@ -64,7 +64,7 @@ def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str
             threshold: str | Threshold = ">=8", confirmed: np.ndarray | None = None,
             ignore_confirmed: bool = False, dynamics: pd.DataFrame | None = None,
             train_accuracy: dict | None = None, scores: bool = True,
-            max_prob_given: float = DEFAULT_MAX_PROB_GIVEN) -> Analysis:
+            min_ratio: float = DEFAULT_MIN_RATIO) -> Analysis:
     """Votes, dupes, scores, per-training accuracy and error analysis of one run.
 
     `index` has `sample_id, relpath, label, class_name`; `predictions` the long-format
@@ -73,7 +73,8 @@ def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str
     its optional `mean_probs`, samples x classes, enables cleanlab's scores).
     `confirmed` marks samples a technician confirmed as correctly labelled; with
     `ignore_confirmed` they are left out of the dupes. A dupe also needs a mean held-out
-    probability of its given label of at most `max_prob_given` (1 = votes alone). `dynamics` (from `dynamics_scores`)
+    probability of its suggested class of at least `min_ratio` times its given label's
+    (0 = votes alone; needs `mean_probs`). `dynamics` (from `dynamics_scores`)
     adds `aum` and `forgetting`; `train_accuracy` maps (repeat, fold) to the training
     accuracy for the fit table. Every sample gets a `combined` suspect score in [0, 1].
     """
@@ -98,6 +99,10 @@ def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str
     votes["confirmed"] = np.zeros(len(votes), bool) if confirmed is None else np.asarray(confirmed)
     num_issues = None
     mean_probs = predictions.get("mean_probs")
+    if mean_probs is not None and len(mean_probs):
+        rows = np.arange(len(votes))
+        votes["mean_prob_suggested"] = np.where(
+            top >= 0, mean_probs[:len(votes)][rows, np.maximum(top, 0)], np.nan).astype(np.float32)
     if scores and mean_probs is not None and len(mean_probs):
         labels = votes["label"].to_numpy().astype(np.int64)
         quality = label_quality_scores(labels, mean_probs[:len(votes)],
@@ -112,10 +117,10 @@ def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str
         votes["forgetting"] = dynamics["forgetting"].to_numpy()
     votes["combined"] = combined_score(votes.rename(columns={"top_wrong_votes": "votes"}))
     dupes = select_dupes(votes[~votes["confirmed"]] if ignore_confirmed else votes, thr,
-                         max_prob_given=max_prob_given)
+                         min_ratio=min_ratio)
     accuracy = heldout_accuracy(col["repeat"], col["fold"], col["label"], col["pred"])
     per_threshold = dupes_per_threshold(votes, [parse_threshold(t) for t in REPORT_THRESHOLDS],
-                                        max_prob_given=max_prob_given)
+                                        min_ratio=min_ratio)
     if str(thr) not in per_threshold:
         per_threshold[str(thr)] = len(dupes)
     k = len(classes)
@@ -125,7 +130,7 @@ def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str
                     per_class=per_class_errors(confusion, list(classes)),
                     pairs=confused_pairs(confusion, list(classes)),
                     fit=fit_table(accuracy, train_accuracy or {}), num_issues=num_issues,
-                    max_prob_given=max_prob_given)
+                    min_ratio=min_ratio)
 
 
 def mean_probs_of(table: pa.Table, *, num_samples: int) -> np.ndarray:

@@ -71,7 +71,8 @@ def analyse(run: Path, classes: int, scores: bool) -> dict:
     cols = rundir.read_prediction_columns(run, mean_probs=scores)
     t1 = time.perf_counter()
     index = pd.read_parquet(run / "index.parquet")
-    a = analyze(index, cols, [str(c) for c in range(classes)], threshold=">=8", scores=scores)
+    a = analyze(index, cols, [str(c) for c in range(classes)], threshold=">=8", scores=scores,
+                min_ratio=2.0 if scores else 0.0)  # the ratio needs the mean probabilities
     t2 = time.perf_counter()
     top = top_losses(loss_stats(cols["sample_id"], cols["loss"], num_samples=len(index)), k=50)
     t3 = time.perf_counter()

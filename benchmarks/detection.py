@@ -8,8 +8,9 @@ Each case takes a random subset of a training set from ../shared/data (nothing i
 committed), moves a share of the images to a wrong class folder, runs the whole `dupes run`
 pass on the PNG folders, and scores every detector against the planted truth:
 
-- dupes at each vote threshold, with the default bound on the mean p(given label) and with
-  votes alone (the original method); the default detector is >= 8 of 10 and p <= 0.1,
+- dupes at each vote threshold, with the default ratio p(suggested) / p(given) >= 2 of the
+  mean held-out probabilities, and with votes alone (the original method); the default
+  detector is >= 8 votes of 10 with the ratio,
 - argmax of the averaged out-of-sample probabilities != given label,
 - cleanlab's `find_label_issues` with its defaults, on the same averaged probabilities,
 - every ranking score (held-out loss, self-confidence, normalized margin, held-out AUM,
@@ -131,11 +132,11 @@ def evaluate(run: Path, truth_csv: Path) -> list[dict]:
     """Precision, recall and F1 of every detector on one finished run, against truth_csv
     (relpath, true_class, given_class)."""
     from analysis.thresholds import parse_threshold
-    from analysis.votes import DEFAULT_MAX_PROB_GIVEN, select_dupes
+    from analysis.votes import DEFAULT_MIN_RATIO, select_dupes
     from orchestrator import rundir
     from orchestrator.passes import load_analysis
 
-    analysis, _ = load_analysis(run, max_prob_given=1.0)
+    analysis, _ = load_analysis(run, min_ratio=0.0)
     votes = analysis.votes
     truth_df = pd.read_csv(truth_csv, dtype=str)  # all images, or only the wrong ones
     wrong = truth_df.loc[truth_df["true_class"] != truth_df["given_class"], "relpath"]
@@ -143,16 +144,17 @@ def evaluate(run: Path, truth_csv: Path) -> list[dict]:
     labels = votes["label"].to_numpy().astype(np.int64)
     probs = rundir.read_prediction_columns(run, mean_probs=True)["mean_probs"]
     rows = []
-    bound = DEFAULT_MAX_PROB_GIVEN
     for t in ("10", ">=9", ">=8", ">=7", ">=6", ">=5"):
-        for mp in (bound, 1.0):
+        for ratio in (DEFAULT_MIN_RATIO, 0.0, 3.0):
+            if ratio == 3.0 and t != ">=8":
+                continue
             flagged = np.zeros(len(votes), bool)
-            flagged[select_dupes(votes, parse_threshold(t), max_prob_given=mp)["sample_id"]
+            flagged[select_dupes(votes, parse_threshold(t), min_ratio=ratio)["sample_id"]
                     .to_numpy()] = True
-            name = f"dupes {t}" + (f", p(given) <= {mp:g}" if mp < 1 else ", votes alone")
+            name = f"dupes {t}" + (f", ratio >= {ratio:g}" if ratio else ", votes alone")
             rows.append({"detector": name, **prf(flagged, truth),
-                         "default": t == ">=8" and mp == bound})
-    for cut in (0.05, 0.1, 0.2):
+                         "default": t == ">=8" and ratio == DEFAULT_MIN_RATIO})
+    for cut in (0.1, 0.2):
         rows.append({"detector": f"mean p(given) <= {cut:g}, no votes",
                      **prf(votes["mean_prob_given"].to_numpy() <= cut, truth)})
     rows.append({"detector": "argmax(mean probs) != given",

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from analysis.thresholds import parse_threshold
-from analysis.votes import DEFAULT_MAX_PROB_GIVEN
+from analysis.votes import DEFAULT_MIN_RATIO
 from orchestrator.config import DEFAULT_THRESHOLD, RunConfig
 from orchestrator.splits import SPLIT_MODES
 from trainers.hyp import MODELS, Hyp
@@ -62,13 +62,6 @@ def _resources(text: str) -> dict:
     return value
 
 
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
-
-
 def _non_negative(kind):
     return _positive(kind, zero=True)
 
@@ -88,10 +81,12 @@ def add_pass_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
     g.add_argument("--threshold", type=_threshold, default=DEFAULT_THRESHOLD,
                    help="votes for one wrong class that make a dupe: 8 or '>=8' (at least 8), "
                         "'10', '>9', '==9', '8-10' (default '>=8')")
-    g.add_argument("--max-p-given", type=_probability, default=DEFAULT_MAX_PROB_GIVEN,
-                   metavar="P", help="a dupe also needs a mean held-out probability of its "
-                   f"given label of at most P; 1 = votes alone, as the original dupes method "
-                   f"(default {DEFAULT_MAX_PROB_GIVEN}, measured in BENCHMARKS.md)")
+    g.add_argument("--min-ratio", type=_non_negative(float), default=DEFAULT_MIN_RATIO,
+                   metavar="R", help="a dupe's suggested class must also be at least R times as "
+                   "probable as its given label, in the mean of its held-out predictions; "
+                   "keeps out look-alikes the models are undecided about; 0 = votes alone, as "
+                   f"the original dupes method (default {DEFAULT_MIN_RATIO:g}, measured in "
+                   "BENCHMARKS.md)")
     g.add_argument("--image-size", type=_positive(int), default=None,
                    help="training size in px (images are resized to a square); default: the "
                         "images' median size, at most 128 px")
@@ -201,7 +196,7 @@ def config_from_args(args, data_dir: Path, run_dir: Path) -> RunConfig:
     return RunConfig(
         data_dir=str(Path(data_dir).resolve()), run_dir=str(Path(run_dir).resolve()),
         repeats=args.repeats, seed=args.seed, train_seed=args.train_seed, split=args.split,
-        threshold=args.threshold, max_prob_given=args.max_p_given,
+        threshold=args.threshold, min_ratio=args.min_ratio,
         image_size=args.image_size, min_per_class=args.min_per_class,
         cpus_per_training=args.cpus_per_training, gpus_per_training=args.gpus_per_training,
         max_failures=args.max_failures, address=args.address, config=str(args.config or ""),
@@ -251,8 +246,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     rep.add_argument("run", type=_path, help="run directory")
     rep.add_argument("--threshold", type=_threshold, default=None,
                      help="vote threshold (default: the run's own)")
-    rep.add_argument("--max-p-given", type=_probability, default=None, metavar="P",
-                     help="bound on a dupe's mean p(given label), 1 = off (default: the run's)")
+    rep.add_argument("--min-ratio", type=_non_negative(float), default=None, metavar="R",
+                     help="a dupe's p(suggested) >= R x p(given), 0 = votes alone "
+                          "(default: the run's)")
     rep.add_argument("--top", type=int, default=20, help="dupes to list (default 20)")
     rep.add_argument("--ledger", type=Path, default=None,
                      help="ledger of confirmed labels (default: the run's)")
@@ -348,8 +344,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", type=_path, required=True, help="review folder (new or empty)")
     exp.add_argument("--threshold", type=_threshold, default=None,
                      help="vote threshold (default: the run's own)")
-    exp.add_argument("--max-p-given", type=_probability, default=None, metavar="P",
-                     help="bound on a dupe's mean p(given label), 1 = off (default: the run's)")
+    exp.add_argument("--min-ratio", type=_non_negative(float), default=None, metavar="R",
+                     help="a dupe's p(suggested) >= R x p(given), 0 = votes alone "
+                          "(default: the run's)")
     exp.add_argument("--include-confirmed", action="store_true",
                      help="export images the ledger lists as confirmed too (default: skip them)")
     exp.add_argument("--ledger", type=Path, default=None,
@@ -511,7 +508,7 @@ def cmd_report(args, console: Console) -> int:
         return EXIT_BAD_INPUT
     analysis, seconds = load_analysis(args.run, args.threshold, ledger=args.ledger,
                                       ignore_confirmed=args.ignore_confirmed,
-                                      max_prob_given=args.max_p_given)
+                                      min_ratio=args.min_ratio)
     console.print(report(analysis, seconds=seconds, top=args.top))
     if args.html:
         from orchestrator.visual import write_html
@@ -537,7 +534,7 @@ def cmd_top_losses(args, console: Console) -> int:
     cols = rundir.read_prediction_columns(args.run)
     index = pd.read_parquet(args.run / "index.parquet")
     classes = rundir.read_json(args.run / "classes.json")["classes"]
-    votes = analyze(index, cols, classes, scores=False,
+    votes = analyze(index, cols, classes, scores=False, min_ratio=0,
                     dynamics=load_dynamics(args.run, index["label"].to_numpy())).votes
     stats = loss_stats(cols["sample_id"], cols["loss"], num_samples=len(index))
     by = index["label"].to_numpy() if args.per_class else None
@@ -656,7 +653,7 @@ def cmd_review(args, console: Console) -> int:
     if args.review_command == "export":
         table = export_review(args.run, args.out, threshold=args.threshold,
                               include_confirmed=args.include_confirmed, ledger=args.ledger,
-                              copy=args.copy, max_prob_given=args.max_p_given)
+                              copy=args.copy, min_ratio=args.min_ratio)
         console.print(f"exported {len(table)} image(s) for review to {args.out.resolve()}; "
                       f"instructions in {args.out.resolve() / 'README.txt'}", highlight=False)
         return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from analysis.votes import DEFAULT_MAX_PROB_GIVEN
+from analysis.votes import DEFAULT_MIN_RATIO
 from trainers.hyp import Hyp
 
 DEFAULT_THRESHOLD = ">=8"
@@ -19,7 +19,7 @@ class RunConfig:
     train_seed: int = 1                # training randomness, independent of the split
     split: str = "fresh"               # fresh: new split per repeat; fixed: the same every repeat
     threshold: str = DEFAULT_THRESHOLD  # votes that make a dupe
-    max_prob_given: float = DEFAULT_MAX_PROB_GIVEN  # ... and at most this mean p(given); 1 = off
+    min_ratio: float = DEFAULT_MIN_RATIO  # ... and p(suggested) >= this x p(given); 0 = off
     image_size: int | None = None      # px; None: chosen from the images' sizes
     min_per_class: int | None = None   # drop classes with fewer usable images (None: error)
     cpus_per_training: float | None = None  # None: 1 on CPU clusters

@@ -16,7 +16,7 @@ from orchestrator.config import RunConfig
 
 
 def load_analysis(run_dir: Path, threshold: str | None = None, *, ledger: Path | None = None,
-                  ignore_confirmed: bool | None = None, max_prob_given: float | None = None
+                  ignore_confirmed: bool | None = None, min_ratio: float | None = None
                   ) -> tuple[Analysis, dict]:
     """Analyse a run from its files alone (no Ray): the basis of `dupes report`.
 
@@ -42,8 +42,8 @@ def load_analysis(run_dir: Path, threshold: str | None = None, *, ledger: Path |
                    confirmed=confirmed, ignore_confirmed=ignore,
                    dynamics=load_dynamics(run_dir, index["label"].to_numpy()),
                    train_accuracy=train_acc,
-                   max_prob_given=cfg.max_prob_given if max_prob_given is None
-                   else max_prob_given), seconds
+                   min_ratio=cfg.min_ratio if min_ratio is None
+                   else min_ratio), seconds
 
 
 def load_dynamics(run_dir: Path, labels: np.ndarray) -> pd.DataFrame | None:

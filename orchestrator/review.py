@@ -71,7 +71,7 @@ def _ensure_empty(path: Path, what: str) -> None:
 
 def export_review(run_dir: Path, out: Path, *, threshold: str | None = None,
                   include_confirmed: bool = False, ledger: Path | None = None,
-                  copy: bool = False, max_prob_given: float | None = None) -> pd.DataFrame:
+                  copy: bool = False, min_ratio: float | None = None) -> pd.DataFrame:
     """Export the run's dupes into a review tree; returns the exported rows."""
     from orchestrator.passes import load_analysis
 
@@ -81,7 +81,7 @@ def export_review(run_dir: Path, out: Path, *, threshold: str | None = None,
     data = Path(cfg["data_dir"])
     ledger = ledger_mod.ledger_path(run_dir, cfg.get("ledger"), ledger)
     analysis, _ = load_analysis(run_dir, threshold, ledger=ledger,
-                                max_prob_given=max_prob_given)
+                                min_ratio=min_ratio)
     dupes = analysis.dupes
     if not include_confirmed:
         dupes = dupes[~dupes["confirmed"]]

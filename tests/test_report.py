@@ -71,6 +71,8 @@ def test_report_shows_error_analysis_and_second_opinion(tables):
     assert a.confusion.tolist() == [[4, 0], [2, 2]]
     assert {"self_confidence", "normalized_margin", "cl_issue", "combined"} <= set(a.votes)
     assert a.votes["combined"].idxmax() == 3  # the always-wrong sample is the most suspect
+    assert a.votes.loc[3, "mean_prob_suggested"] == pytest.approx(0.95)
+    assert np.isnan(a.votes.loc[0, "mean_prob_suggested"])  # never wrong: no suggestion
     text = render(report(a))
     assert "second opinion" in text and "most confused pairs over all held-out" in text
     assert "error rate per given class" in text and "fit: training vs held-out" in text

@@ -109,19 +109,21 @@ def test_loss_stats_and_top_losses():
         top_losses(s.reset_index(), k=0)
 
 
-def test_probability_bound_keeps_look_alike_classes_out_of_the_dupes():
+def test_probability_ratio_keeps_undecided_look_alikes_out_of_the_dupes():
     from analysis.votes import dupe_mask, dupes_per_threshold, select_dupes
-    # sample 0: 10/10 votes for class 1, but every model gives the label 40% (look-alikes);
-    # sample 1: 10/10 votes and the label gets 2%: a wrong label
+    # sample 0: 10/10 votes for class 1, but the models are undecided (45% label, 55% other);
+    # sample 1: 10/10 votes, label 25% vs 70% (a class pair often swapped): a wrong label
     sid = np.repeat([0, 1], 10)
-    label = np.zeros(20, int)
-    pred = np.ones(20, int)
-    prob_given = np.r_[np.full(10, 0.4), np.full(10, 0.02)]
+    label, pred = np.zeros(20, int), np.ones(20, int)
+    prob_given = np.r_[np.full(10, 0.45), np.full(10, 0.25)]
     votes = count_votes(sid, label, pred, -np.log(prob_given), prob_given)
+    votes["mean_prob_suggested"] = [0.55, 0.70]
     thr = parse_threshold(">=8")
-    assert select_dupes(votes, thr, max_prob_given=0.1)["sample_id"].tolist() == [1]
-    assert sorted(select_dupes(votes, thr)["sample_id"]) == [0, 1]  # 1 = votes alone
-    assert dupes_per_threshold(votes, [thr], max_prob_given=0.1) == {">=8": 1}
-    for bad in (0, 1.5):
-        with pytest.raises(ValueError, match=r"\(0, 1\]"):
-            dupe_mask(votes, thr, max_prob_given=bad)
+    assert select_dupes(votes, thr, min_ratio=2)["sample_id"].tolist() == [1]
+    assert sorted(select_dupes(votes, thr)["sample_id"]) == [0, 1]  # 0 = votes alone
+    assert dupes_per_threshold(votes, [thr], min_ratio=2) == {">=8": 1}
+    assert dupes_per_threshold(votes, [thr], min_ratio=3) == {">=8": 0}
+    with pytest.raises(ValueError, match=">= 0"):
+        dupe_mask(votes, thr, min_ratio=-1)
+    with pytest.raises(ValueError, match="min_ratio=0"):
+        dupe_mask(votes.drop(columns="mean_prob_suggested"), thr, min_ratio=2)
