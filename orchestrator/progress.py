@@ -115,3 +115,10 @@ class RunProgress:
                        and "epoch" in progress[i]]
             if running:
                 self.console.print("running: " + "; ".join(running), highlight=False)
+            top = sorted(((loss, sid) for p in progress.values() if p.get("status") == "running"
+                          for sid, loss in p.get("top", [])), reverse=True)[:3]
+            if top:
+                names = self.names or {}
+                self.console.print("highest held-out loss now: " + "; ".join(
+                    f"{names.get(sid, f'#{sid}')} {loss:.2f}" for loss, sid in top),
+                    highlight=False)

@@ -131,3 +131,23 @@ def test_contact_sheet_grid_captions_and_placeholders():
         contact_sheet([red], [])
     dupes = pd.DataFrame({"given_class": ["a", "a", "b"], "suggested_class": ["b", "b", "a"]})
     assert [(g, s, len(d)) for g, s, d in dupe_pairs(dupes)] == [("a", "b", 2), ("b", "a", 1)]
+
+
+def test_progress_shows_the_current_top_held_out_losses():
+    from orchestrator.progress import RunProgress, live_top_losses, progress_table
+
+    progress = {(0, 0): {"status": "running", "epoch": 3, "epochs": 6, "loss": 0.5,
+                         "heldout_loss": 0.71, "top": [(7, 4.2), (3, 1.0)]},
+                (0, 1): {"status": "running", "epoch": 2, "epochs": 6, "loss": 0.6,
+                         "top": [(9, 2.5)]},
+                (1, 0): {"status": "done", "top": [(5, 9.9)], "heldout_accuracy": 0.9}}
+    names = {7: "cat/7.png", 9: "dog/9.png"}
+    text = render(live_top_losses(progress, names=names, k=2))
+    assert text.index("cat/7.png") < text.index("dog/9.png") and "4.20" in text
+    assert "#3" not in text and "9.90" not in text  # top k, running trainings only
+    assert "0.710" in render(progress_table(sorted(progress), progress))
+    console = Console(file=io.StringIO(), width=120, color_system=None, force_terminal=False)
+    RunProgress(console, sorted(progress), names=names).update(progress)
+    plain = console.file.getvalue()
+    assert "highest held-out loss now: cat/7.png 4.20; dog/9.png 2.50; #3 1.00" in plain
+    assert live_top_losses({(0, 0): {"status": "running"}}) is None
