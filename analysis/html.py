@@ -77,6 +77,7 @@ def _sample_rows(df: pd.DataFrame, thumbs: dict) -> list[str]:
                  f'<td data-v="{int(r.top_wrong_votes)}">{int(r.top_wrong_votes)}/'
                  f'{int(r.n_evals)}</td>',
                  _num(float(r.mean_loss), ".2f"), _num(float(r.mean_prob_given), ".3f"),
+                 _num(float(getattr(r, "mean_prob_suggested", np.nan)), ".3f"),
                  _num(float(getattr(r, "self_confidence", np.nan)), ".3f"),
                  _num(float(getattr(r, "aum", np.nan)), ".3f"),
                  '<td class="flag">yes</td>' if getattr(r, "cl_issue", False) else "<td></td>",
@@ -87,6 +88,7 @@ def _sample_rows(df: pd.DataFrame, thumbs: dict) -> list[str]:
 
 SAMPLE_HEADER = [("image", True), ("file", True), ("given", True), ("suggested", True),
                  ("votes", False), ("mean loss", False), ("p(given)", False),
+                 ("p(suggested)", False),
                  ("self-confidence", False), ("AUM", False), ("cleanlab", False),
                  ("combined", False)]
 

@@ -60,7 +60,8 @@ def dupes_table(analysis: Analysis, *, top: int = 20) -> Table:
     table = Table(title=f"top {top} dupes ({analysis.threshold}, of {len(analysis.dupes):,})",
                   header_style="bold")
     for col, just in [("relpath", "left"), ("given", "left"), ("suggested", "left"),
-                      ("votes", "right"), ("mean loss", "right"), ("p(given)", "right")]:
+                      ("votes", "right"), ("mean loss", "right"), ("p(given)", "right"),
+                      ("p(suggested)", "right")]:
         table.add_column(col, justify=just, overflow="fold")
     marks = bool(analysis.dupes["confirmed"].any())
     if marks:
@@ -68,7 +69,8 @@ def dupes_table(analysis: Analysis, *, top: int = 20) -> Table:
     for row in analysis.dupes.head(top).itertuples():
         cells = [row.relpath, row.given_class, row.suggested_class,
                  f"{row.top_wrong_votes}/{row.n_evals}", f"{row.mean_loss:.2f}",
-                 f"{row.mean_prob_given:.3f}"]
+                 f"{row.mean_prob_given:.3f}",
+                 f"{getattr(row, 'mean_prob_suggested', float('nan')):.3f}"]
         table.add_row(*cells, *(["yes" if row.confirmed else ""] if marks else []))
     if marks:
         table.caption = "confirmed: a technician kept this label in an earlier review"

@@ -154,5 +154,7 @@ def dupes_export_table(dupes: pd.DataFrame) -> pd.DataFrame:
         "n_evals": dupes["n_evals"].to_numpy(),
         "mean_loss": dupes["mean_loss"].to_numpy(),
         "mean_prob_given": dupes["mean_prob_given"].to_numpy(),
+        "mean_prob_suggested": (dupes["mean_prob_suggested"].to_numpy()
+                                if "mean_prob_suggested" in dupes else np.nan),
         "confirmed": dupes["confirmed"].to_numpy(),
     })
