@@ -23,29 +23,54 @@ def dynamics_scores(sample_id: np.ndarray, training: np.ndarray, epoch: np.ndarr
 
     All inputs but `label` are 1-D with one row per (training, epoch, sample); `training`
     tells trainings apart (e.g. repeat * 2 + fold); `label` is the given label per sample.
-    Samples never recorded get NaN and 0.
+    Samples never recorded get NaN and 0. For inputs larger than memory, feed the
+    trainings one by one to `DynamicsSums` instead.
     """
-    sample_id = np.asarray(sample_id, dtype=np.int64)
-    cols = [np.asarray(a) for a in (training, epoch, margin, pred)]
-    if any(c.shape != sample_id.shape for c in cols) or sample_id.ndim != 1:
-        raise ValueError("sample_id, training, epoch, margin and pred must be 1-D of equal "
-                         f"length, got {[sample_id.shape] + [c.shape for c in cols]}")
-    training, epoch, margin, pred = cols
-    label = np.asarray(label, dtype=np.int64)
-    if len(sample_id) and (sample_id.min() < 0 or sample_id.max() >= num_samples):
-        raise ValueError(f"sample_id must lie in [0, {num_samples}), got "
-                         f"[{sample_id.min()}, {sample_id.max()}]")
-    if len(label) != num_samples:
-        raise ValueError(f"label needs one entry per sample ({num_samples}), got {len(label)}")
-    n = np.bincount(sample_id, minlength=num_samples)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        aum = np.bincount(sample_id, weights=margin.astype(np.float64),
-                          minlength=num_samples) / n
-    order = np.lexsort((epoch, sample_id, training))
-    s, t = sample_id[order], training[order]
-    correct = pred[order] == label[s]
-    same_run = (s[1:] == s[:-1]) & (t[1:] == t[:-1])
-    forgot = same_run & correct[:-1] & ~correct[1:]
-    forgetting = np.bincount(s[1:][forgot], minlength=num_samples)
-    return pd.DataFrame({"aum": aum, "forgetting": forgetting.astype(np.int64),
-                         "epoch_evals": n.astype(np.int64)})
+    sums = DynamicsSums(label, num_samples=num_samples)
+    sums.add(sample_id, training, epoch, margin, pred)
+    return sums.scores()
+
+
+class DynamicsSums:
+    """Running sums of the training-dynamics scores, one batch of rows at a time.
+
+    A batch must hold whole trainings (every recorded epoch of each of its trainings), as a
+    partition of RUN/epochs/ does: forgetting compares consecutive epochs of one training.
+    """
+
+    def __init__(self, label: np.ndarray, *, num_samples: int):
+        self.label = np.asarray(label, dtype=np.int64)
+        if len(self.label) != num_samples:
+            raise ValueError(f"label needs one entry per sample ({num_samples}), got "
+                             f"{len(self.label)}")
+        self.num_samples = num_samples
+        self.margin_sum = np.zeros(num_samples)
+        self.n = np.zeros(num_samples, np.int64)
+        self.forgetting = np.zeros(num_samples, np.int64)
+
+    def add(self, sample_id, training, epoch, margin, pred) -> None:
+        sample_id = np.asarray(sample_id, dtype=np.int64)
+        cols = [np.asarray(a) for a in (training, epoch, margin, pred)]
+        if any(c.shape != sample_id.shape for c in cols) or sample_id.ndim != 1:
+            raise ValueError("sample_id, training, epoch, margin and pred must be 1-D of equal "
+                             f"length, got {[sample_id.shape] + [c.shape for c in cols]}")
+        training, epoch, margin, pred = cols
+        k = self.num_samples
+        if len(sample_id) and (sample_id.min() < 0 or sample_id.max() >= k):
+            raise ValueError(f"sample_id must lie in [0, {k}), got "
+                             f"[{sample_id.min()}, {sample_id.max()}]")
+        self.n += np.bincount(sample_id, minlength=k)
+        self.margin_sum += np.bincount(sample_id, weights=margin.astype(np.float64),
+                                       minlength=k)
+        order = np.lexsort((epoch, sample_id, training))
+        s, t = sample_id[order], training[order]
+        correct = pred[order] == self.label[s]
+        same_run = (s[1:] == s[:-1]) & (t[1:] == t[:-1])
+        forgot = same_run & correct[:-1] & ~correct[1:]
+        self.forgetting += np.bincount(s[1:][forgot], minlength=k)
+
+    def scores(self) -> pd.DataFrame:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            aum = self.margin_sum / self.n
+        return pd.DataFrame({"aum": aum, "forgetting": self.forgetting.copy(),
+                             "epoch_evals": self.n.copy()})

@@ -47,20 +47,19 @@ def load_analysis(run_dir: Path, threshold: str | None = None, *, ledger: Path |
 
 
 def load_dynamics(run_dir: Path, labels: np.ndarray) -> pd.DataFrame | None:
-    """Training-dynamics scores from RUN/epochs/, or None when the run recorded none."""
-    from analysis.dynamics import dynamics_scores
+    """Training-dynamics scores from RUN/epochs/, streamed one training at a time, or None
+    when the run recorded none."""
+    from analysis.dynamics import DynamicsSums
 
-    table = rundir.read_epochs(run_dir, columns=["sample_id", "repeat", "fold", "epoch",
-                                                 "margin", "pred"])
-    if table is None:
+    batches = rundir.epoch_batches(run_dir, columns=["sample_id", "epoch", "margin", "pred"])
+    if batches is None:
         return None
-    col = {n: table[n].to_numpy() for n in table.column_names}
-    done = rundir.completed_trainings(run_dir)
-    training = col["repeat"].astype(np.int64) * 256 + col["fold"].astype(np.int64)
-    keep = np.isin(training, [r * 256 + f for r, f in done])  # orphans of a crash: no
-    return dynamics_scores(col["sample_id"][keep], training[keep], col["epoch"][keep],
-                           col["margin"][keep], col["pred"][keep], labels,
-                           num_samples=len(labels))
+    sums = DynamicsSums(labels, num_samples=len(labels))
+    for (r, f), table in batches:
+        col = {n: table[n].to_numpy() for n in table.column_names}
+        sums.add(col["sample_id"], np.full(len(col["epoch"]), r * 256 + f), col["epoch"],
+                 col["margin"], col["pred"])
+    return sums.scores()
 
 
 def write_outputs(run_dir: Path, analysis: Analysis) -> None:

@@ -195,6 +195,25 @@ def _grow(arr: np.ndarray | None, shape: tuple, *, fill: float = 0) -> np.ndarra
     return new
 
 
+def epoch_batches(run_dir: Path, *, columns: list[str]):
+    """Per-epoch held-out metrics of the finished trainings, one training at a time (so
+    memory holds one training's rows), or None if the run recorded none. Partitions of
+    trainings without predictions (left by a crash) are skipped."""
+    root = Path(run_dir) / EPOCHS
+    done = completed_trainings(run_dir)
+    recorded = sorted(done & completed_trainings(run_dir, kind=EPOCHS))
+    if not root.is_dir() or not recorded:
+        return None
+
+    def batches():
+        for r, f in recorded:
+            part = partition_dir(run_dir, r, f, kind=EPOCHS)
+            table = pads.dataset(part, format="parquet", exclude_invalid_files=False,
+                                 ignore_prefixes=[".", "_"]).to_table(columns=columns)
+            yield (r, f), table
+    return batches()
+
+
 def read_epochs(run_dir: Path, *, columns: list[str] | None = None) -> pa.Table | None:
     """Per-epoch held-out metrics of the finished trainings, or None if none were recorded."""
     root = Path(run_dir) / EPOCHS

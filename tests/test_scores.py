@@ -63,6 +63,13 @@ def test_dynamics_count_forgetting_within_a_training_only():
     assert out["epoch_evals"].tolist() == [6, 2, 0]
     np.testing.assert_allclose(out["aum"][:2], [np.mean([.5, -.2, .4, -.6, -.1, .3]), 0.85])
     assert np.isnan(out["aum"][2])
+    # fed one training at a time (as `dupes report` streams RUN/epochs/): the same scores
+    from analysis.dynamics import DynamicsSums
+    sums = DynamicsSums(np.array([1, 2, 0]), num_samples=3)
+    for t in (1, 0):
+        m = training == t
+        sums.add(sid[m], training[m], epoch[m], margin[m], pred[m])
+    pd.testing.assert_frame_equal(sums.scores(), out)
     with pytest.raises(ValueError, match="equal"):
         dynamics_scores(sid, training[:-1], epoch, margin, pred, np.zeros(3), num_samples=3)
     with pytest.raises(ValueError, match="one entry per sample"):
