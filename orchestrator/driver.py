@@ -186,6 +186,38 @@ def plan_resources(cfg: RunConfig, cluster: dict, n_todo: int) -> tuple[int, flo
 NO_RESIZE_S = 7 * 24 * 3600.0  # grow the worker group only when it restarts anyway
 
 
+LIVE_SHEET_S = 30.0  # how often sheets/live_top_losses.png is redrawn while training
+
+
+def live_sheet(run_dir: Path, state: dict, prep: Prepared, *, tiles: int = 24) -> None:
+    """Draw the running trainings' highest held-out losses of their latest epoch as a
+    contact sheet (RUN/sheets/live_top_losses.png), from the image cache in memory, so
+    the images that fight their label can be looked at while the models still learn."""
+    from PIL import Image
+
+    from analysis.sheets import contact_sheet
+
+    rows = sorted(((loss, sid, item) for item, p in state.items()
+                   if p.get("status") == "running" for sid, loss in p.get("top", [])),
+                  reverse=True)[:tiles]
+    if not rows:
+        return
+    label = prep.index["label"].to_numpy()
+    images = []
+    for _, sid, _ in rows:
+        img = prep.images[sid]
+        images.append(Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img))
+    captions = [[prep.index["relpath"].iat[sid][-26:], f"given {prep.classes[label[sid]]}",
+                 f"loss {loss:.2f} r{r}f{f} ep {state[(r, f)].get('epoch', '?')}"]
+                for loss, sid, (r, f) in rows]
+    sheet = contact_sheet(images, captions, title="highest held-out losses now (live)")
+    out = run_dir / "sheets" / "live_top_losses.png"
+    out.parent.mkdir(exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    sheet.save(tmp, format="PNG")
+    os.replace(tmp, out)
+
+
 def save_progress(run_dir: Path, state: dict, *, running: bool) -> None:
     """Where every training stands, for `dupes status` on any machine that sees the run."""
     rundir.write_json(run_dir / "progress.json", {
@@ -286,7 +318,7 @@ def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
         thread.start()
         failures: dict[tuple[int, int], str] = {}
         t_first = t_last = None
-        t_saved = 0.0
+        t_saved = t_sheet = 0.0
         names = dict(zip(prep.index["sample_id"].tolist(), prep.index["relpath"].tolist()))
         with RunProgress(console, todo, names=names) as progress:
             while True:
@@ -306,6 +338,12 @@ def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
                 if time.time() - t_saved > 2 or not alive:  # for `dupes status RUN`
                     save_progress(run, state, running=alive)
                     t_saved = time.time()
+                if time.time() - t_sheet > LIVE_SHEET_S and alive:
+                    t_sheet = time.time()
+                    try:  # a picture must never stop the trainings
+                        live_sheet(run, state, prep)
+                    except Exception as e:  # noqa: BLE001
+                        console.print(f"[yellow]warning:[/] live sheet not drawn: {e}")
                 if not alive:
                     break
                 time.sleep(0.25)

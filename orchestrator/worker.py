@@ -36,7 +36,7 @@ def epoch_table(sample_id: np.ndarray, record) -> pa.Table:
     })
 
 
-def top_losses(sample_id: np.ndarray, losses: np.ndarray | None, k: int = 5) -> list:
+def top_losses(sample_id: np.ndarray, losses: np.ndarray | None, k: int = 12) -> list:
     """The `k` largest held-out losses as [(sample_id, loss)], for the live progress."""
     if losses is None or not len(losses):
         return []

@@ -151,3 +151,23 @@ def test_progress_shows_the_current_top_held_out_losses():
     plain = console.file.getvalue()
     assert "highest held-out loss now: cat/7.png 4.20; dog/9.png 2.50; #3 1.00" in plain
     assert live_top_losses({(0, 0): {"status": "running"}}) is None
+
+
+def test_live_sheet_draws_the_running_trainings_top_losses(tmp_path):
+    from PIL import Image
+
+    from orchestrator.driver import Prepared, live_sheet
+
+    rng = np.random.default_rng(0)
+    index = pd.DataFrame({"sample_id": np.arange(6), "relpath": [f"c/{i}.png" for i in range(6)],
+                          "label": np.array([0, 1, 0, 1, 0, 1], np.int16)})
+    prep = Prepared(index=index, classes=["a", "b"],
+                    images=rng.integers(0, 255, (6, 8, 8, 1), dtype=np.uint8),
+                    folds=np.zeros((1, 6), np.int8))
+    live_sheet(tmp_path, {(0, 0): {"status": "done", "top": [(1, 9.0)]}}, prep)
+    assert not (tmp_path / "sheets").exists()  # nothing running: nothing drawn
+    state = {(0, 0): {"status": "running", "epoch": 3, "top": [(1, 2.5), (4, 1.5)]},
+             (0, 1): {"status": "running", "epoch": 2, "top": [(2, 3.0)]}}
+    live_sheet(tmp_path, state, prep)
+    sheet = Image.open(tmp_path / "sheets" / "live_top_losses.png")
+    assert sheet.width > 3 * 128 and sheet.height > 128  # three tiles in one row
