@@ -25,7 +25,7 @@ class Board:
         self.generation = 0
         self.world_size: int | None = None
         self.progress: dict[Item, dict] = {}
-        self.results: list[tuple[Item, list, dict]] = []
+        self.results: list[tuple[Item, list, dict, list | None]] = []  # + epoch refs
         self.failures: list[tuple[Item, str]] = []
 
     def join(self, rank: int, worker: str, world_size: int | None = None) -> int:
