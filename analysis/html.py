@@ -151,8 +151,8 @@ def html_report(analysis: Analysis, *, thumbs: dict[int, str] | None = None,
     shown = f", the first {top:,}" if len(dupes) > top else ""
     parts.append(_table(f"dupes ({analysis.threshold}): {len(dupes):,} images{shown}",
                         SAMPLE_HEADER, _sample_rows(dupes.head(top), thumbs),
-                        note="click a column to sort; combined: mean percentile of votes, "
-                             "held-out loss and AUM (1 = most suspect)"))
+                        note="click a column to sort; combined: the measured best ranking "
+                             "(BENCHMARKS.md), as a percentile (1 = most suspect)"))
     ranked = votes[votes["n_evals"] > 0].sort_values("mean_loss", ascending=False).head(top)
     parts.append(_table(f"top {len(ranked)} held-out losses", SAMPLE_HEADER,
                         _sample_rows(ranked, thumbs),

@@ -135,13 +135,13 @@ def dupe_mask(votes: pd.DataFrame, threshold: Threshold, *, min_ratio: float = 0
 
 def select_dupes(votes: pd.DataFrame, threshold: Threshold, *, min_ratio: float = 0.0
                  ) -> pd.DataFrame:
-    """Rows of a vote table that are dupes (see `dupe_mask`), most votes first, then
-    highest mean loss."""
+    """Rows of a vote table that are dupes (see `dupe_mask`), most votes first, then the
+    most suspect (`combined`, when the table has it; else the highest mean loss)."""
     if "mean_loss" not in votes.columns:
         raise ValueError("vote table lacks columns ['mean_loss']; build it with count_votes()")
     hit = votes[dupe_mask(votes, threshold, min_ratio=min_ratio)]
-    return hit.sort_values(["top_wrong_votes", "mean_loss"], ascending=[False, False],
-                           kind="stable")
+    then = "combined" if "combined" in hit and not hit["combined"].isna().all() else "mean_loss"
+    return hit.sort_values(["top_wrong_votes", then], ascending=[False, False], kind="stable")
 
 
 def dupes_per_threshold(votes: pd.DataFrame, thresholds: list[Threshold], *,

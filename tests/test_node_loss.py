@@ -26,7 +26,10 @@ def cluster():
     raytmp = tempfile.mkdtemp(prefix="dl", dir="/tmp")
     os.environ["RAY_TMPDIR"] = raytmp
     # the head drives the pass and writes it (1 CPU, no trainer_node); two trainer nodes
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    # faster health checks: a killed node is declared dead in ~3 s instead of ~15-30 s
+    c = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "_system_config": {"health_check_period_ms": 1000,
+                                          "health_check_failure_threshold": 3}})
     nodes = [c.add_node(num_cpus=1, resources={"trainer_node": 1}) for _ in range(2)]
     c.wait_for_nodes()
     try:
