@@ -19,11 +19,9 @@ def loss_stats(sample_id: np.ndarray, loss: np.ndarray, *, num_samples: int) -> 
     n = np.bincount(sample_id, minlength=num_samples)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.bincount(sample_id, weights=loss, minlength=num_samples) / n
-    order = np.lexsort((loss, sample_id))  # by sample, loss ascending: the last is the max
-    last = np.ones(len(order), dtype=bool)
-    last[:-1] = sample_id[order][1:] != sample_id[order][:-1]
-    max_loss = np.full(num_samples, np.nan)
-    max_loss[sample_id[order][last]] = loss[order][last]
+    max_loss = np.full(num_samples, -np.inf)
+    np.maximum.at(max_loss, sample_id, loss)  # unbuffered: repeated ids all count
+    max_loss[n == 0] = np.nan
     rank = np.full(num_samples, -1, dtype=np.int64)
     seen = np.flatnonzero(n > 0)
     rank[seen[np.argsort(-mean[seen], kind="stable")]] = np.arange(1, len(seen) + 1)

@@ -86,9 +86,10 @@ def prepare_case(case: str, work: Path, *, n: int, seed: int) -> Path:
     given = noisy_labels(true, rate=int(rate) / 100, kind=kind, dataset=dataset,
                          n_classes=len(classes), seed=seed + 1)
     rows = []
+    folders = [c.replace("/", "-") for c in classes]  # "T-shirt/top" is one class, not two
     for i, (img, t, g) in enumerate(zip(d["images"][pick], true, given)):
-        rel = f"{classes[g]}/{pick[i]:05d}.png"
-        (folder / "data" / classes[g]).mkdir(parents=True, exist_ok=True)
+        rel = f"{folders[g]}/{pick[i]:05d}.png"
+        (folder / "data" / folders[g]).mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(folder / "data" / rel)
         rows.append((rel, classes[t], classes[g]))
     truth = pd.DataFrame(rows, columns=["relpath", "true_class", "given_class"])
