@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -90,7 +92,7 @@ def test_resuming_from_a_state_equals_training_straight_through():
     resumed = train(hyp, images, labels, tr, ev, seed=3, resume=copy.deepcopy(states[2]))
     np.testing.assert_allclose(resumed.probs, straight.probs, atol=1e-5)
     # a perturbed learning rate (PBT) changes what happens after the resume point
-    other = train(Hyp(**{**hyp.to_dict(), "lr": 0.5}), images, labels, tr, ev, seed=3,
+    other = train(replace(hyp, lr=0.5), images, labels, tr, ev, seed=3,
                   resume=copy.deepcopy(states[2]))
     assert np.abs(other.probs - straight.probs).max() > 1e-3
 
@@ -109,7 +111,7 @@ def test_mixup_changes_training_but_still_learns():
     tr, ev = np.arange(0, 300, 2), np.arange(1, 300, 2)
     base = Hyp(epochs=6, batch_size=32, width=8, flip=False, translate=1)
     plain = train(base, images, labels, tr, ev, seed=0)
-    mixed = train(Hyp(**{**base.to_dict(), "mixup": 0.4}), images, labels, tr, ev, seed=0)
+    mixed = train(replace(base, mixup=0.4), images, labels, tr, ev, seed=0)
     assert np.abs(plain.probs - mixed.probs).max() > 1e-3  # mixup changed the training
     assert (mixed.pred == labels[ev]).mean() > 0.85
 
@@ -122,13 +124,13 @@ def test_tta_averages_the_image_and_its_mirror():
     mirrored = images.copy()
     mirrored[ev] = mirrored[ev][:, :, ::-1]  # only the held-out half: training is identical
     on_mirror = train(hyp, mirrored, labels, tr, ev, seed=5)
-    tta = train(Hyp(**{**hyp.to_dict(), "tta": True}), images, labels, tr, ev, seed=5)
+    tta = train(replace(hyp, tta=True), images, labels, tr, ev, seed=5)
     np.testing.assert_allclose(tta.probs, (plain.probs + on_mirror.probs) / 2, atol=1e-5)
     np.testing.assert_allclose(tta.loss, -np.log(tta.probs[np.arange(len(ev)), labels[ev]]),
                                rtol=1e-4, atol=1e-5)
     # no mirror averaging when flips are off: a mirrored digit is another digit
-    off = train(Hyp(**{**hyp.to_dict(), "flip": False, "tta": True}), images, labels, tr, ev, seed=5)
-    no = train(Hyp(**{**hyp.to_dict(), "flip": False, "tta": False}), images, labels, tr, ev, seed=5)
+    off = train(replace(hyp, flip=False, tta=True), images, labels, tr, ev, seed=5)
+    no = train(replace(hyp, flip=False, tta=False), images, labels, tr, ev, seed=5)
     np.testing.assert_allclose(off.probs, no.probs, atol=1e-6)
 
 
@@ -137,7 +139,7 @@ def test_label_smoothing_caps_confidence():
     tr, ev = np.arange(0, 300, 2), np.arange(1, 300, 2)
     base = Hyp(epochs=8, batch_size=32, width=8, flip=False, translate=1)
     sharp = train(base, images, labels, tr, ev, seed=0)
-    smooth = train(Hyp(**{**base.to_dict(), "label_smoothing": 0.3}), images, labels, tr, ev, seed=0)
+    smooth = train(replace(base, label_smoothing=0.3), images, labels, tr, ev, seed=0)
     assert smooth.probs.max(1).mean() < sharp.probs.max(1).mean() - 0.05
     assert (smooth.pred == labels[ev]).mean() > 0.85
 
@@ -209,7 +211,7 @@ def test_sanity_passes_healthy_and_names_the_cause_of_broken_setups():
     shuffled = sanity(images, np.random.default_rng(0).permutation(labels), classes, hyp)
     assert not shuffled.ok and shuffled.checks[-1].name == "beats chance"
     assert shuffled.checks[-2].ok  # memorising one batch needs no real labels
-    zero = sanity(images, labels, classes, Hyp(**{**hyp.to_dict(), "lr": 0.0}))
+    zero = sanity(images, labels, classes, replace(hyp, lr=0.0))
     assert not zero.ok and zero.checks[-1].name == "overfit one batch"
     assert "learning rate" in zero.checks[-1].cause
     blank = sanity(np.zeros_like(images), labels, classes, hyp)
