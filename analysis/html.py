@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from analysis.losses import highest_losses
 from analysis.run_analysis import Analysis
 
 STYLE = """
@@ -153,7 +154,7 @@ def html_report(analysis: Analysis, *, thumbs: dict[int, str] | None = None,
                         SAMPLE_HEADER, _sample_rows(dupes.head(top), thumbs),
                         note="click a column to sort; combined: the measured best ranking "
                              "(BENCHMARKS.md), as a percentile (1 = most suspect)"))
-    ranked = votes[votes["n_evals"] > 0].sort_values("mean_loss", ascending=False).head(top)
+    ranked = highest_losses(votes, k=top)
     parts.append(_table(f"top {len(ranked)} held-out losses", SAMPLE_HEADER,
                         _sample_rows(ranked, thumbs),
                         note="every loss is out-of-sample: from models that never saw the image"))

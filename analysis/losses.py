@@ -29,6 +29,14 @@ def loss_stats(sample_id: np.ndarray, loss: np.ndarray, *, num_samples: int) -> 
                          "mean_loss": mean, "max_loss": max_loss, "rank": rank})
 
 
+def highest_losses(votes: pd.DataFrame, *, k: int) -> pd.DataFrame:
+    """The k rows of a vote table with the highest mean held-out loss (never-evaluated
+    samples left out): what the HTML report and the contact sheets show."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return votes[votes["n_evals"] > 0].sort_values("mean_loss", ascending=False).head(k)
+
+
 def top_losses(stats: pd.DataFrame, *, k: int = 50, by: np.ndarray | None = None) -> pd.DataFrame:
     """The k samples with the highest mean held-out loss, overall or per group (`by`, e.g.
     the given label: the k worst of every class)."""

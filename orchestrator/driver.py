@@ -196,10 +196,9 @@ def live_sheet(run_dir: Path, state: dict, prep: Prepared, *, tiles: int = 24) -
     from PIL import Image
 
     from analysis.sheets import contact_sheet
+    from orchestrator.progress import current_top
 
-    rows = sorted(((loss, sid, item) for item, p in state.items()
-                   if p.get("status") == "running" for sid, loss in p.get("top", [])),
-                  reverse=True)[:tiles]
+    rows = current_top(state, tiles)
     if not rows:
         return
     label = prep.index["label"].to_numpy()
@@ -211,11 +210,8 @@ def live_sheet(run_dir: Path, state: dict, prep: Prepared, *, tiles: int = 24) -
                  f"loss {loss:.2f} r{r}f{f} ep {state[(r, f)].get('epoch', '?')}"]
                 for loss, sid, (r, f) in rows]
     sheet = contact_sheet(images, captions, title="highest held-out losses now (live)")
-    out = run_dir / "sheets" / "live_top_losses.png"
-    out.parent.mkdir(exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    sheet.save(tmp, format="PNG")
-    os.replace(tmp, out)
+    (run_dir / "sheets").mkdir(exist_ok=True)
+    rundir.write_png(run_dir / "sheets" / "live_top_losses.png", sheet)
 
 
 def save_progress(run_dir: Path, state: dict, *, running: bool) -> None:

@@ -43,17 +43,24 @@ def progress_table(items: list[tuple[int, int]], progress: dict, *, max_rows: in
     return table
 
 
-def live_top_losses(progress: dict, *, names: dict | None = None, k: int = 8) -> Table | None:
-    """The largest held-out losses at the running trainings' latest epoch: the images the
-    models currently find hardest to accept with their given label."""
+def current_top(progress: dict, k: int) -> list[tuple[float, int, tuple[int, int]]]:
+    """The `k` largest held-out losses at the running trainings' latest recorded epoch, as
+    (loss, sample_id, (repeat, fold)), largest first: the images the models currently find
+    hardest to accept with their given label."""
     rows = [(loss, sid, item) for item, p in progress.items()
             if p.get("status") == "running" for sid, loss in p.get("top", [])]
+    return sorted(rows, reverse=True)[:k]
+
+
+def live_top_losses(progress: dict, *, names: dict | None = None, k: int = 8) -> Table | None:
+    """`current_top` as a table."""
+    rows = current_top(progress, k)
     if not rows:
         return None
     table = Table(title="current top held-out losses", header_style="bold")
     for col in ("loss", "image", "training"):
         table.add_column(col, justify="right" if col == "loss" else "left")
-    for loss, sid, (r, f) in sorted(rows, reverse=True)[:k]:
+    for loss, sid, (r, f) in rows:
         name = (names or {}).get(sid, f"#{sid}")
         table.add_row(f"{loss:.2f}", str(name), f"r{r:02d}f{f} ep {progress[(r, f)]['epoch']}")
     return table
@@ -115,10 +122,9 @@ class RunProgress:
                        and "epoch" in progress[i]]
             if running:
                 self.console.print("running: " + "; ".join(running), highlight=False)
-            top = sorted(((loss, sid) for p in progress.values() if p.get("status") == "running"
-                          for sid, loss in p.get("top", [])), reverse=True)[:3]
+            top = current_top(progress, 3)
             if top:
                 names = self.names or {}
                 self.console.print("highest held-out loss now: " + "; ".join(
-                    f"{names.get(sid, f'#{sid}')} {loss:.2f}" for loss, sid in top),
+                    f"{names.get(sid, f'#{sid}')} {loss:.2f}" for loss, sid, _ in top),
                     highlight=False)

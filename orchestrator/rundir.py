@@ -64,6 +64,13 @@ def write_csv(path: Path, df: pd.DataFrame) -> None:
     os.replace(tmp, path)
 
 
+def write_png(path: Path, image) -> None:
+    """A PIL image as PNG."""
+    tmp = _tmp(path)
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
 def write_npy(path: Path, arr: np.ndarray) -> None:
     tmp = _tmp(path)
     with open(tmp, "wb") as f:
@@ -168,7 +175,8 @@ def read_prediction_columns(run_dir: Path, *, batch_rows: int = 1 << 18,
             sid = parts["sample_id"][-1]
             if sums is None or int(sid.max()) >= len(sums):
                 size = max(int(sid.max()) + 1, 2 * (0 if sums is None else len(sums)))
-                sums, stamp = _grow(sums, (size, width)), _grow(stamp, (size,), fill=-1)
+                sums = _grow(sums, (size, width), fill=0, dtype=np.float32)
+                stamp = _grow(stamp, (size,), fill=-1, dtype=np.int64)
             # `+=` by index drops repeated indices; a batch is one training's rows, where
             # every sample appears once. The stamp check proves it in O(rows).
             pos = np.arange(offset, offset + len(sid))
@@ -187,15 +195,14 @@ def read_prediction_columns(run_dir: Path, *, batch_rows: int = 1 << 18,
     return out
 
 
-def _grow(arr: np.ndarray | None, shape: tuple, *, fill: float = 0) -> np.ndarray:
-    dtype = np.float32 if fill == 0 else np.int64
+def _grow(arr: np.ndarray | None, shape: tuple, *, fill, dtype) -> np.ndarray:
     new = np.full(shape, fill, dtype=dtype)
     if arr is not None:
         new[:len(arr)] = arr
     return new
 
 
-def epoch_batches(run_dir: Path, *, columns: list[str]):
+def epoch_batches(run_dir: Path, *, columns: list[str] | None = None):
     """Per-epoch held-out metrics of the finished trainings, one training at a time (so
     memory holds one training's rows), or None if the run recorded none. Partitions of
     trainings without predictions (left by a crash) are skipped."""
@@ -215,11 +222,12 @@ def epoch_batches(run_dir: Path, *, columns: list[str]):
 
 
 def read_epochs(run_dir: Path, *, columns: list[str] | None = None) -> pa.Table | None:
-    """Per-epoch held-out metrics of the finished trainings, or None if none were recorded."""
-    root = Path(run_dir) / EPOCHS
-    done = completed_trainings(run_dir)
-    if not root.is_dir() or not done & completed_trainings(run_dir, kind=EPOCHS):
+    """Per-epoch held-out metrics of the finished trainings as one table, with typed
+    `repeat` and `fold`, or None if none were recorded."""
+    batches = epoch_batches(run_dir, columns=columns)
+    if batches is None:
         return None
-    dataset = pads.dataset(root, format="parquet", partitioning=PARTITIONING,
-                           exclude_invalid_files=False, ignore_prefixes=[".", "_"])
-    return dataset.to_table(columns=columns)
+    return pa.concat_tables(
+        table.append_column("repeat", pa.array(np.full(len(table), r), pa.int16()))
+             .append_column("fold", pa.array(np.full(len(table), f), pa.int8()))
+        for (r, f), table in batches)

@@ -13,6 +13,7 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from analysis.html import html_report
+from analysis.losses import highest_losses
 from analysis.run_analysis import Analysis
 from analysis.sheets import contact_sheet, dupe_pairs, tile_caption
 from orchestrator import rundir
@@ -57,7 +58,7 @@ def write_sheets(analysis: Analysis, data_dir: Path, out_dir: Path, *,
     """top_losses.png, plus one sheet per (given, suggested) pair of dupes; returns paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     votes = analysis.votes
-    ranked = votes[votes["n_evals"] > 0].sort_values("mean_loss", ascending=False).head(tiles)
+    ranked = highest_losses(votes, k=tiles)
     jobs = [("top_losses.png", f"top {len(ranked)} held-out losses", ranked)]
     for given, suggested, df in dupe_pairs(analysis.dupes, max_pairs=max_pairs):
         jobs.append((f"dupes_{_safe(given)}_as_{_safe(suggested)}.png",
@@ -67,11 +68,8 @@ def write_sheets(analysis: Analysis, data_dir: Path, out_dir: Path, *,
     for name, title, df in jobs:
         images = [load_image(data_dir, r) for r in df["relpath"]]
         sheet = contact_sheet(images, [tile_caption(r) for r in df.itertuples()], title=title)
-        path = out_dir / name
-        tmp = path.with_name(f".{name}.tmp")
-        sheet.save(tmp, format="PNG")
-        tmp.replace(path)
-        written.append(path)
+        rundir.write_png(out_dir / name, sheet)
+        written.append(out_dir / name)
     return written
 
 
@@ -82,8 +80,7 @@ def write_html(analysis: Analysis, run_dir: Path, *, out: Path | None = None,
     cfg = rundir.read_json(run_dir / "config.json")
     data_dir = Path(cfg["data_dir"])
     out = Path(out) if out else run_dir / "report.html"
-    shown = pd.concat([analysis.dupes.head(top),
-                       analysis.votes.sort_values("mean_loss", ascending=False).head(top)])
+    shown = pd.concat([analysis.dupes.head(top), highest_losses(analysis.votes, k=top)])
     thumbs = {int(s): thumbnail_uri(load_image(data_dir, r))
               for s, r in zip(shown["sample_id"], shown["relpath"])}
     written = write_sheets(analysis, data_dir, out.parent / "sheets") if sheets else []
