@@ -223,20 +223,25 @@ def save_progress(run_dir: Path, state: dict, *, running: bool) -> None:
                           if "error" in p else {})} for (r, f), p in sorted(state.items())]})
 
 
+def on_this_node():
+    """A scheduling strategy that keeps a task or actor on the driver's node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+
+
 def write_partition(run_dir: Path, item: tuple[int, int], refs: list, kind: str) -> None:
     """Stream one training's table into its Parquet partition via Ray Data: a temp folder,
     renamed into place once every file is written."""
-    import ray
     import ray.data
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     repeat, fold = item
     tmp = run_dir / kind / f".tmp-r{repeat}-f{fold}-{uuid.uuid4().hex[:8]}"
     # The write runs on the driver's node: the temp folder must land on the disk where the
     # driver renames it into place (on a multi-node cluster another node has another disk).
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     ray.data.from_arrow_refs(refs).write_parquet(
-        str(tmp), ray_remote_args={"scheduling_strategy": here})
+        str(tmp), ray_remote_args={"scheduling_strategy": on_this_node()})
     rundir.commit_partition(tmp, run_dir, repeat, fold, kind=kind)
 
 
@@ -277,7 +282,10 @@ def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
         slots, cpt, gpt = plan_resources(cfg, ray.cluster_resources(), len(todo))
         console.print(f"{len(todo)} trainings on {slots} slot(s) of {cpt:g} CPU"
                       + (f" + {gpt:g} GPU" if gpt else "") + " each", highlight=False)
-        board = Board.remote(todo)
+        # The board owns every finished training's results until they are written: it lives
+        # on the driver's node, sharing the driver's fate (as Ray Train's own controller
+        # does), so losing another node never loses finished trainings.
+        board = Board.options(scheduling_strategy=on_this_node()).remote(todo)
         loop_config = {
             "board": board, "images": [ray.put(prep.images)], "folds": [ray.put(prep.folds)],
             "labels": prep.index["label"].to_numpy(), "hyp": cfg.hyp,

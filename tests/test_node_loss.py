@@ -40,6 +40,19 @@ def cluster():
         shutil.rmtree(raytmp, ignore_errors=True)
 
 
+def board_nodes(address: str) -> set[str]:
+    """The nodes hosting the pass's work-board actors."""
+    import ray
+    from ray.util.state import list_actors
+
+    ray.init(address=address, logging_level="ERROR")
+    try:
+        return {a.node_id for a in list_actors(filters=[("class_name", "=", "Board"),
+                                                        ("state", "=", "ALIVE")])}
+    finally:
+        ray.shutdown()
+
+
 def test_pass_finishes_after_a_node_is_removed(cluster, tmp_path):
     c, (node_a, node_b) = cluster
     data = write_digit_dataset(tmp_path / "data", classes=(0, 1, 7), per_class=30)
@@ -58,6 +71,9 @@ def test_pass_finishes_after_a_node_is_removed(cluster, tmp_path):
         assert rundir.completed_trainings(run), "no training finished in time"
         progress = json.loads((run / "progress.json").read_text())
         assert sum(t.get("status") == "running" for t in progress["trainings"]) >= 1
+        # the board owns finished results until they are written: it must sit on the
+        # driver's (head) node, never on a node that can be lost
+        assert board_nodes(c.address) == {c.head_node.node_id}
         c.remove_node(node_b, allow_graceful=False)  # SIGKILL: raylet and its workers
         assert proc.wait(timeout=500) == 0, (tmp_path / "run.log").read_text()[-4000:]
     finally:
