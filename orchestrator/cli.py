@@ -35,15 +35,28 @@ def _positive(kind, *, zero: bool = False):
     return parse
 
 
-def _path(text: str) -> Path:
-    """A local or mounted path; object-store URIs get a clear refusal instead of a
-    folder named 's3:' in the working directory."""
-    scheme = text.split("://", 1)[0] if "://" in text else ""
-    if scheme and scheme.lower() != "file":
+def _location(text: str) -> Path | str:
+    """A local or mounted path, or an s3:// / gs:// URI (kept as text: a Path would fold
+    its '//')."""
+    from orchestrator.storage import is_uri
+
+    if is_uri(text):
+        return text.rstrip("/")
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme and scheme != "file":
         raise argparse.ArgumentTypeError(
-            f"{text}: {scheme}:// URIs are not read directly yet; mount the bucket (mountpoint-s3, "
-            "gcsfuse, s3fs) or use NFS/EFS, and pass the mounted path")
+            f"{text}: {scheme}:// is not supported; use s3://, gs:// or a local/mounted path")
     return Path(text[len("file://"):] if scheme else text)
+
+
+def _path(text: str) -> Path:
+    """A local folder or file: what a person opens in a file manager, or a file we rename."""
+    loc = _location(text)
+    if not isinstance(loc, Path):
+        raise argparse.ArgumentTypeError(
+            f"{text}: this must be a local (or mounted) path; buckets are read and written "
+            "by `dupes run`, `report`, `status`, `top-losses`, `sanity` and `review export`")
+    return loc
 
 
 def _resources(text: str) -> dict:
@@ -192,9 +205,15 @@ def read_hyp_file(path: Path) -> dict:
     return hyp
 
 
-def config_from_args(args, data_dir: Path, run_dir: Path) -> RunConfig:
+def _absolute(location: Path | str) -> str:
+    from orchestrator.storage import is_uri
+    return str(location) if is_uri(location) else str(Path(location).resolve())
+
+
+def config_from_args(args, data_dir: Path | str, run_dir: Path,
+                     storage: str | None = None) -> RunConfig:
     return RunConfig(
-        data_dir=str(Path(data_dir).resolve()), run_dir=str(Path(run_dir).resolve()),
+        data_dir=_absolute(data_dir), run_dir=str(Path(run_dir).resolve()), storage=storage,
         repeats=args.repeats, seed=args.seed, train_seed=args.train_seed, split=args.split,
         threshold=args.threshold, min_ratio=args.min_ratio,
         image_size=args.image_size, min_per_class=args.min_per_class,
@@ -214,12 +233,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a dupes pass on a class-folder dataset",
                          description="Run a dupes pass on DATA (one sub-folder per class).")
-    run.add_argument("data", nargs="?", type=_path,
+    run.add_argument("data", nargs="?", type=_location,
                      help="dataset folder with one sub-folder per class (not needed with --resume)")
-    run.add_argument("--out", type=_path, default=None,
+    run.add_argument("--out", type=_location, default=None,
                      help="run directory (default runs/<data name>-<date-time>); must not exist "
                           "or be empty")
-    run.add_argument("--resume", type=_path, default=None, metavar="RUN",
+    run.add_argument("--resume", type=_location, default=None, metavar="RUN",
                      help="continue an interrupted run: only trainings without predictions are "
                           "redone, with the run's saved configuration")
     add_pass_args(run)
@@ -243,7 +262,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="re-render a run's report from disk (no Ray)",
                          description="Re-render the report of RUN from its files.")
-    rep.add_argument("run", type=_path, help="run directory")
+    rep.add_argument("run", type=_location, help="run directory")
     rep.add_argument("--threshold", type=_threshold, default=None,
                      help="vote threshold (default: the run's own)")
     rep.add_argument("--min-ratio", type=_non_negative(float), default=None, metavar="R",
@@ -264,7 +283,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     tl = sub.add_parser("top-losses", help="the images with the highest held-out loss",
                         description="Rank images by their mean held-out loss over all runs "
                         "(every loss is out-of-sample), overall or per given class.")
-    tl.add_argument("run", type=_path, help="run directory")
+    tl.add_argument("run", type=_location, help="run directory")
     tl.add_argument("--k", type=_positive(int), default=50, help="images to list (default 50)")
     tl.add_argument("--per-class", action="store_true",
                     help="the k worst of every given class instead of overall")
@@ -272,14 +291,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="where a run stands, read from its directory",
                         description="Show the progress of RUN from its files (works while it "
                                     "runs, e.g. under `ray job submit`, and after).")
-    st.add_argument("run", type=_path, help="run directory")
+    st.add_argument("run", type=_location, help="run directory")
 
     sn = sub.add_parser("sanity", help="check a dataset and training setup before a run",
                         description="Decode DATA and check it: input statistics, label "
                         "balance, image size; then overfit one small batch (the optimisation "
                         "works) and beat chance on held-out images after a short training (the "
                         "labels follow the images). Exit 0 if it passes, 1 if not.")
-    sn.add_argument("data", type=_path, help="dataset folder, one sub-folder per class")
+    sn.add_argument("data", type=_location, help="dataset folder, one sub-folder per class")
     sn.add_argument("--image-size", type=_positive(int), default=None,
                     help="training size in px (default: as `dupes run`)")
     sn.add_argument("--min-per-class", type=_positive(int), default=None,
@@ -290,7 +309,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         description="Search learning rate, weight decay, epochs, augmentation, "
                         "mixup and label smoothing with Ray Tune on one swap split of DATA; "
                         "TUNE/best.json then feeds `dupes run --config`.")
-    tn.add_argument("data", nargs="?", type=_path,
+    tn.add_argument("data", nargs="?", type=_location,
                     help="dataset folder (not needed with --resume)")
     tn.add_argument("--out", type=_path, default=None,
                     help="search directory (default runs/tune-<data name>-<date-time>)")
@@ -340,7 +359,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     exp = rsub.add_parser("export", help="write the dupes of RUN into a review folder tree",
                           description="Write RUN's dupes into REVIEW/<given class>/"
                           "<suggested>__<votes>of<n>__<file name> (hardlinks where possible).")
-    exp.add_argument("run", type=_path, help="run directory")
+    exp.add_argument("run", type=_location, help="run directory")
     exp.add_argument("--out", type=_path, required=True, help="review folder (new or empty)")
     exp.add_argument("--threshold", type=_threshold, default=None,
                      help="vote threshold (default: the run's own)")
@@ -365,13 +384,22 @@ def get_args_parser() -> argparse.ArgumentParser:
                          description="Copy DATA to OUT with the manifest's relabels and "
                          "removals applied (hardlinks where possible). DATA is never modified.")
     app.add_argument("manifest", type=Path, help="manifest.csv from `dupes review import`")
-    app.add_argument("--data", type=Path, required=True, help="the dataset that was reviewed")
+    app.add_argument("--data", type=_location, required=True, help="the dataset that was reviewed")
     app.add_argument("--out", type=_path, required=True,
                      help="new dataset folder (must not exist or be empty)")
     app.add_argument("--copy", action="store_true",
                      help="copy files instead of hardlinking them (hardlinked files share "
                           "content with DATA: edit them in OUT and DATA changes too)")
     return parser
+
+
+def _open_run(location: Path | str, console: Console, *, partitions: bool = True) -> Path | None:
+    """A run directory to read, as a local path (a bucket run is pulled into its mirror);
+    None, with the reason printed, if it is not one."""
+    from orchestrator.storage import open_run
+
+    path = open_run(location, partitions=partitions)
+    return path if _is_run_dir(path, console) else None
 
 
 def _is_run_dir(path: Path, console: Console) -> bool:
@@ -387,18 +415,41 @@ def _fresh_dir(path: Path, what: str) -> None:
                          "or continue that run with `dupes run --resume " + str(path) + "`")
 
 
+def _bucket_run(uri: str, *, fresh: bool):
+    """The RemoteRun of a bucket run directory: a new one must not exist yet (its stale local
+    mirror, if any, is cleared); one to resume is pulled into its mirror."""
+    import shutil
+
+    from orchestrator.storage import RemoteRun
+
+    remote = RemoteRun(uri)
+    if fresh:
+        if remote.exists():
+            raise SystemExit(f"error: run directory {uri} exists: choose another --out, or "
+                             f"continue that run with `dupes run --resume {uri}`")
+        shutil.rmtree(remote.local, ignore_errors=True)  # our cache of a run that never began
+    else:
+        remote.pull()
+    return remote
+
+
 def cmd_run(args, console: Console) -> int:
     from orchestrator import rundir
     from orchestrator.passes import run_pass, save_summary
+    from orchestrator.storage import is_uri, name_of
 
     t0 = time.perf_counter()
     if args.resume:
-        cfg_path = args.resume / "config.json"
+        remote = _bucket_run(args.resume, fresh=False) if is_uri(args.resume) else None
+        run_dir = remote.local if remote else args.resume
+        cfg_path = run_dir / "config.json"
         if not cfg_path.exists():
             console.print(f"[red]error:[/] {cfg_path} not found: --resume takes a run directory "
                           "written by `dupes run`")
             return EXIT_BAD_INPUT
         cfg = RunConfig.from_dict(rundir.read_json(cfg_path))
+        if remote:  # this machine's mirror, wherever the first attempt ran
+            cfg.run_dir, cfg.storage = str(remote.local.resolve()), remote.uri
         for name in ("cpus_per_training", "gpus_per_training", "address"):
             if getattr(args, name) is not None:
                 setattr(cfg, name, getattr(args, name))
@@ -407,12 +458,17 @@ def cmd_run(args, console: Console) -> int:
         if args.data is None:
             console.print("[red]error:[/] give a dataset folder (DATA) or --resume RUN")
             return EXIT_BAD_INPUT
-        out = args.out or Path("runs") / f"{args.data.resolve().name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        _fresh_dir(out, "run directory")
-        cfg = config_from_args(args, args.data, out)
+        out = args.out or Path("runs") / f"{name_of(args.data)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if is_uri(out):
+            remote = _bucket_run(out, fresh=True)
+            cfg = config_from_args(args, args.data, remote.local, storage=remote.uri)
+        else:
+            _fresh_dir(out, "run directory")
+            cfg = config_from_args(args, args.data, out)
     summary = run_pass(cfg, console, t_start=t0)
-    save_summary(cfg.run_path, summary)
-    console.print(f"run directory: {cfg.run_path}  ({summary['wall_s']:.1f} s)")
+    save_summary(cfg.run_path, summary, storage=cfg.storage)
+    console.print(f"run directory: {cfg.storage or cfg.run_path}  ({summary['wall_s']:.1f} s)"
+                  + (f"; local mirror {cfg.run_path}" if cfg.storage else ""), highlight=False)
     return EXIT_FAILED_TRAININGS if summary["n_trainings_failed"] else 0
 
 
@@ -503,17 +559,22 @@ def cmd_demo(args, console: Console) -> int:
 def cmd_report(args, console: Console) -> int:
     from analysis.report import report
     from orchestrator.passes import load_analysis
+    from orchestrator.storage import RemoteRun
 
-    if not _is_run_dir(args.run, console):
+    run = _open_run(args.run, console)
+    if run is None:
         return EXIT_BAD_INPUT
-    analysis, seconds = load_analysis(args.run, args.threshold, ledger=args.ledger,
+    analysis, seconds = load_analysis(run, args.threshold, ledger=args.ledger,
                                       ignore_confirmed=args.ignore_confirmed,
                                       min_ratio=args.min_ratio)
     console.print(report(analysis, seconds=seconds, top=args.top))
     if args.html:
         from orchestrator.visual import write_html
-        out, sheets = write_html(analysis, args.run, top=args.html_top,
+        out, sheets = write_html(analysis, run, top=args.html_top,
                                  out=None if args.html is True else args.html)
+        if run != args.run and out.is_relative_to(run):  # a bucket run: the report goes up too
+            RemoteRun(str(args.run), run).push()
+            out = f"{args.run}/{out.relative_to(run).as_posix()} (and {out})"
         console.print(f"HTML report: {out}" + (f"; {len(sheets)} contact sheet(s) in "
                                                 f"{sheets[0].parent}" if sheets else ""),
                       highlight=False)
@@ -529,13 +590,14 @@ def cmd_top_losses(args, console: Console) -> int:
     from orchestrator import rundir
     from orchestrator.passes import load_dynamics
 
-    if not _is_run_dir(args.run, console):
+    run = _open_run(args.run, console)
+    if run is None:
         return EXIT_BAD_INPUT
-    cols = rundir.read_prediction_columns(args.run)
-    index = pd.read_parquet(args.run / "index.parquet")
-    classes = rundir.read_json(args.run / "classes.json")["classes"]
+    cols = rundir.read_prediction_columns(run)
+    index = pd.read_parquet(run / "index.parquet")
+    classes = rundir.read_json(run / "classes.json")["classes"]
     votes = analyze(index, cols, classes, scores=False, min_ratio=0,
-                    dynamics=load_dynamics(args.run, index["label"].to_numpy())).votes
+                    dynamics=load_dynamics(run, index["label"].to_numpy())).votes
     stats = loss_stats(cols["sample_id"], cols["loss"], num_samples=len(index))
     by = index["label"].to_numpy() if args.per_class else None
     top = top_losses(stats, k=args.k, by=by).merge(
@@ -549,25 +611,29 @@ def cmd_status(args, console: Console) -> int:
     from orchestrator import rundir
     from orchestrator.driver import all_trainings
     from orchestrator.progress import progress_table
+    from orchestrator.storage import RemoteRun, is_uri
 
-    if not _is_run_dir(args.run, console):
+    bucket = is_uri(args.run)
+    run = _open_run(args.run, console, partitions=False)  # the markers say what is done
+    if run is None:
         return EXIT_BAD_INPUT
-    cfg = RunConfig.from_dict(rundir.read_json(args.run / "config.json"))
+    cfg = RunConfig.from_dict(rundir.read_json(run / "config.json"))
     planned = all_trainings(cfg.repeats)
     state = {}
-    if (args.run / "progress.json").exists():
-        saved = rundir.read_json(args.run / "progress.json")
+    if (run / "progress.json").exists():
+        saved = rundir.read_json(run / "progress.json")
         state = {(t["repeat"], t["fold"]): t for t in saved["trainings"]}
         console.print(f"progress saved {saved['updated']} "
                       f"({'running' if saved['running'] else 'stopped'})", highlight=False)
-    for item in rundir.completed_trainings(args.run):
+    completed = RemoteRun(args.run).committed() if bucket else rundir.completed_trainings(run)
+    for item in completed:
         state.setdefault(item, {})["status"] = "done"  # the partitions are the truth
     done = sum(p.get("status") == "done" for p in state.values())
     failed = sum(p.get("status") == "failed" for p in state.values())
     console.print(progress_table(planned, state, max_rows=len(planned)))
     console.print(f"{done}/{len(planned)} trainings done, {failed} failed"
-                  + (f"; summary in {args.run / 'summary.json'}"
-                     if (args.run / "summary.json").exists() else ""), highlight=False)
+                  + (f"; summary in {args.run}/summary.json"
+                     if (run / "summary.json").exists() else ""), highlight=False)
     return 0
 
 
@@ -587,6 +653,7 @@ def cmd_tune(args, console: Console) -> int:
     from rich.table import Table
 
     from orchestrator import rundir
+    from orchestrator.storage import name_of
     from orchestrator.tune import load_space, run_search
 
     if args.resume:
@@ -595,7 +662,7 @@ def cmd_tune(args, console: Console) -> int:
         if args.data is None:
             console.print("[red]error:[/] give a dataset folder (DATA) or --resume TUNE")
             return EXIT_BAD_INPUT
-        out = (args.out or Path("runs") / f"tune-{args.data.resolve().name}-"
+        out = (args.out or Path("runs") / f"tune-{name_of(args.data)}-"
                f"{time.strftime('%Y%m%d-%H%M%S')}").resolve()
         _fresh_dir(out, "search directory")
         out.mkdir(parents=True, exist_ok=True)
@@ -606,7 +673,7 @@ def cmd_tune(args, console: Console) -> int:
             init_ray(args.address)  # stays up for the search
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
         settings = {
-            "data_dir": str(args.data.resolve()), "out": str(out), "trials": args.trials,
+            "data_dir": _absolute(args.data), "out": str(out), "trials": args.trials,
             "scheduler": args.scheduler, "metric": args.metric,
             "space": load_space(args.space), "base_hyp": hyp_from_args(args),
             "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": gpus,
@@ -651,7 +718,10 @@ def cmd_review(args, console: Console) -> int:
     from orchestrator.review import export_review, import_review
 
     if args.review_command == "export":
-        table = export_review(args.run, args.out, threshold=args.threshold,
+        run = _open_run(args.run, console)
+        if run is None:
+            return EXIT_BAD_INPUT
+        table = export_review(run, args.out, threshold=args.threshold,
                               include_confirmed=args.include_confirmed, ledger=args.ledger,
                               copy=args.copy, min_ratio=args.min_ratio)
         console.print(f"exported {len(table)} image(s) for review to {args.out.resolve()}; "
@@ -680,7 +750,8 @@ def cmd_apply(args, console: Console) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from orchestrator.driver import ResourceError, StorageError
+    from orchestrator.driver import ResourceError
+    from orchestrator.storage import StorageError
     from orchestrator.passes import SanityError
     from orchestrator.review import ReviewError
     from orchestrator.scan import ScanError

@@ -26,6 +26,7 @@ class RunConfig:
     gpus_per_training: float | None = None  # None: 1 when the cluster has GPUs, else 0
     resources_per_training: dict = field(default_factory=dict)  # custom Ray resources
     max_failures: int = 2              # Ray Train restarts of the worker group after a crash
+    storage: str | None = None         # s3:// or gs:// run directory; run_dir is its local mirror
     address: str | None = None         # Ray cluster address; None: RAY_ADDRESS or a local Ray
     ledger: str | None = None          # confirmed-labels ledger; None: beside the run dir
     ignore_confirmed: bool = False     # leave confirmed images out of the dupes

@@ -23,6 +23,7 @@ from orchestrator import rundir
 from orchestrator.config import RunConfig
 from orchestrator.scan import scan_dataset
 from orchestrator.splits import make_splits
+from orchestrator.storage import RemoteRun, StorageError
 
 class ResourceError(ValueError):
     """The cluster cannot hold one training as asked; the message says which flag to change."""
@@ -109,16 +110,12 @@ def init_ray(address: str | None = None) -> bool:
     return True
 
 
-class StorageError(RuntimeError):
-    """The run directory is not on storage that every node of the cluster sees."""
-
-
 def storage_error(run_dir: Path, unseen: list[str]) -> StorageError:
     return StorageError(
         f"the run directory {run_dir} is not visible from {len(unseen)} node(s) of the cluster "
         f"({', '.join(unseen[:5])}{', ...' if len(unseen) > 5 else ''}): a multi-node run keeps "
         "its run directory on storage that every node mounts at the same path (NFS, EFS, "
-        "Filestore, a bucket mounted with mountpoint-s3 or gcsfuse); pass --out /shared/path. "
+        "Filestore), or in a bucket: pass --out /shared/path or --out s3://bucket/runs/NAME. "
         "The dataset itself only needs to be readable where `dupes run` starts.")
 
 
@@ -223,6 +220,16 @@ def save_progress(run_dir: Path, state: dict, *, running: bool) -> None:
                           if "error" in p else {})} for (r, f), p in sorted(state.items())]})
 
 
+def train_storage(cfg: RunConfig) -> dict:
+    """Where Ray Train keeps its run state: RUN/ray, in the bucket for a bucket run (every
+    node reaches it there, as Ray Train wants on a multi-node cluster)."""
+    if cfg.storage:
+        from orchestrator.storage import join, resolve
+        fs, base = resolve(cfg.storage)
+        return {"storage_path": join(base, "ray"), "storage_filesystem": fs}
+    return {"storage_path": str((cfg.run_path / "ray").resolve())}
+
+
 def on_this_node():
     """A scheduling strategy that keeps a task or actor on the driver's node."""
     import ray
@@ -258,6 +265,41 @@ def write_training(run_dir: Path, item: tuple[int, int], refs: list, metrics: di
                       {"repeat": repeat, "fold": fold, **metrics})
 
 
+class Uploads:
+    """Best-effort uploads of a bucket run while it trains: a failed upload never stops the
+    trainings (the local mirror keeps everything; the end of the pass, or `--resume`, uploads
+    what is missing), it is reported once."""
+
+    PROGRESS_S = 10.0  # progress.json to the bucket at most this often, for `dupes status`
+
+    def __init__(self, remote: RemoteRun | None, console: Console):
+        self.remote, self.console, self.warned, self.t_progress = remote, console, False, 0.0
+
+    def _try(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001
+            if not self.warned:
+                self.warned = True
+                self.console.print(f"[yellow]warning:[/] upload to {self.remote.uri} failed "
+                                   f"({e}); the local mirror {self.remote.local} keeps every "
+                                   "result, the end of the pass uploads them again")
+
+    def training(self, item: tuple[int, int], epochs: bool) -> None:
+        if self.remote is None:
+            return
+        r, f = item
+        if epochs:
+            self._try(self.remote.push_partition, rundir.EPOCHS, r, f)
+        self._try(self.remote.push_partition, rundir.PREDICTIONS, r, f)
+        self._try(self.remote.upload, f"trainings/r{r:02d}_f{f}.json")
+
+    def progress(self, *, force: bool = False) -> None:
+        if self.remote is not None and (force or time.time() - self.t_progress > self.PROGRESS_S):
+            self.t_progress = time.time()
+            self._try(self.remote.upload, "progress.json")
+
+
 def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
                   console: Console) -> dict:
     """Train every (repeat, fold) in `todo`; returns failures, slots and timings."""
@@ -275,7 +317,10 @@ def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
     timings = {"ray_init_s": time.perf_counter() - t0}
     try:
         import ray.data
-        check_shared_storage(run)
+        remote = RemoteRun(cfg.storage, run) if cfg.storage else None
+        uploads = Uploads(remote, console)
+        if remote is None:  # a bucket is shared storage; only the driver writes the mirror
+            check_shared_storage(run)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
@@ -307,7 +352,7 @@ def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
             # run; resuming is ours, from the prediction partitions already on disk.
             run_config=TrainRunConfig(
                 name=f"pass-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
-                storage_path=str((run / "ray").resolve()),
+                **train_storage(cfg),
                 failure_config=FailureConfig(max_failures=cfg.max_failures)))
         fit_error: list[BaseException] = []
 
@@ -332,6 +377,7 @@ def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
                     t_first = time.perf_counter()
                 for item, refs, metrics, epoch_refs in results:
                     write_training(run, item, refs, metrics, epoch_refs)
+                    uploads.training(item, bool(epoch_refs))
                     ray.get(board.written.remote(item))
                     state[item]["status"] = "done"
                     t_last = time.perf_counter()
@@ -341,6 +387,7 @@ def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
                 progress.update(state)
                 if time.time() - t_saved > 2 or not alive:  # for `dupes status RUN`
                     save_progress(run, state, running=alive)
+                    uploads.progress(force=not alive)
                     t_saved = time.time()
                 if time.time() - t_sheet > LIVE_SHEET_S and alive:
                     t_sheet = time.time()

@@ -13,6 +13,7 @@ from analysis.run_analysis import Analysis, analyze, dupes_export_table
 from analysis.thresholds import parse_threshold
 from orchestrator import rundir
 from orchestrator.config import RunConfig
+from orchestrator.storage import RemoteRun, StorageError
 
 
 def load_analysis(run_dir: Path, threshold: str | None = None, *, ledger: Path | None = None,
@@ -79,6 +80,12 @@ def run_pass(cfg: RunConfig, console: Console, *, t_start: float | None = None) 
     run = cfg.run_path
     run.mkdir(parents=True, exist_ok=True)
     rundir.write_json(run / "config.json", cfg.to_dict())
+    remote = RemoteRun(cfg.storage, run) if cfg.storage else None
+    if remote is not None:
+        stale = remote.clear_partial()
+        if stale:
+            console.print(f"removed {stale} object(s) of an interrupted upload from {remote.uri}")
+        remote.upload("config.json")
     prep = prepare(cfg, console)
     thr = parse_threshold(cfg.threshold)
     if thr.low > cfg.repeats:
@@ -97,6 +104,8 @@ def run_pass(cfg: RunConfig, console: Console, *, t_start: float | None = None) 
             raise SanityError(f"the sanity check failed (see above and {run / 'sanity.json'}); "
                               "fix the cause, or pass --no-sanity to train anyway")
     todo = [i for i in planned if i not in done]
+    if remote is not None:  # the scan, splits and cache: a resume on another machine needs them
+        remote.push()
     outcome: dict = {"failures": {}, "slots": 0, "timings": {}}
     if todo:
         if done:
@@ -174,5 +183,14 @@ def run_sanity(images, labels, classes, hyp: dict, console: Console, *,
     return verdict.ok
 
 
-def save_summary(run_dir: Path, summary: dict) -> None:
+def save_summary(run_dir: Path, summary: dict, *, storage: str | None = None) -> None:
+    """summary.json; for a bucket run, then everything the bucket still lacks (the summary
+    last: its presence says the pass is over)."""
     rundir.write_json(Path(run_dir) / "summary.json", summary)
+    if storage:
+        try:
+            RemoteRun(storage, Path(run_dir)).push()
+        except Exception as e:  # noqa: BLE001 - any pyarrow/network error: say how to retry
+            raise StorageError(f"the pass finished, but uploading it to {storage} failed: {e}. "
+                               f"Every result is in the local mirror {run_dir}; "
+                               f"`dupes run --resume {storage}` uploads what is missing") from e

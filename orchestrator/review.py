@@ -13,7 +13,7 @@ import pandas as pd
 from analysis.review import (ACTIONS, MANIFEST_COLUMNS, REMOVE_DIR, UNSURE_DIR, Problem,
                              diff_review, export_names)
 from orchestrator import ledger as ledger_mod
-from orchestrator import rundir
+from orchestrator import rundir, storage
 
 META_DIR = ".dupes"  # review metadata the technician never needs to see
 OWN_FILES = {"before.txt", "after.txt", "README.txt", "manifest.csv"}
@@ -44,12 +44,16 @@ class ReviewError(ValueError):
     """A review or apply step cannot go on; the message lists every problem and its fix."""
 
 
-def sha1_of(path: Path) -> str:
+def _sha1(f) -> str:
     h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        h.update(chunk)
     return h.hexdigest()
+
+
+def sha1_of(path: Path) -> str:
+    with open(path, "rb") as f:
+        return _sha1(f)
 
 
 def link_or_copy(src: Path, dst: Path, *, copy: bool = False) -> str:
@@ -62,6 +66,22 @@ def link_or_copy(src: Path, dst: Path, *, copy: bool = False) -> str:
             pass
     shutil.copy2(src, dst)
     return "copy"
+
+
+def fetch(root: Path | str, relpath: str, dst: Path, *, copy: bool = False) -> str:
+    """A dataset file into a local tree: downloaded from a bucket, else `link_or_copy`."""
+    if storage.is_uri(root):
+        storage.download(str(root), relpath, dst)
+        return "download"
+    return link_or_copy(Path(root) / relpath, dst, copy=copy)
+
+
+def sha1_in(root: Path | str, relpath: str) -> str | None:
+    """sha1 of a dataset file, or None if it is not there."""
+    if not storage.is_file(root, relpath):
+        return None
+    with storage.open_file(root, relpath) as f:
+        return _sha1(f)
 
 
 def _ensure_empty(path: Path, what: str) -> None:
@@ -78,7 +98,7 @@ def export_review(run_dir: Path, out: Path, *, threshold: str | None = None,
     run_dir, out = Path(run_dir).resolve(), Path(out).resolve()
     _ensure_empty(out, "review folder")
     cfg = rundir.read_json(run_dir / "config.json")
-    data = Path(cfg["data_dir"])
+    data = cfg["data_dir"]  # a folder or a bucket prefix
     ledger = ledger_mod.ledger_path(run_dir, cfg.get("ledger"), ledger)
     analysis, _ = load_analysis(run_dir, threshold, ledger=ledger,
                                 min_ratio=min_ratio)
@@ -94,7 +114,8 @@ def export_review(run_dir: Path, out: Path, *, threshold: str | None = None,
         "votes": dupes["top_wrong_votes"].to_numpy(), "n_evals": dupes["n_evals"].to_numpy()})
     table["review_path"] = [f"{g}/{n}" for g, n in zip(table["given_class"], export_names(table))]
 
-    problems = [f"{r}: missing from {data}" for r in table["relpath"] if not (data / r).is_file()]
+    problems = [f"{r}: missing from {data}" for r in table["relpath"]
+                if not storage.is_file(data, r)]
     if problems:
         raise ReviewError("the dataset changed since the run; these files are gone:\n  "
                           + "\n  ".join(problems[:20]))
@@ -102,7 +123,7 @@ def export_review(run_dir: Path, out: Path, *, threshold: str | None = None,
     for folder in [*analysis.classes, REMOVE_DIR, UNSURE_DIR, META_DIR]:
         (tmp / folder).mkdir(parents=True, exist_ok=True)
     for rel, review_path in zip(table["relpath"], table["review_path"]):
-        link_or_copy(data / rel, tmp / review_path, copy=copy)
+        fetch(data, rel, tmp / review_path, copy=copy)
     (tmp / "before.txt").write_text("".join(
         f"{p}\t{s}\t{h}\n" for p, s, h in zip(table["review_path"], table["sample_id"],
                                              table["sha1"])))
@@ -155,7 +176,7 @@ def import_review(review: Path, *, ledger: Path | None = None) -> tuple[pd.DataF
     return manifest, []
 
 
-def _safe_relpath(rel: str, src: Path) -> str | None:
+def _safe_relpath(rel: str, src: Path | str) -> str | None:
     """Why `rel` may not be used inside src (None if it is fine)."""
     p = PurePosixPath(rel)
     if not p.parts:
@@ -164,6 +185,8 @@ def _safe_relpath(rel: str, src: Path) -> str | None:
         return "absolute path"
     if any(part in ("..", ".", "") for part in p.parts):
         return "'..' or '.' in the path"
+    if storage.is_uri(src):
+        return None  # object keys have no symlinks
     resolved = (src / rel).resolve()
     if not resolved.is_relative_to(src):
         return f"leaves the dataset (resolves to {resolved}, e.g. through a symlink)"
@@ -175,17 +198,24 @@ def _safe_class(name: str) -> bool:
         and not name.startswith(".")
 
 
-def apply_manifest(manifest_path: Path, src: Path, dst: Path, *, copy: bool = False) -> pd.DataFrame:
+def apply_manifest(manifest_path: Path, src: Path | str, dst: Path, *, copy: bool = False) -> pd.DataFrame:
     """Build a corrected copy of `src` in `dst` with the manifest's relabels and removals.
 
     Everything is checked before anything is written; the copy is built in a temporary
     sibling folder and renamed to `dst` at the end. Returns the CHANGES table.
     """
-    src, dst = Path(src).resolve(), Path(dst).resolve()
-    if not src.is_dir():
-        raise ReviewError(f"dataset {src} does not exist")
+    bucket = storage.is_uri(src)
+    src, dst = (str(src).rstrip("/") if bucket else Path(src).resolve()), Path(dst).resolve()
+    if bucket:
+        files = sorted(storage.list_tree(src))
+        if not files:
+            raise ReviewError(f"dataset {src} has no objects (or cannot be listed)")
+    else:
+        if not src.is_dir():
+            raise ReviewError(f"dataset {src} does not exist")
+        files = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file())
     _ensure_empty(dst, "output folder")
-    if dst == src or dst.is_relative_to(src) or src.is_relative_to(dst):
+    if not bucket and (dst == src or dst.is_relative_to(src) or src.is_relative_to(dst)):
         raise ReviewError(f"the output {dst} must be outside the dataset {src}")
     manifest = pd.read_csv(manifest_path, dtype=str, keep_default_na=False)
     missing = sorted(set(MANIFEST_COLUMNS) - set(manifest.columns))
@@ -201,10 +231,10 @@ def apply_manifest(manifest_path: Path, src: Path, dst: Path, *, copy: bool = Fa
             problems.append(f"{row.relpath}: unknown action '{row.action}' (valid: {ACTIONS})")
         if row.action == "relabel" and not _safe_class(row.new_label):
             problems.append(f"{row.relpath}: new label '{row.new_label}' is not a valid folder name")
-        path = src / row.relpath
-        if not path.is_file():
+        sha1 = sha1_in(src, row.relpath)
+        if sha1 is None:
             problems.append(f"{row.relpath}: not in {src}")
-        elif sha1_of(path) != row.sha1:
+        elif sha1 != row.sha1:
             problems.append(f"{row.relpath}: changed since the review (sha1 differs); review it "
                             "again or restore the reviewed file")
     if problems:
@@ -213,29 +243,28 @@ def apply_manifest(manifest_path: Path, src: Path, dst: Path, *, copy: bool = Fa
     act = {r.relpath: r for r in manifest.itertuples(index=False) if r.action in ("relabel", "remove")}
     tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
     kept, relabelled, changes = [], [], []
-    for path in sorted(p for p in src.rglob("*") if p.is_file()):
-        rel = path.relative_to(src).as_posix()
+    for rel in files:
         row = act.get(rel)
         if row is None:
-            kept.append((path, rel))
+            kept.append((rel, rel))
         elif row.action == "remove":
             changes.append((rel, "", "remove", row.old_label, "", row.sha1))
         else:
             new_rel = PurePosixPath(row.new_label, *PurePosixPath(rel).parts[1:]).as_posix()
-            relabelled.append((path, new_rel, row))
+            relabelled.append((rel, new_rel, row))
     placed = set()
-    for path, rel in kept:  # untouched files keep their paths
+    for rel, _ in kept:  # untouched files keep their paths
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        link_or_copy(path, tmp / rel, copy=copy)
+        fetch(src, rel, tmp / rel, copy=copy)
         placed.add(rel)
-    for path, new_rel, row in relabelled:
+    for rel, new_rel, row in relabelled:
         target, n = new_rel, 1
         while target in placed:  # a namesake already lives in the new class: number this one
             p = PurePosixPath(new_rel)
             target, n = str(p.with_name(f"{p.stem}__{n}{p.suffix}")), n + 1
         placed.add(target)
         (tmp / target).parent.mkdir(parents=True, exist_ok=True)
-        link_or_copy(path, tmp / target, copy=copy)
+        fetch(src, rel, tmp / target, copy=copy)
         changes.append((row.relpath, target, "relabel", row.old_label, row.new_label, row.sha1))
     changes_df = pd.DataFrame(changes, columns=["relpath", "new_relpath", "action", "old_label",
                                                 "new_label", "sha1"]).sort_values("relpath")

@@ -12,11 +12,13 @@ import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from orchestrator import storage
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                     ".ppm", ".pgm", ".pbm"}
@@ -32,7 +34,7 @@ class ScanError(ValueError):
 class Scan:
     """The usable images of a dataset, in sample-id order."""
 
-    root: Path
+    root: Path | str             # a folder, or an s3:// / gs:// prefix
     classes: list[str]
     index: pd.DataFrame          # sample_id, relpath, label, class_name, bytes, sha1
     images: np.ndarray           # uint8, N x H x W x C
@@ -40,44 +42,62 @@ class Scan:
     dropped_classes: dict[str, int] = field(default_factory=dict)
 
 
-def list_files(root: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[str]]:
-    """(class, relpath) candidates, (relpath, reason) rejects and the sorted class names."""
-    root = Path(root)
+def _walk_local(root: Path) -> tuple[list[str], list[str], list[str]]:
+    """(files at the top, class folders, files inside class folders), relative, sorted,
+    hidden ones left out."""
     if not root.is_dir():
         raise ScanError(f"dataset folder {root} does not exist or is not a folder: "
                         "pass a folder with one sub-folder per class")
+    top = [p.name for p in sorted(root.iterdir()) if p.is_file() and not p.name.startswith(".")]
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise ScanError(f"{root} has no class sub-folders: put the images of each class in "
-                        "their own sub-folder, e.g. DATA/cat/*.png, DATA/dog/*.png")
-    found, rejects = [], []
-    for p in sorted(root.iterdir()):
-        if p.is_file() and not p.name.startswith("."):
-            rejects.append((p.name, "not inside a class folder: move it into DATA/<class>/"))
+    files = []
     for cls in classes:
         for dirpath, dirnames, filenames in os.walk(root / cls):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
-                rel = Path(dirpath, name).relative_to(root).as_posix()
-                if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-                    rejects.append((rel, f"not an image file (extension "
-                                         f"'{Path(name).suffix or 'none'}'); supported: "
-                                         f"{' '.join(sorted(IMAGE_EXTENSIONS))}"))
-                else:
-                    found.append((cls, rel))
+            files += [Path(dirpath, name).relative_to(root).as_posix()
+                      for name in sorted(filenames) if not name.startswith(".")]
+    return top, classes, files
+
+
+def _walk_bucket(uri: str) -> tuple[list[str], list[str], list[str]]:
+    """As `_walk_local`, for a dataset on an object store (folders are key prefixes)."""
+    objects = [rel for rel in storage.list_tree(uri)
+               if not any(part.startswith(".") for part in rel.split("/"))]
+    if not objects:
+        raise ScanError(f"dataset {uri} has no objects (or cannot be listed): pass a prefix "
+                        "with one sub-prefix per class, e.g. s3://bucket/data/cat/1.png")
+    top = sorted(rel for rel in objects if "/" not in rel)
+    files = sorted(rel for rel in objects if "/" in rel)
+    return top, sorted({rel.split("/", 1)[0] for rel in files}), files
+
+
+def list_files(root: Path | str) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[str]]:
+    """(class, relpath) candidates, (relpath, reason) rejects and the sorted class names."""
+    top, classes, files = (_walk_bucket(str(root)) if storage.is_uri(root)
+                           else _walk_local(Path(root)))
+    if not classes:
+        raise ScanError(f"{root} has no class sub-folders: put the images of each class in "
+                        "their own sub-folder, e.g. DATA/cat/*.png, DATA/dog/*.png")
+    rejects = [(name, "not inside a class folder: move it into DATA/<class>/") for name in top]
+    found = []
+    for rel in files:
+        suffix = PurePosixPath(rel).suffix
+        if suffix.lower() not in IMAGE_EXTENSIONS:
+            rejects.append((rel, f"not an image file (extension '{suffix or 'none'}'); "
+                                 f"supported: {' '.join(sorted(IMAGE_EXTENSIONS))}"))
+        else:
+            found.append((rel.split("/", 1)[0], rel))
     return found, rejects, classes
 
 
-def auto_image_size(root: Path, relpaths: list[str]) -> int:
+def auto_image_size(root: Path | str, relpaths: list[str]) -> int:
     """Training size from the headers of up to SIZE_SAMPLE files: their median long side,
     capped at 128 px (small images are never upsampled, large ones are cut down)."""
     step = max(1, len(relpaths) // SIZE_SAMPLE)
     sides = []
     for rel in relpaths[::step][:SIZE_SAMPLE]:
         try:
-            with Image.open(root / rel) as im:  # reads the header only, no pixel decode
+            with storage.open_file(root, rel) as f, Image.open(f) as im:  # the header only
                 sides.append(max(im.size))
         except Exception:
             continue
@@ -86,10 +106,11 @@ def auto_image_size(root: Path, relpaths: list[str]) -> int:
     return max(8, min(int(np.median(sides)), 128))
 
 
-def _decode(path: Path, size: int) -> tuple[np.ndarray | None, int, str, str]:
+def _decode(root: Path | str, rel: str, size: int) -> tuple[np.ndarray | None, int, str, str]:
     """(pixels at size x size, bytes, sha1, reason) for one file; pixels None when unusable."""
     try:
-        data = path.read_bytes()
+        with storage.open_file(root, rel) as f:
+            data = f.read()
     except OSError as e:
         return None, 0, "", f"cannot read: {e.strerror or e}; check the file's permissions"
     if not data:
@@ -124,11 +145,13 @@ def scan_dataset(root: Path | str, *, image_size: int | None = None,
     the class unless `min_per_class` is given, in which case classes below it are dropped
     (and reported in `dropped_classes` and the skipped list).
     """
-    root = Path(root).resolve()
+    root = str(root).rstrip("/") if storage.is_uri(root) else Path(root).resolve()
     found, rejects, classes = list_files(root)
     size = image_size or auto_image_size(root, [rel for _, rel in found])
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2) as pool:
-        decoded = list(pool.map(lambda cr: _decode(root / cr[1], size), found))
+    # an object store answers each read after a round trip: more reads in flight hide it
+    threads = workers or (os.cpu_count() or 2) * (8 if storage.is_uri(root) else 1)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        decoded = list(pool.map(lambda cr: _decode(root, cr[1], size), found))
 
     rows, pixels = [], []
     for (cls, rel), (px, nbytes, sha1, reason) in zip(found, decoded):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -16,17 +17,17 @@ from analysis.html import html_report
 from analysis.losses import highest_losses
 from analysis.run_analysis import Analysis
 from analysis.sheets import contact_sheet, dupe_pairs, tile_caption
-from orchestrator import rundir
+from orchestrator import rundir, storage
 
 THUMB_PX = 64
 SHEET_TILES = 96
 
 
-def load_image(data_dir: Path, relpath: str) -> Image.Image | None:
+def load_image(data_dir: Path | str, relpath: str) -> Image.Image | None:
     """An image of the dataset as the scan saw it (EXIF orientation applied), or None if it
     can no longer be read (moved, deleted)."""
     try:
-        with Image.open(Path(data_dir) / relpath) as im:
+        with storage.open_file(data_dir, relpath) as f, Image.open(f) as im:
             im = ImageOps.exif_transpose(im)
             im.load()
             if im.mode not in ("RGB", "L"):
@@ -34,6 +35,12 @@ def load_image(data_dir: Path, relpath: str) -> Image.Image | None:
             return im
     except (OSError, ValueError):
         return None
+
+
+def load_images(data_dir: Path | str, relpaths) -> list[Image.Image | None]:
+    """`load_image` of many, several at a time (on a bucket each read is a round trip)."""
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(lambda r: load_image(data_dir, r), relpaths))
 
 
 def thumbnail_uri(img: Image.Image | None, *, px: int = THUMB_PX) -> str | None:
@@ -53,7 +60,7 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(name))[:40]
 
 
-def write_sheets(analysis: Analysis, data_dir: Path, out_dir: Path, *,
+def write_sheets(analysis: Analysis, data_dir: Path | str, out_dir: Path, *,
                  tiles: int = SHEET_TILES, max_pairs: int = 20) -> list[Path]:
     """top_losses.png, plus one sheet per (given, suggested) pair of dupes; returns paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +73,7 @@ def write_sheets(analysis: Analysis, data_dir: Path, out_dir: Path, *,
                      f"({len(df)})", df.head(tiles)))
     written = []
     for name, title, df in jobs:
-        images = [load_image(data_dir, r) for r in df["relpath"]]
+        images = load_images(data_dir, df["relpath"])
         sheet = contact_sheet(images, [tile_caption(r) for r in df.itertuples()], title=title)
         rundir.write_png(out_dir / name, sheet)
         written.append(out_dir / name)
@@ -78,11 +85,11 @@ def write_html(analysis: Analysis, run_dir: Path, *, out: Path | None = None,
     """RUN/report.html (self-contained) and RUN/sheets/*.png; returns their paths."""
     run_dir = Path(run_dir)
     cfg = rundir.read_json(run_dir / "config.json")
-    data_dir = Path(cfg["data_dir"])
+    data_dir = cfg["data_dir"]  # a folder or a bucket prefix
     out = Path(out) if out else run_dir / "report.html"
     shown = pd.concat([analysis.dupes.head(top), highest_losses(analysis.votes, k=top)])
-    thumbs = {int(s): thumbnail_uri(load_image(data_dir, r))
-              for s, r in zip(shown["sample_id"], shown["relpath"])}
+    thumbs = {int(s): thumbnail_uri(im)
+              for s, im in zip(shown["sample_id"], load_images(data_dir, shown["relpath"]))}
     written = write_sheets(analysis, data_dir, out.parent / "sheets") if sheets else []
     rel = [p.relative_to(out.parent).as_posix() for p in written]
     page = html_report(analysis, thumbs={k: v for k, v in thumbs.items() if v}, top=top,

@@ -60,13 +60,29 @@ def test_sanity_command_and_run_stop_on_labels_that_do_not_follow_the_images(tmp
     assert not (run / "predictions").exists()
 
 
-@pytest.mark.parametrize("argv", [["run", "s3://bucket/data"], ["run", "d", "--out", "gs://b/r"],
-                                  ["report", "s3://bucket/run"]])
-def test_object_store_uris_get_a_clear_refusal(argv, capsys):
+@pytest.mark.parametrize("argv,reason", [
+    (["run", "hdfs://nn/data"], "hdfs:// is not supported"),
+    (["review", "export", "s3://b/run", "--out", "s3://b/review"], "must be a local"),
+    (["apply", "m.csv", "--data", "s3://b/data", "--out", "gs://b/fixed"], "must be a local")])
+def test_uris_where_they_cannot_go_get_a_clear_refusal(argv, reason, capsys):
     with pytest.raises(SystemExit):
         main(argv)
-    err = capsys.readouterr().err
-    assert "URIs are not read directly yet" in err and "mount" in err
+    assert reason in capsys.readouterr().err
+
+
+def test_unreachable_bucket_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    from orchestrator.storage import resolve
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    resolve.cache_clear()
+    try:
+        assert main(["run", "s3://b/data", "--out", str(tmp_path / "run")]) == 2
+    finally:
+        resolve.cache_clear()
+    out = capsys.readouterr().out
+    assert "cannot list s3://b/data" in out and "AWS_ENDPOINT_URL" in out
 
 
 def test_storage_error_names_the_nodes_and_the_fix(tmp_path):

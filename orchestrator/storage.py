@@ -1,0 +1,275 @@
+"""Datasets and run directories on object stores (`s3://`, `gs://`) through pyarrow filesystems.
+
+Object stores have no rename, which every durable write here relies on. So a run directory on
+a bucket is worked on in a local mirror on the driver's machine, where writes stay atomic as
+on any disk, and each durable file is then uploaded with one PUT (atomic per object). A
+Parquet partition is many objects: it is committed by a marker object that lists its files,
+uploaded after them. Readers trust a partition only through its marker, so an upload that was
+cut short is never read, and a resumed run removes it.
+
+Datasets are only read: listed and opened through the same filesystems, decoded once by the
+scan, like local files.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+from pathlib import Path
+
+SCHEMES = ("s3", "gs", "gcs")
+MARKER = "_COMMITTED.json"  # pyarrow datasets skip names starting with "_"
+PARTITION_KINDS = ("predictions", "epochs")
+REMOTE_MANAGED = ("ray",)  # Ray Train writes RUN/ray to the bucket itself
+# Object stores keep whole-second modification times: a file uploaded within the second it
+# was written must not look newer than its upload forever after.
+MTIME_SLACK_S = 2.0
+
+
+CHECK = ("Check the URI and the credentials (S3: AWS_* variables, ~/.aws or the instance role; "
+         "an S3-compatible store needs AWS_ENDPOINT_URL; GCS: GOOGLE_APPLICATION_CREDENTIALS "
+         "or the VM's service account)")
+
+
+class StorageError(RuntimeError):
+    """A run directory or dataset cannot be used where it is; the message says the fix."""
+
+
+def is_uri(location) -> bool:
+    """True for an object-store URI (s3://, gs://); local paths and file:// are not."""
+    text = str(location)
+    return "://" in text and text.split("://", 1)[0].lower() in SCHEMES
+
+
+@functools.lru_cache(maxsize=16)
+def resolve(uri: str):
+    """(pyarrow filesystem, path inside it) for an object-store URI."""
+    import pyarrow.fs as pafs
+
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for a bad URI
+        raise StorageError(f"cannot open {uri}: {e}. {CHECK}") from e
+    return fs, path.rstrip("/")
+
+
+def join(location, *parts: str) -> str:
+    return "/".join([str(location).rstrip("/"), *parts])
+
+
+def name_of(location) -> str:
+    """The last path segment: the default run name of a dataset."""
+    return str(location).rstrip("/").rsplit("/", 1)[-1] if is_uri(location) \
+        else Path(location).resolve().name
+
+
+def open_file(root, relpath: str):
+    """A dataset file opened for reading, binary; local or on an object store."""
+    if is_uri(root):
+        fs, base = resolve(str(root))
+        return fs.open_input_file(join(base, relpath))
+    return open(Path(root) / relpath, "rb")
+
+
+def is_file(root, relpath: str) -> bool:
+    if is_uri(root):
+        import pyarrow.fs as pafs
+        fs, base = resolve(str(root))
+        return fs.get_file_info(join(base, relpath)).type == pafs.FileType.File
+    return (Path(root) / relpath).is_file()
+
+
+def list_tree(uri: str) -> dict[str, "object"]:
+    """Every object under a URI: relative path -> pyarrow FileInfo (empty if none)."""
+    import pyarrow.fs as pafs
+
+    fs, base = resolve(uri)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    except OSError as e:
+        raise StorageError(f"cannot list {uri}: {e}. {CHECK}") from e
+    return {f.path[len(base) + 1:]: f for f in infos if f.type == pafs.FileType.File}
+
+
+def download(root: str, relpath: str, dst: Path, *, mtime: float | None = None) -> None:
+    """Copy one object to a local file (temp + rename), dated `mtime` if given: the object's
+    own time, so the copy never looks newer than the bucket's and goes back up for nothing."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.part")
+    with open_file(root, relpath) as src, open(tmp, "wb") as out:
+        while chunk := src.read(8 << 20):
+            out.write(chunk)
+    if mtime is not None:
+        os.utime(tmp, (mtime, mtime))
+    os.replace(tmp, dst)
+
+
+def mirror_root() -> Path:
+    """Where local mirrors of bucket run directories live ($DUPES_MIRROR or the user cache)."""
+    if os.environ.get("DUPES_MIRROR"):
+        return Path(os.environ["DUPES_MIRROR"])
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "dupes" / "mirror"
+
+
+def _partition_of(rel: str) -> tuple[str, str] | None:
+    """(partition folder, file name) for a file inside predictions/ or epochs/ partitions."""
+    parts = rel.split("/")
+    if len(parts) == 4 and parts[0] in PARTITION_KINDS and parts[1].startswith("repeat=") \
+            and parts[2].startswith("fold="):
+        return "/".join(parts[:3]), parts[3]
+    return None
+
+
+def _skipped(rel: str) -> bool:
+    parts = rel.split("/")
+    return parts[0] in REMOTE_MANAGED or any(p.startswith(".") for p in parts)
+
+
+class RemoteRun:
+    """A run directory on an object store and its local mirror on this machine."""
+
+    def __init__(self, uri: str, local: Path | None = None):
+        if not is_uri(uri):
+            raise ValueError(f"not an object-store URI: {uri}")
+        self.uri = uri.rstrip("/")
+        self.fs, self.base = resolve(self.uri)
+        scheme, rest = self.uri.split("://", 1)
+        self.local = Path(local) if local is not None else mirror_root() / scheme / rest
+
+    def __repr__(self) -> str:
+        return f"RemoteRun({self.uri} <-> {self.local})"
+
+    def _path(self, rel: str) -> str:
+        return join(self.base, rel)
+
+    def exists(self) -> bool:
+        import pyarrow.fs as pafs
+        return self.fs.get_file_info(self._path("config.json")).type == pafs.FileType.File
+
+    def committed(self, kind: str = "predictions") -> set[tuple[int, int]]:
+        """(repeat, fold) of every partition whose marker is in the bucket."""
+        done = set()
+        for rel in list_tree(join(self.uri, kind)):
+            parts = rel.split("/")
+            if len(parts) == 3 and parts[2] == MARKER:
+                try:
+                    done.add((int(parts[0].split("=")[1]), int(parts[1].split("=")[1])))
+                except (IndexError, ValueError):
+                    continue
+        return done
+
+    def _marker(self, partition: str) -> dict:
+        with self.fs.open_input_stream(self._path(f"{partition}/{MARKER}")) as f:
+            return json.loads(f.read())
+
+    # -- bucket -> mirror ------------------------------------------------------------------
+    def pull(self, *, partitions: bool = True) -> int:
+        """Bring the mirror up to date with the bucket; returns how many files came down.
+
+        Files are fetched when the mirror lacks them or the bucket's copy is newer; of the
+        partitions only those with a marker, and only the files their marker lists.
+        """
+        remote = list_tree(self.uri)
+        if "config.json" not in remote:
+            raise StorageError(f"{self.uri} is not a run directory (no config.json there)")
+        fetched = 0
+        markers = {rel.rsplit("/", 1)[0] for rel in remote if rel.endswith("/" + MARKER)
+                   and _partition_of(rel)}
+        for rel, info in sorted(remote.items()):
+            if _skipped(rel):
+                continue
+            part = _partition_of(rel)
+            if part is not None:
+                continue
+            dst = self.local / rel
+            if dst.exists() and dst.stat().st_size == info.size and \
+                    dst.stat().st_mtime >= info.mtime.timestamp():
+                continue
+            download(self.uri, rel, dst, mtime=info.mtime.timestamp())
+            fetched += 1
+        if partitions:
+            for partition in sorted(markers):
+                dst = self.local / partition
+                if dst.is_dir():
+                    continue  # partitions never change once committed
+                files = self._marker(partition)["files"]
+                tmp = dst.parent / f".pull-{dst.name}"
+                shutil.rmtree(tmp, ignore_errors=True)
+                for name in files:
+                    download(self.uri, f"{partition}/{name}", tmp / name)
+                    fetched += 1
+                os.rename(tmp, dst)
+        return fetched
+
+    # -- mirror -> bucket ------------------------------------------------------------------
+    def upload(self, rel: str) -> None:
+        """One file of the mirror to the bucket (one PUT: the object appears whole)."""
+        import pyarrow.fs as pafs
+        pafs.copy_files(str(self.local / rel), self._path(rel),
+                        source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+
+    def push_partition(self, kind: str, repeat: int, fold: int) -> None:
+        """A committed local partition: its files, then the marker that commits them."""
+        partition = f"{kind}/repeat={repeat}/fold={fold}"
+        folder = self.local / partition
+        files = sorted(p.name for p in folder.iterdir() if p.is_file()
+                       and not p.name.startswith((".", "_")))
+        for name in files:
+            self.upload(f"{partition}/{name}")
+        with self.fs.open_output_stream(self._path(f"{partition}/{MARKER}")) as f:
+            f.write(json.dumps({"files": files}).encode())
+
+    def push(self) -> int:
+        """Upload whatever the bucket lacks or has older; returns how many files went up.
+
+        Partitions go up with their marker; the other files one PUT each, `summary.json`
+        last, since it says the pass is over.
+        """
+        remote = list_tree(self.uri)
+        committed = {rel.rsplit("/", 1)[0] for rel in remote if rel.endswith("/" + MARKER)}
+        pushed, singles = 0, []
+        for path in sorted(self.local.rglob("*")):
+            rel = path.relative_to(self.local).as_posix()
+            if not path.is_file() or _skipped(rel):
+                continue
+            part = _partition_of(rel)
+            if part is not None:
+                if part[0] not in committed:
+                    kind, r, f = part[0].split("/")
+                    self.push_partition(kind, int(r.split("=")[1]), int(f.split("=")[1]))
+                    committed.add(part[0])
+                    pushed += 1
+                continue
+            info = remote.get(rel)
+            if info is None or info.size != path.stat().st_size or \
+                    path.stat().st_mtime > info.mtime.timestamp() + MTIME_SLACK_S:
+                singles.append(rel)
+        for rel in sorted(singles, key=lambda r: r == "summary.json"):
+            self.upload(rel)
+            pushed += 1
+        return pushed
+
+    def clear_partial(self) -> int:
+        """Remove partition objects no marker lists (an upload cut short); returns how many."""
+        remote = list_tree(self.uri)
+        listed: dict[str, set[str]] = {}
+        for rel in remote:
+            if rel.endswith("/" + MARKER) and _partition_of(rel):
+                partition = rel.rsplit("/", 1)[0]
+                listed[partition] = set(self._marker(partition)["files"]) | {MARKER}
+        stale = [rel for rel in remote if (p := _partition_of(rel)) is not None
+                 and p[1] not in listed.get(p[0], ())]
+        for rel in stale:
+            self.fs.delete_file(self._path(rel))
+        return len(stale)
+
+
+def open_run(location, *, partitions: bool = True) -> Path:
+    """A run directory to read: a local path as it is, a bucket URI pulled into its mirror."""
+    if not is_uri(location):
+        return Path(location)
+    remote = RemoteRun(str(location))
+    remote.pull(partitions=partitions)
+    return remote.local

@@ -1,0 +1,211 @@
+"""Datasets and run directories in a bucket, against a real S3 server on loopback (moto)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from orchestrator import rundir
+from orchestrator.scan import scan_dataset
+from orchestrator.storage import MARKER, RemoteRun, list_tree, resolve
+from tests.conftest import write_digit_dataset
+from tests.test_end_to_end import FAST, check_predictions
+
+BUCKET = "dupes-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """An S3 server on loopback and the environment that points pyarrow (and every process
+    started from here, Ray's workers included) at it; yields the environment."""
+    pytest.importorskip("moto")
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                               "-p", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    resolve.cache_clear()
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline, "moto server did not start"
+                time.sleep(0.2)
+        import boto3
+        boto3.client("s3").create_bucket(Bucket=BUCKET)
+        yield env
+    finally:
+        server.kill()
+        server.wait()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        resolve.cache_clear()
+
+
+def upload_tree(local: Path, uri: str) -> None:
+    fs, base = resolve(uri)
+    pafs.copy_files(str(local), base, source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=fs)
+
+
+def fake_run(root: Path, partitions=((0, 0), (0, 1))) -> Path:
+    """A run directory with a config and prediction partitions (real Parquet)."""
+    root.mkdir(parents=True)
+    rundir.write_json(root / "config.json", {"repeats": 1})
+    for r, f in partitions:
+        part = rundir.partition_dir(root, r, f)
+        part.mkdir(parents=True)
+        pq.write_table(pa.table({"sample_id": np.arange(5) + 5 * f, "loss": np.ones(5)}),
+                       part / "a.parquet")
+    return root
+
+
+def test_partitions_are_committed_by_their_marker(s3, tmp_path):
+    uri = f"s3://{BUCKET}/runs/markers"
+    remote = RemoteRun(uri, fake_run(tmp_path / "a"))
+    assert remote.push() == 3  # two partitions and config.json
+    assert remote.committed() == {(0, 0), (0, 1)}
+    assert remote.push() == 0  # nothing changed: nothing goes up again
+    # an upload cut short: files of a partition whose marker never came, and a stray file
+    # beside a committed one
+    fs, base = resolve(uri)
+    for rel in ("predictions/repeat=1/fold=0/x.parquet", "predictions/repeat=0/fold=0/y.parquet"):
+        with fs.open_output_stream(f"{base}/{rel}") as out:
+            out.write(b"half")
+    assert remote.committed() == {(0, 0), (0, 1)}
+    # another machine reads only what the markers commit
+    other = RemoteRun(uri, tmp_path / "b")
+    other.pull()
+    assert rundir.completed_trainings(other.local) == {(0, 0), (0, 1)}
+    assert sorted(p.name for p in rundir.partition_dir(other.local, 0, 0).iterdir()) == \
+        ["a.parquet"]
+    assert rundir.read_predictions(other.local).num_rows == 10
+    assert remote.clear_partial() == 2
+    assert not any(rel.endswith(("x.parquet", "y.parquet")) for rel in list_tree(uri))
+
+
+def test_push_uploads_changed_files_and_pull_fetches_newer_ones(s3, tmp_path):
+    uri = f"s3://{BUCKET}/runs/sync"
+    a = RemoteRun(uri, fake_run(tmp_path / "a", partitions=()))
+    a.push()
+    b = RemoteRun(uri, tmp_path / "b")
+    b.pull()
+    assert rundir.read_json(b.local / "config.json") == {"repeats": 1}
+    time.sleep(2.5)  # the bucket keeps whole seconds
+    rundir.write_json(a.local / "config.json", {"repeats": 2})
+    rundir.write_json(a.local / "summary.json", {"n": 1})
+    assert a.push() == 2
+    assert b.pull() == 2
+    assert rundir.read_json(b.local / "config.json") == {"repeats": 2}
+    assert b.pull() == 0
+    time.sleep(2.5)
+    assert b.push() == 0  # what came down is not newer than the bucket: nothing goes back up
+
+
+def test_scan_of_a_bucket_dataset_equals_the_local_scan(s3, tmp_path):
+    data = write_digit_dataset(tmp_path / "data", classes=(0, 1), per_class=8)
+    (data / "0" / "notes.txt").write_text("not an image")
+    (data / "1" / "empty.png").write_bytes(b"")
+    (data / ".hidden").mkdir()
+    (data / ".hidden" / "x.png").write_bytes(b"")
+    upload_tree(data, f"s3://{BUCKET}/datasets/digits")
+    local = scan_dataset(data)
+    bucket = scan_dataset(f"s3://{BUCKET}/datasets/digits")
+    assert bucket.classes == local.classes == ["0", "1"]
+    pd.testing.assert_frame_equal(bucket.index, local.index)
+    np.testing.assert_array_equal(bucket.images, local.images)
+    pd.testing.assert_frame_equal(bucket.skipped, local.skipped)
+    assert len(bucket.skipped) == 2
+
+
+def _dupes(*args, env: dict, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd,
+                          env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_a_pass_from_a_bucket_to_a_bucket_resumes_on_another_machine(s3, tmp_path):
+    data = write_digit_dataset(tmp_path / "data", classes=(0, 1, 7), per_class=20)
+    for p in sorted((data / "7").iterdir())[:3]:  # mislabelled: sevens in the ones
+        p.rename(data / "1" / p.name)
+    upload_tree(data, f"s3://{BUCKET}/data")
+    uri = f"s3://{BUCKET}/runs/r1"
+    machine_a = {**s3, "DUPES_MIRROR": str(tmp_path / "mirror-a")}
+    machine_b = {**s3, "DUPES_MIRROR": str(tmp_path / "mirror-b")}
+    _dupes("run", f"s3://{BUCKET}/data", "--out", uri, "--repeats", "2", "--no-sanity", *FAST,
+           env=machine_a, cwd=tmp_path)
+    remote = RemoteRun(uri)
+    assert remote.committed() == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    assert remote.committed("epochs") == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    objects = list_tree(uri)
+    for name in ("summary.json", "votes.parquet", "dupes.csv", "report.html", "index.parquet",
+                 "cache/images.npy", "trainings/r01_f1.json"):
+        assert name in objects, name
+    assert any(rel.startswith("ray/") for rel in objects)  # Ray Train's state, in the bucket
+    assert not (tmp_path / "runs").exists()  # nothing written beside the working directory
+
+    # machine B: status from the bucket alone, then a resume after one training's upload was
+    # lost (as if machine A had died before uploading it)
+    out = _dupes("status", uri, env=machine_b, cwd=tmp_path).stdout
+    assert "4/4 trainings done" in out
+    fs, base = resolve(uri)
+    fs.delete_dir(f"{base}/predictions/repeat=1/fold=1")
+    assert remote.committed() == {(0, 0), (0, 1), (1, 0)}
+    out = _dupes("run", "--resume", uri, env=machine_b, cwd=tmp_path).stdout
+    assert "resuming: 3 of 4 trainings already done" in out
+    assert remote.committed() == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    mirror_b = tmp_path / "mirror-b" / "s3" / BUCKET / "runs" / "r1"
+    assert json.loads((mirror_b / "config.json").read_text())["run_dir"] == str(mirror_b)
+    check_predictions(mirror_b, 60, 2)  # every image exactly 2 predictions, none twice
+
+    # a third machine reads the bucket run: report with HTML (uploaded), review from the bucket
+    machine_c = {**s3, "DUPES_MIRROR": str(tmp_path / "mirror-c")}
+    before = list_tree(uri)["report.html"].mtime
+    time.sleep(1.5)
+    _dupes("report", uri, "--html", "--threshold", ">=1", env=machine_c, cwd=tmp_path)
+    assert list_tree(uri)["report.html"].mtime > before  # written on C, uploaded
+    review = tmp_path / "review"
+    _dupes("review", "export", uri, "--out", str(review), "--threshold", ">=1",
+           "--min-ratio", "0", env=machine_c, cwd=tmp_path)
+    exported = pd.read_csv(review / ".dupes" / "exported.csv")
+    assert len(exported) > 0
+    first = exported.iloc[0]
+    assert (review / first["review_path"]).read_bytes() == (data / first["relpath"]).read_bytes()
+    # the technician agrees with every suggestion; the corrected copy is built from the bucket
+    _dupes("review", "import", str(review), env=machine_c, cwd=tmp_path)
+    fixed = tmp_path / "fixed"
+    _dupes("apply", str(review / "manifest.csv"), "--data", f"s3://{BUCKET}/data",
+           "--out", str(fixed), env=machine_c, cwd=tmp_path)
+    changes = pd.read_csv(fixed / "CHANGES.csv")
+    assert (changes["action"] == "relabel").sum() == len(exported)
+    assert sum(1 for p in fixed.rglob("*.png")) == sum(1 for p in data.rglob("*.png"))
+    moved = changes.iloc[0]
+    assert (fixed / moved["new_relpath"]).read_bytes() == (data / moved["relpath"]).read_bytes()
