@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow as pa
 
 from analysis.errors import confused_pairs, confusion_matrix, fit_table, per_class_errors
-from analysis.scores import combined_score, label_issues, label_quality_scores
+from analysis.scores import combined_score, label_quality
 from analysis.thresholds import Threshold, parse_threshold
 from analysis.votes import (DEFAULT_MIN_RATIO, count_votes, dupes_per_threshold, heldout_accuracy, most_confused,
                             select_dupes)
@@ -105,11 +105,10 @@ def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str
             top >= 0, mean_probs[:len(votes)][rows, np.maximum(top, 0)], np.nan).astype(np.float32)
     if scores and mean_probs is not None and len(mean_probs):
         labels = votes["label"].to_numpy().astype(np.int64)
-        quality = label_quality_scores(labels, mean_probs[:len(votes)],
-                                       methods=("self_confidence", "normalized_margin"))
+        quality, votes["cl_issue"], num_issues = label_quality(
+            labels, mean_probs[:len(votes)], methods=("self_confidence", "normalized_margin"))
         for name in quality:
             votes[name] = quality[name].to_numpy(np.float32)
-        votes["cl_issue"], num_issues = label_issues(labels, mean_probs[:len(votes)])
     if dynamics is not None:
         if len(dynamics) != len(votes):
             raise ValueError(f"dynamics has {len(dynamics)} rows for {len(votes)} samples")

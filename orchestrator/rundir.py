@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 PREDICTIONS = "predictions"
 EPOCHS = "epochs"  # per-epoch held-out metrics, partitioned like the predictions
+READAHEAD_BATCHES = 4
 PARTITIONING = pads.partitioning(pa.schema([("repeat", pa.int16()), ("fold", pa.int8())]),
                                  flavor="hive")
 
@@ -163,7 +164,11 @@ def read_prediction_columns(run_dir: Path, *, batch_rows: int = 1 << 18,
     parts: dict[str, list] = {n: [] for n in names + ["prob_given"]}
     sums = stamp = None
     offset = 0
-    for batch in dataset.to_batches(columns=names + ["probs"], batch_size=batch_rows):
+    # Read-ahead bounded to a few batches: pyarrow's default (16 batches, 4 files) holds
+    # ~1.7 GB of decoded probabilities at 100 classes, while decoding stays ahead of the
+    # per-batch work at 2 batches all the same (measured: benchmarks/analysis_scale.py).
+    for batch in dataset.to_batches(columns=names + ["probs"], batch_size=batch_rows,
+                                    batch_readahead=READAHEAD_BATCHES, fragment_readahead=2):
         for n in names:
             parts[n].append(batch.column(n).to_numpy())
         probs = batch.column("probs")

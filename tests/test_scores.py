@@ -5,7 +5,7 @@ import pytest
 
 from analysis.dynamics import dynamics_scores
 from analysis.errors import confused_pairs, confusion_matrix, fit_table, per_class_errors
-from analysis.scores import combined_score, label_issues, label_quality_scores
+from analysis.scores import combined_score, label_issues, label_quality, label_quality_scores
 
 
 def noisy_probs(n=600, k=3, flip=0.1, seed=0):
@@ -108,3 +108,23 @@ def test_error_analysis_tables():
     acc = pd.DataFrame({"repeat": [0, 0], "fold": [0, 1], "accuracy": [0.8, 0.9]})
     fit = fit_table(acc, {(0, 0): 0.95})
     assert fit["gap"].round(3).tolist()[0] == 0.15 and np.isnan(fit["gap"][1])
+
+
+def test_label_quality_equals_cleanlabs_public_entry_points():
+    # our shortcut (one validation, one confident joint, in-process) must give cleanlab's own
+    # answers; NaN rows (never predicted) are left out of both
+    from cleanlab.count import num_label_issues
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    labels, probs, _ = noisy_probs(n=2000, k=5, flip=0.15, seed=3)
+    probs[[7, 11]] = np.nan
+    scores, flags, estimate = label_quality(labels, probs)
+    ok = ~np.isnan(probs).any(1)
+    y, p = labels[ok], probs[ok]
+    for method in scores:
+        np.testing.assert_allclose(scores[method].to_numpy()[ok],
+                                   get_label_quality_scores(y, p, method=method), rtol=1e-6)
+    assert np.isnan(scores.to_numpy()[~ok]).all() and not flags[~ok].any()
+    np.testing.assert_array_equal(flags[ok], find_label_issues(y, p))
+    assert estimate == num_label_issues(y, p) and estimate > 0
