@@ -114,7 +114,7 @@ def add_pass_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
                         "its losses and margins in RUN/epochs/ for training-dynamics scores and "
                         "the live top losses; 1 = every epoch (each costs about a third of a "
                         "training epoch), 0 = off (default 5)")
-    g.add_argument("--ledger", type=Path, default=None,
+    g.add_argument("--ledger", type=_location, default=None,
                    help="ledger of labels a technician confirmed (default: dupes-ledger.csv "
                         "beside the run directory)")
     g.add_argument("--ignore-confirmed", action="store_true",
@@ -221,7 +221,7 @@ def config_from_args(args, data_dir: Path | str, run_dir: Path,
         max_failures=args.max_failures, address=args.address, config=str(args.config or ""),
         resources_per_training=args.resources_per_training or {},
         sanity=args.sanity, epoch_losses=args.epoch_losses,
-        ledger=str(args.ledger.resolve()) if args.ledger else None,
+        ledger=_absolute(args.ledger) if args.ledger else None,
         ignore_confirmed=args.ignore_confirmed, hyp=hyp_from_args(args))
 
 
@@ -269,7 +269,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="a dupe's p(suggested) >= R x p(given), 0 = votes alone "
                           "(default: the run's)")
     rep.add_argument("--top", type=int, default=20, help="dupes to list (default 20)")
-    rep.add_argument("--ledger", type=Path, default=None,
+    rep.add_argument("--ledger", type=_location, default=None,
                      help="ledger of confirmed labels (default: the run's)")
     rep.add_argument("--ignore-confirmed", action=argparse.BooleanOptionalAction, default=None,
                      help="leave confirmed images out of the dupes (default: the run's setting)")
@@ -368,7 +368,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                           "(default: the run's)")
     exp.add_argument("--include-confirmed", action="store_true",
                      help="export images the ledger lists as confirmed too (default: skip them)")
-    exp.add_argument("--ledger", type=Path, default=None,
+    exp.add_argument("--ledger", type=_location, default=None,
                      help="ledger of confirmed labels (default: the run's)")
     exp.add_argument("--copy", action="store_true",
                      help="copy files instead of hardlinking them")
@@ -377,7 +377,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                           "REVIEW/after.txt and REVIEW/manifest.csv; confirmed images go into "
                           "the ledger. Nothing is written if anything cannot be interpreted.")
     imp.add_argument("review", type=Path, help="review folder made by `dupes review export`")
-    imp.add_argument("--ledger", type=Path, default=None,
+    imp.add_argument("--ledger", type=_location, default=None,
                      help="ledger to update (default: the one chosen at export)")
 
     app = sub.add_parser("apply", help="build a corrected copy of a dataset from a manifest",

@@ -5,6 +5,7 @@ outside the dataset (by default next to the run directories) so the dataset is n
 """
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
@@ -12,26 +13,39 @@ import numpy as np
 import pandas as pd
 
 from orchestrator import rundir
+from orchestrator.storage import is_uri, read_object, write_object
 
 LEDGER_NAME = "dupes-ledger.csv"
 LEDGER_COLUMNS = ["sha1", "class_name", "relpath", "confirmed_at", "review"]
 
 
-def default_ledger(run_dir: Path | str) -> Path:
-    """`dupes-ledger.csv` beside the run directory (runs/ for runs/<name>)."""
+def default_ledger(run_dir: Path | str, storage: str | None = None) -> Path | str:
+    """`dupes-ledger.csv` beside the run directory (runs/ for runs/<name>); for a bucket run
+    beside it in the bucket, so every machine that reviews or runs the next round shares it."""
+    if storage:
+        return f"{storage.rstrip('/').rsplit('/', 1)[0]}/{LEDGER_NAME}"
     return Path(run_dir).resolve().parent / LEDGER_NAME
 
 
 def ledger_path(run_dir: Path | str, configured: str | None = None,
-                override: Path | str | None = None) -> Path:
+                override: Path | str | None = None, storage: str | None = None) -> Path | str:
     """The ledger a run uses: an explicit override, else the run's --ledger, else the default."""
-    return Path(override or configured or default_ledger(run_dir))
+    where = override or configured or default_ledger(run_dir, storage)
+    return str(where) if is_uri(where) else Path(where)
 
 
 def read_ledger(path: Path | str | None) -> pd.DataFrame:
-    if path is None or not Path(path).exists():
+    if path is None:
         return pd.DataFrame(columns=LEDGER_COLUMNS)
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if is_uri(path):
+        data = read_object(str(path))
+        if data is None:
+            return pd.DataFrame(columns=LEDGER_COLUMNS)
+        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+    elif not Path(path).exists():
+        return pd.DataFrame(columns=LEDGER_COLUMNS)
+    else:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = sorted(set(LEDGER_COLUMNS) - set(df.columns))
     if missing:
         raise ValueError(f"{path} is not a dupes ledger (columns {missing} are missing); "
@@ -39,7 +53,7 @@ def read_ledger(path: Path | str | None) -> pd.DataFrame:
     return df[LEDGER_COLUMNS]
 
 
-def add_confirmed(path: Path, confirmed: pd.DataFrame, review: str) -> int:
+def add_confirmed(path: Path | str, confirmed: pd.DataFrame, review: str) -> int:
     """Record (sha1, class_name, relpath) rows as confirmed; returns how many are new."""
     ledger = read_ledger(path)
     new = confirmed[["sha1", "class_name", "relpath"]].copy()
@@ -48,8 +62,12 @@ def add_confirmed(path: Path, confirmed: pd.DataFrame, review: str) -> int:
     known = set(zip(ledger["sha1"], ledger["class_name"]))
     new = new[[(s, c) not in known for s, c in zip(new["sha1"], new["class_name"])]]
     if len(new):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        rundir.write_csv(Path(path), pd.concat([ledger, new[LEDGER_COLUMNS]], ignore_index=True))
+        table = pd.concat([ledger, new[LEDGER_COLUMNS]], ignore_index=True)
+        if is_uri(path):  # one PUT: the object is replaced whole
+            write_object(str(path), table.to_csv(index=False).encode())
+        else:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            rundir.write_csv(Path(path), table)
     return len(new)
 
 

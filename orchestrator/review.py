@@ -99,7 +99,7 @@ def export_review(run_dir: Path, out: Path, *, threshold: str | None = None,
     _ensure_empty(out, "review folder")
     cfg = rundir.read_json(run_dir / "config.json")
     data = cfg["data_dir"]  # a folder or a bucket prefix
-    ledger = ledger_mod.ledger_path(run_dir, cfg.get("ledger"), ledger)
+    ledger = ledger_mod.ledger_path(run_dir, cfg.get("ledger"), ledger, cfg.get("storage"))
     analysis, _ = load_analysis(run_dir, threshold, ledger=ledger,
                                 min_ratio=min_ratio)
     dupes = analysis.dupes
@@ -171,8 +171,8 @@ def import_review(review: Path, *, ledger: Path | None = None) -> tuple[pd.DataF
                       "".join(f"{p}\t{h}\n" for p, h in zip(after["review_path"], after["sha1"])))
     rundir.write_csv(review / "manifest.csv", manifest)
     confirmed = manifest[manifest["action"] == "confirm"].rename(columns={"old_label": "class_name"})
-    ledger_path = Path(ledger or meta["ledger"])
-    ledger_mod.add_confirmed(ledger_path, confirmed, str(review))
+    ledger_mod.add_confirmed(ledger_mod.ledger_path(review, meta["ledger"], ledger),
+                             confirmed, str(review))
     return manifest, []
 
 

@@ -92,6 +92,23 @@ def list_tree(uri: str) -> dict[str, "object"]:
     return {f.path[len(base) + 1:]: f for f in infos if f.type == pafs.FileType.File}
 
 
+def read_object(uri: str) -> bytes | None:
+    """The whole content of one object, or None if there is none."""
+    import pyarrow.fs as pafs
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def write_object(uri: str, data: bytes) -> None:
+    """One object, written with one PUT: readers see the old content or the new, whole."""
+    fs, path = resolve(uri)
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
 def download(root: str, relpath: str, dst: Path, *, mtime: float | None = None) -> None:
     """Copy one object to a local file (temp + rename), dated `mtime` if given: the object's
     own time, so the copy never looks newer than the bucket's and goes back up for nothing."""

@@ -1,4 +1,5 @@
 """Datasets and run directories in a bucket, against a real S3 server on loopback (moto)."""
+import io
 import json
 import os
 import socket
@@ -16,7 +17,7 @@ import pytest
 
 from orchestrator import rundir
 from orchestrator.scan import scan_dataset
-from orchestrator.storage import MARKER, RemoteRun, list_tree, resolve
+from orchestrator.storage import RemoteRun, list_tree, read_object, resolve
 from tests.conftest import write_digit_dataset
 from tests.test_end_to_end import FAST, check_predictions
 
@@ -199,13 +200,22 @@ def test_a_pass_from_a_bucket_to_a_bucket_resumes_on_another_machine(s3, tmp_pat
     assert len(exported) > 0
     first = exported.iloc[0]
     assert (review / first["review_path"]).read_bytes() == (data / first["relpath"]).read_bytes()
-    # the technician agrees with every suggestion; the corrected copy is built from the bucket
+    # the technician confirms one label (deletes the file) and agrees with every other
+    # suggestion; the confirmation goes to the ledger beside the run in the bucket, where
+    # the next round finds it from any machine; the corrected copy is built from the bucket
+    (review / exported.iloc[-1]["review_path"]).unlink()
     _dupes("review", "import", str(review), env=machine_c, cwd=tmp_path)
+    ledger = pd.read_csv(io.BytesIO(read_object(f"s3://{BUCKET}/runs/dupes-ledger.csv")))
+    assert ledger["relpath"].tolist() == [exported.iloc[-1]["relpath"]]
     fixed = tmp_path / "fixed"
     _dupes("apply", str(review / "manifest.csv"), "--data", f"s3://{BUCKET}/data",
            "--out", str(fixed), env=machine_c, cwd=tmp_path)
     changes = pd.read_csv(fixed / "CHANGES.csv")
-    assert (changes["action"] == "relabel").sum() == len(exported)
+    assert (changes["action"] == "relabel").sum() == len(exported) - 1
     assert sum(1 for p in fixed.rglob("*.png")) == sum(1 for p in data.rglob("*.png"))
+    machine_d = {**s3, "DUPES_MIRROR": str(tmp_path / "mirror-d")}
+    out = _dupes("review", "export", uri, "--out", str(tmp_path / "review2"), "--threshold",
+                 ">=1", "--min-ratio", "0", env=machine_d, cwd=tmp_path).stdout
+    assert f"exported {len(exported) - 1} image(s)" in out  # the confirmed one is not asked again
     moved = changes.iloc[0]
     assert (fixed / moved["new_relpath"]).read_bytes() == (data / moved["relpath"]).read_bytes()
