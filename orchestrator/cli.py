@@ -80,7 +80,6 @@ def _non_negative(kind):
 
 
 def add_pass_args(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
-    hyp = Hyp()
     g = p.add_argument_group("the pass")
     g.add_argument("--repeats", type=_positive(int), default=10,
                    help="swap-split repeats; each trains 2 models, so every image gets this "

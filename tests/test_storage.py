@@ -2,7 +2,6 @@
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,52 +18,17 @@ from orchestrator import rundir
 from orchestrator.scan import scan_dataset
 from orchestrator.storage import RemoteRun, list_tree, read_object, resolve
 from tests.conftest import write_digit_dataset
+from tests.s3server import moto_s3
 from tests.test_end_to_end import FAST, check_predictions
 
 BUCKET = "dupes-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3():
-    """An S3 server on loopback and the environment that points pyarrow (and every process
-    started from here, Ray's workers included) at it; yields the environment."""
     pytest.importorskip("moto")
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                               "-p", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    resolve.cache_clear()
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.time() < deadline, "moto server did not start"
-                time.sleep(0.2)
-        import boto3
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
+    with moto_s3(BUCKET) as env:
         yield env
-    finally:
-        server.kill()
-        server.wait()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        resolve.cache_clear()
 
 
 def upload_tree(local: Path, uri: str) -> None:
