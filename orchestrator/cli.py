@@ -392,12 +392,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open_run(location: Path | str, console: Console, *, partitions: bool = True) -> Path | None:
+def _open_run(location: Path | str, console: Console, *,
+              only: set[str] | None = None) -> Path | None:
     """A run directory to read, as a local path (a bucket run is pulled into its mirror);
     None, with the reason printed, if it is not one."""
     from orchestrator.storage import open_run
 
-    path = open_run(location, partitions=partitions)
+    path = open_run(location, only=only)
     return path if _is_run_dir(path, console) else None
 
 
@@ -613,7 +614,8 @@ def cmd_status(args, console: Console) -> int:
     from orchestrator.storage import RemoteRun, is_uri
 
     bucket = is_uri(args.run)
-    run = _open_run(args.run, console, partitions=False)  # the markers say what is done
+    # the progress files; the partitions' markers in the bucket say what is done
+    run = _open_run(args.run, console, only={"config.json", "progress.json", "summary.json"})
     if run is None:
         return EXIT_BAD_INPUT
     cfg = RunConfig.from_dict(rundir.read_json(run / "config.json"))

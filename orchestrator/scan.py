@@ -153,6 +153,15 @@ def scan_dataset(root: Path | str, *, image_size: int | None = None,
     with ThreadPoolExecutor(max_workers=threads) as pool:
         decoded = list(pool.map(lambda cr: _decode(root, cr[1], size), found))
 
+    if storage.is_uri(root):
+        # an object that could not be fetched (network, permissions) is not a bad image:
+        # skipping it would train on part of the dataset without anyone deciding so
+        unread = [(rel, reason) for (_, rel), (px, _, _, reason) in zip(found, decoded)
+                  if px is None and reason.startswith("cannot read")]
+        if unread:
+            raise ScanError(f"{len(unread)} object(s) of {root} could not be read, e.g. "
+                            f"{unread[0][0]}: {unread[0][1]}. Nothing was skipped: check the "
+                            f"bucket's access and the network, then run again")
     rows, pixels = [], []
     for (cls, rel), (px, nbytes, sha1, reason) in zip(found, decoded):
         if px is None:

@@ -182,11 +182,13 @@ class RemoteRun:
             return json.loads(f.read())
 
     # -- bucket -> mirror ------------------------------------------------------------------
-    def pull(self, *, partitions: bool = True) -> int:
+    def pull(self, *, partitions: bool = True, cache: bool = True,
+             only: set[str] | None = None) -> int:
         """Bring the mirror up to date with the bucket; returns how many files came down.
 
         Files are fetched when the mirror lacks them or the bucket's copy is newer; of the
-        partitions only those with a marker, and only the files their marker lists.
+        partitions only those with a marker, and only the files their marker lists. Readers
+        need less: no image cache (`cache=False`, it can be GBs), or `only` some files.
         """
         remote = list_tree(self.uri)
         if "config.json" not in remote:
@@ -195,10 +197,9 @@ class RemoteRun:
         markers = {rel.rsplit("/", 1)[0] for rel in remote if rel.endswith("/" + MARKER)
                    and _partition_of(rel)}
         for rel, info in sorted(remote.items()):
-            if _skipped(rel):
-                continue
-            part = _partition_of(rel)
-            if part is not None:
+            if _skipped(rel) or _partition_of(rel) is not None \
+                    or (not cache and rel.startswith("cache/")) \
+                    or (only is not None and rel not in only):
                 continue
             dst = self.local / rel
             if dst.exists() and dst.stat().st_size == info.size and \
@@ -206,7 +207,7 @@ class RemoteRun:
                 continue
             download(self.uri, rel, dst, mtime=info.mtime.timestamp())
             fetched += 1
-        if partitions:
+        if partitions and only is None:
             for partition in sorted(markers):
                 dst = self.local / partition
                 if dst.is_dir():
@@ -283,10 +284,11 @@ class RemoteRun:
         return len(stale)
 
 
-def open_run(location, *, partitions: bool = True) -> Path:
-    """A run directory to read: a local path as it is, a bucket URI pulled into its mirror."""
+def open_run(location, *, only: set[str] | None = None) -> Path:
+    """A run directory to read: a local path as it is, a bucket URI pulled into its mirror
+    (without the image cache, which only training needs; or `only` the files named)."""
     if not is_uri(location):
         return Path(location)
     remote = RemoteRun(str(location))
-    remote.pull(partitions=partitions)
+    remote.pull(cache=False, only=only)
     return remote.local

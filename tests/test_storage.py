@@ -107,6 +107,26 @@ def test_scan_of_a_bucket_dataset_equals_the_local_scan(s3, tmp_path):
     assert len(bucket.skipped) == 2
 
 
+def test_an_object_that_cannot_be_fetched_stops_the_scan(s3, tmp_path, monkeypatch):
+    # a bad image is skipped with its reason; an object the network or the bucket's
+    # permissions withheld is not a bad image, and training on the rest would be silent loss
+    from orchestrator import storage
+    from orchestrator.scan import ScanError
+
+    data = write_digit_dataset(tmp_path / "data", classes=(0, 1), per_class=4)
+    upload_tree(data, f"s3://{BUCKET}/flaky")
+    real = storage.open_file
+
+    def flaky(root, rel):
+        if rel == "1/d0001.png":
+            raise OSError("AWS Error ACCESS_DENIED during GetObject operation")
+        return real(root, rel)
+
+    monkeypatch.setattr(storage, "open_file", flaky)
+    with pytest.raises(ScanError, match=r"1 object\(s\) of s3://.*1/d0001.png.*Nothing was skipped"):
+        scan_dataset(f"s3://{BUCKET}/flaky")
+
+
 def _dupes(*args, env: dict, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd,
                           env={**os.environ, **env}, capture_output=True, text=True,
