@@ -84,5 +84,9 @@ class Board:
         failures, self.failures = self.failures, []
         return dict(self.progress), results, failures
 
+    def node(self) -> str:
+        """The node this board runs on (it must be the driver's)."""
+        return ray.get_runtime_context().get_node_id()
+
     def written(self, item: Item) -> None:
         self.progress[item]["status"] = "done"

@@ -235,8 +235,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("data", nargs="?", type=_location,
                      help="dataset folder with one sub-folder per class (not needed with --resume)")
     run.add_argument("--out", type=_location, default=None,
-                     help="run directory (default runs/<data name>-<date-time>); must not exist "
-                          "or be empty")
+                     help="run directory, a folder or s3://, gs:// (default "
+                          "STORAGE/<data name>-<date-time>); must not exist or be empty")
+    run.add_argument("--storage", type=_location, default=None, metavar="STORAGE",
+                     help="where run directories go when --out is not given: a folder, or a "
+                          "bucket prefix such as s3://bucket/runs (default runs/)")
     run.add_argument("--resume", type=_location, default=None, metavar="RUN",
                      help="continue an interrupted run: only trainings without predictions are "
                           "redone, with the run's saved configuration")
@@ -458,7 +461,9 @@ def cmd_run(args, console: Console) -> int:
         if args.data is None:
             console.print("[red]error:[/] give a dataset folder (DATA) or --resume RUN")
             return EXIT_BAD_INPUT
-        out = args.out or Path("runs") / f"{name_of(args.data)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = f"{name_of(args.data)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        storage = args.storage or Path("runs")
+        out = args.out or (f"{storage}/{name}" if is_uri(storage) else storage / name)
         if is_uri(out):
             remote = _bucket_run(out, fresh=True)
             cfg = config_from_args(args, args.data, remote.local, storage=remote.uri)

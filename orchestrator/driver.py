@@ -180,6 +180,7 @@ def plan_resources(cfg: RunConfig, cluster: dict, n_todo: int) -> tuple[int, flo
     return max(1, min(slots, n_todo)), float(cpt), float(gpt)
 
 
+BOARD_NAMESPACE = "dupes"  # the board is named there, so a cluster's tools can find it
 NO_RESIZE_S = 7 * 24 * 3600.0  # grow the worker group only when it restarts anyway
 
 
@@ -330,7 +331,8 @@ def run_trainings(cfg: RunConfig, prep: Prepared, todo: list[tuple[int, int]],
         # The board owns every finished training's results until they are written: it lives
         # on the driver's node, sharing the driver's fate (as Ray Train's own controller
         # does), so losing another node never loses finished trainings.
-        board = Board.options(scheduling_strategy=on_this_node()).remote(todo)
+        board = Board.options(scheduling_strategy=on_this_node(), namespace=BOARD_NAMESPACE,
+                              name=f"board-{uuid.uuid4().hex[:8]}").remote(todo)
         loop_config = {
             "board": board, "images": [ray.put(prep.images)], "folds": [ray.put(prep.folds)],
             "labels": prep.index["label"].to_numpy(), "hyp": cfg.hyp,

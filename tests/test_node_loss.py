@@ -41,14 +41,17 @@ def cluster():
 
 
 def board_nodes(address: str) -> set[str]:
-    """The nodes hosting the pass's work-board actors."""
+    """The nodes hosting the pass's work-board actors (from the GCS: no dashboard needed)."""
     import ray
-    from ray.util.state import list_actors
+
+    from orchestrator.driver import BOARD_NAMESPACE
 
     ray.init(address=address, logging_level="ERROR")
     try:
-        return {a.node_id for a in list_actors(filters=[("class_name", "=", "Board"),
-                                                        ("state", "=", "ALIVE")])}
+        boards = [ray.get_actor(a["name"], namespace=a["namespace"])
+                  for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a["namespace"] == BOARD_NAMESPACE and a["name"].startswith("board-")]
+        return set(ray.get([b.node.remote() for b in boards]))
     finally:
         ray.shutdown()
 
@@ -71,6 +74,7 @@ def test_pass_finishes_after_a_node_is_removed(cluster, tmp_path):
         assert rundir.completed_trainings(run), "no training finished in time"
         progress = json.loads((run / "progress.json").read_text())
         assert sum(t.get("status") == "running" for t in progress["trainings"]) >= 1
+        before = {t["worker"] for t in progress["trainings"] if t.get("worker")}
         # the board owns finished results until they are written: it must sit on the
         # driver's (head) node, never on a node that can be lost
         assert board_nodes(c.address) == {c.head_node.node_id}
@@ -85,4 +89,6 @@ def test_pass_finishes_after_a_node_is_removed(cluster, tmp_path):
     assert summary["n_trainings"] == 8 and summary["n_trainings_failed"] == 0
     workers = {json.loads(p.read_text())["worker"]
                for p in (run / "trainings").glob("*.json")}
-    assert len(workers) >= 3  # two at first, then the restarted group on the node left
+    # the rest was trained by the group Ray Train restarted on the node left: workers that
+    # did not exist before the kill (the killed node's worker may not have finished any)
+    assert workers - before, (workers, before)

@@ -142,11 +142,14 @@ def test_a_pass_from_a_bucket_to_a_bucket_resumes_on_another_machine(s3, tmp_pat
     for p in sorted((data / "7").iterdir())[:3]:  # mislabelled: sevens in the ones
         p.rename(data / "1" / p.name)
     upload_tree(data, f"s3://{BUCKET}/data")
-    uri = f"s3://{BUCKET}/runs/r1"
     machine_a = {**s3, "DUPES_MIRROR": str(tmp_path / "mirror-a")}
     machine_b = {**s3, "DUPES_MIRROR": str(tmp_path / "mirror-b")}
-    _dupes("run", f"s3://{BUCKET}/data", "--out", uri, "--repeats", "2", "--no-sanity", *FAST,
-           env=machine_a, cwd=tmp_path)
+    _dupes("run", f"s3://{BUCKET}/data", "--storage", f"s3://{BUCKET}/runs", "--repeats", "2",
+           "--no-sanity", *FAST, env=machine_a, cwd=tmp_path)
+    names = {rel.split("/")[0] for rel in list_tree(f"s3://{BUCKET}/runs")
+             if rel.startswith("data-") and rel.endswith("/config.json")}
+    assert len(names) == 1  # runs/<data name>-<date-time>
+    uri = f"s3://{BUCKET}/runs/{names.pop()}"
     remote = RemoteRun(uri)
     assert remote.committed() == {(0, 0), (0, 1), (1, 0), (1, 1)}
     assert remote.committed("epochs") == {(0, 0), (0, 1), (1, 0), (1, 1)}
@@ -167,7 +170,7 @@ def test_a_pass_from_a_bucket_to_a_bucket_resumes_on_another_machine(s3, tmp_pat
     out = _dupes("run", "--resume", uri, env=machine_b, cwd=tmp_path).stdout
     assert "resuming: 3 of 4 trainings already done" in out
     assert remote.committed() == {(0, 0), (0, 1), (1, 0), (1, 1)}
-    mirror_b = tmp_path / "mirror-b" / "s3" / BUCKET / "runs" / "r1"
+    mirror_b = tmp_path / "mirror-b" / "s3" / uri.split("://", 1)[1]
     assert json.loads((mirror_b / "config.json").read_text())["run_dir"] == str(mirror_b)
     check_predictions(mirror_b, 60, 2)  # every image exactly 2 predictions, none twice
 
