@@ -202,9 +202,8 @@ class RemoteRun:
                     or (only is not None and rel not in only):
                 continue
             dst = self.local / rel
-            if dst.exists() and dst.stat().st_size == info.size and \
-                    dst.stat().st_mtime >= info.mtime.timestamp():
-                continue
+            if dst.exists() and dst.stat().st_mtime >= info.mtime.timestamp():
+                continue  # the mirror's copy is as new (or newer: written, not yet uploaded)
             download(self.uri, rel, dst, mtime=info.mtime.timestamp())
             fetched += 1
         if partitions and only is None:

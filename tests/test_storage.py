@@ -89,6 +89,10 @@ def test_push_uploads_changed_files_and_pull_fetches_newer_ones(s3, tmp_path):
     assert b.pull() == 0
     time.sleep(2.5)
     assert b.push() == 0  # what came down is not newer than the bucket: nothing goes back up
+    # a mirror's own newer file (written, upload not yet done) is never overwritten by a pull
+    rundir.write_json(b.local / "summary.json", {"n": 2, "written": "here, not uploaded"})
+    assert b.pull() == 0
+    assert rundir.read_json(b.local / "summary.json")["n"] == 2
 
 
 def test_scan_of_a_bucket_dataset_equals_the_local_scan(s3, tmp_path):
