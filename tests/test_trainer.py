@@ -216,3 +216,15 @@ def test_sanity_passes_healthy_and_names_the_cause_of_broken_setups():
     assert "learning rate" in zero.checks[-1].cause
     blank = sanity(np.zeros_like(images), labels, classes, hyp)
     assert not blank.ok and blank.checks[0].name == "input statistics"
+
+
+def test_sanity_gives_a_tiny_dataset_enough_steps_to_judge_its_labels():
+    # 60 images with the default batch of 128: one step an epoch. The short training gets
+    # MIN_STEPS steps, so healthy labels pass and shuffled ones still fail.
+    from trainers.sanity import MIN_STEPS, learnability_check
+    images, labels = _digits(n=60, classes=3)
+    hyp = Hyp(flip=False, translate=1)
+    healthy = learnability_check(images, labels, hyp)
+    assert healthy.ok and f"after {MIN_STEPS} epochs on 30 images" in healthy.detail
+    shuffled = learnability_check(images, np.random.default_rng(1).permutation(labels), hyp)
+    assert not shuffled.ok

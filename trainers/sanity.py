@@ -81,6 +81,10 @@ def overfit_check(images, labels, hyp: Hyp, *, batch: int = 32, epochs: int = 60
                  "too small, or the inputs carry no signal (all images identical?)")
 
 
+MIN_STEPS = 60    # optimizer steps of the learnability check's short training, at least
+MAX_EPOCHS = 100  # ... and at most this many epochs to get them
+
+
 def learnability_check(images, labels, hyp: Hyp, *, n: int = 2000, epochs: int | None = None,
                        seed: int = 0, device: str = "cpu") -> Check:
     """A short training on a small split must beat the majority class on held-out images."""
@@ -92,7 +96,11 @@ def learnability_check(images, labels, hyp: Hyp, *, n: int = 2000, epochs: int |
     pick = rng.permutation(len(labels))[:n]
     half = len(pick) // 2
     tr, ev = pick[:half], pick[half:]
-    h = replace(hyp, epochs=epochs or max(4, min(hyp.epochs, 8)))
+    # a few epochs, but enough optimizer steps: a tiny dataset (30 training images, batches
+    # of 128) would otherwise get 8 steps and fail for want of training, not of labels
+    steps_per_epoch = max(1, -(-len(tr) // hyp.batch_size))
+    h = replace(hyp, epochs=epochs or min(MAX_EPOCHS, max(4, min(hyp.epochs, 8),
+                                                          -(-MIN_STEPS // steps_per_epoch))))
     out = train(h, images, labels, tr, ev, seed=seed, device=device)
     acc = float((out.pred == labels[ev]).mean())
     chance = float(np.bincount(labels[ev]).max() / len(ev))
