@@ -16,6 +16,15 @@ def tile_caption(row) -> list[str]:
             f"p(given) {row.mean_prob_given:.3f}"]
 
 
+def fit(img: Image.Image, px: int) -> Image.Image:
+    """The image scaled to `px` on its longer side. Enlarged 2x or more without smoothing,
+    so a 28-px digit stays crisp pixels; otherwise Lanczos, since uneven pixel repeats
+    (1-2x) or aliasing (shrinking) would distort what a reviewer judges."""
+    scale = px / max(img.size)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img.resize(size, Image.NEAREST if scale >= 2 else Image.LANCZOS)
+
+
 def contact_sheet(images: list[Image.Image | None], captions: list[list[str]], *,
                   title: str = "", columns: int = 8, tile: int = 128) -> Image.Image:
     """A grid of `tile`-px images with caption lines under each (None: a grey placeholder).
@@ -46,11 +55,7 @@ def contact_sheet(images: list[Image.Image | None], captions: list[list[str]], *
             draw.rectangle([x, y, x + tile - 1, y + tile - 1], fill=(200, 200, 200))
             draw.text((x + 4, y + 4), "missing", fill="black", font=font)
         else:
-            im = img.convert("RGB")
-            scale = tile / max(im.size)
-            size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
-            resample = Image.NEAREST if scale >= 2 else Image.LANCZOS
-            im = im.resize(size, resample)
+            im = fit(img.convert("RGB"), tile)
             sheet.paste(im, (x + (tile - im.width) // 2, y + (tile - im.height) // 2))
         for j, line in enumerate(cap[:CAPTION_LINES]):
             draw.text((x, y + tile + 2 + j * line_h), line, fill="black", font=font)

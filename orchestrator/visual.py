@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 from analysis.html import html_report
 from analysis.losses import highest_losses
 from analysis.run_analysis import Analysis
-from analysis.sheets import contact_sheet, dupe_pairs, tile_caption
+from analysis.sheets import contact_sheet, dupe_pairs, fit, tile_caption
 from orchestrator import rundir, storage
 
 THUMB_PX = 64
@@ -44,13 +44,10 @@ def load_images(data_dir: Path | str, relpaths) -> list[Image.Image | None]:
 
 
 def thumbnail_uri(img: Image.Image | None, *, px: int = THUMB_PX) -> str | None:
-    """A PNG data URI of the image, at most `px` on its longer side (small images are
-    enlarged without smoothing, so a 28-px digit stays readable)."""
+    """A PNG data URI of the image scaled to `px` on its longer side, as the sheets' tiles."""
     if img is None:
         return None
-    scale = px / max(img.size)
-    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-    im = img.resize(size, Image.NEAREST if scale >= 1 else Image.LANCZOS)
+    im = fit(img, px)
     buf = io.BytesIO()
     im.save(buf, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

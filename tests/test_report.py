@@ -171,3 +171,22 @@ def test_live_sheet_draws_the_running_trainings_top_losses(tmp_path):
     live_sheet(tmp_path, state, prep)
     sheet = Image.open(tmp_path / "sheets" / "live_top_losses.png")
     assert sheet.width > 3 * 128 and sheet.height > 128  # three tiles in one row
+
+
+def test_thumbnails_scale_images_as_the_sheet_tiles_do():
+    import base64
+    import io
+
+    from PIL import Image
+
+    from analysis.sheets import contact_sheet, fit
+    from orchestrator.visual import thumbnail_uri
+
+    checker = Image.fromarray((np.indices((28, 28)).sum(0) % 2 * 255).astype(np.uint8))
+    uri = thumbnail_uri(checker, px=64)
+    thumb = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+    assert thumb.shape == (64, 64)
+    assert set(np.unique(thumb)) == {0, 255}  # enlarged 2x+: crisp pixels, no smoothing
+    tile = np.asarray(contact_sheet([checker], [["x"]], columns=1, tile=64))[6:70, 6:70, 0]
+    np.testing.assert_array_equal(tile, thumb)  # the HTML shows what the sheets show
+    assert len(np.unique(np.asarray(fit(checker, 40)))) > 2  # 1.4x: smoothed, not blocky
