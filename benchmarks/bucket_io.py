@@ -32,18 +32,7 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data" / "mnist_test.npz"
 BUCKET = "bench"
-
-
-def write_pngs(out: Path) -> int:
-    from PIL import Image
-    d = np.load(DATA)
-    for i, (img, label) in enumerate(zip(d["images"], d["labels"])):
-        folder = out / str(d["classes"][label])
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(img).save(folder / f"{i:05d}.png")
-    return len(d["labels"])
 
 
 def partition(run: Path, repeat: int, fold: int, rows: int, classes: int) -> int:
@@ -67,13 +56,14 @@ def main() -> None:
     from orchestrator import rundir
     from orchestrator.scan import scan_dataset
     from orchestrator.storage import RemoteRun, resolve
+    from benchmarks.train_speed import DATA, write_pngs
     from tests.s3server import moto_s3
 
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="dupes-bucket-"))
     try:
         with moto_s3(BUCKET):
-            n = write_pngs(tmp / "data")
+            n = write_pngs(DATA, tmp / "data")
             t = time.perf_counter()
             scan_dataset(tmp / "data")
             local_s = time.perf_counter() - t
