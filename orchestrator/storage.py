@@ -139,6 +139,11 @@ def _partition_of(rel: str) -> tuple[str, str] | None:
     return None
 
 
+def _committed(remote: dict) -> set[str]:
+    """The partition folders ("predictions/repeat=R/fold=F") whose marker is in a listing."""
+    return {p[0] for rel in remote if (p := _partition_of(rel)) is not None and p[1] == MARKER}
+
+
 def _skipped(rel: str) -> bool:
     parts = rel.split("/")
     return parts[0] in REMOTE_MANAGED or any(p.startswith(".") for p in parts)
@@ -167,47 +172,50 @@ class RemoteRun:
 
     def committed(self, kind: str = "predictions") -> set[tuple[int, int]]:
         """(repeat, fold) of every partition whose marker is in the bucket."""
+        listing = {f"{kind}/{rel}": info for rel, info in list_tree(join(self.uri, kind)).items()}
         done = set()
-        for rel in list_tree(join(self.uri, kind)):
-            parts = rel.split("/")
-            if len(parts) == 3 and parts[2] == MARKER:
-                try:
-                    done.add((int(parts[0].split("=")[1]), int(parts[1].split("=")[1])))
-                except (IndexError, ValueError):
-                    continue
+        for partition in _committed(listing):
+            _, r, f = partition.split("/")
+            try:
+                done.add((int(r.split("=")[1]), int(f.split("=")[1])))
+            except ValueError:
+                continue
         return done
 
     def _marker(self, partition: str) -> dict:
-        with self.fs.open_input_stream(self._path(f"{partition}/{MARKER}")) as f:
-            return json.loads(f.read())
+        return json.loads(read_object(join(self.uri, partition, MARKER)))
 
     # -- bucket -> mirror ------------------------------------------------------------------
-    def pull(self, *, partitions: bool = True, cache: bool = True,
-             only: set[str] | None = None) -> int:
+    def _infos(self, rels: set[str]) -> dict:
+        """FileInfo of the named objects that exist, without listing the whole run."""
+        import pyarrow.fs as pafs
+        names = sorted(rels)
+        infos = self.fs.get_file_info([self._path(rel) for rel in names])
+        return {rel: i for rel, i in zip(names, infos) if i.type == pafs.FileType.File}
+
+    def pull(self, *, cache: bool = True, only: set[str] | None = None) -> int:
         """Bring the mirror up to date with the bucket; returns how many files came down.
 
         Files are fetched when the mirror lacks them or the bucket's copy is newer; of the
         partitions only those with a marker, and only the files their marker lists. Readers
-        need less: no image cache (`cache=False`, it can be GBs), or `only` some files.
+        need less: no image cache (`cache=False`, it can be GBs), or `only` the files named
+        (then no partitions, and no listing of the run).
         """
-        remote = list_tree(self.uri)
+        remote = list_tree(self.uri) if only is None else self._infos(only | {"config.json"})
         if "config.json" not in remote:
             raise StorageError(f"{self.uri} is not a run directory (no config.json there)")
         fetched = 0
-        markers = {rel.rsplit("/", 1)[0] for rel in remote if rel.endswith("/" + MARKER)
-                   and _partition_of(rel)}
         for rel, info in sorted(remote.items()):
             if _skipped(rel) or _partition_of(rel) is not None \
-                    or (not cache and rel.startswith("cache/")) \
-                    or (only is not None and rel not in only):
+                    or (not cache and rel.startswith("cache/")):
                 continue
             dst = self.local / rel
             if dst.exists() and dst.stat().st_mtime >= info.mtime.timestamp():
                 continue  # the mirror's copy is as new (or newer: written, not yet uploaded)
             download(self.uri, rel, dst, mtime=info.mtime.timestamp())
             fetched += 1
-        if partitions and only is None:
-            for partition in sorted(markers):
+        if only is None:
+            for partition in sorted(_committed(remote)):
                 dst = self.local / partition
                 if dst.is_dir():
                     continue  # partitions never change once committed
@@ -229,14 +237,14 @@ class RemoteRun:
 
     def push_partition(self, kind: str, repeat: int, fold: int) -> None:
         """A committed local partition: its files, then the marker that commits them."""
-        partition = f"{kind}/repeat={repeat}/fold={fold}"
-        folder = self.local / partition
-        files = sorted(p.name for p in folder.iterdir() if p.is_file()
+        self._push_partition(f"{kind}/repeat={repeat}/fold={fold}")
+
+    def _push_partition(self, partition: str) -> None:
+        files = sorted(p.name for p in (self.local / partition).iterdir() if p.is_file()
                        and not p.name.startswith((".", "_")))
         for name in files:
             self.upload(f"{partition}/{name}")
-        with self.fs.open_output_stream(self._path(f"{partition}/{MARKER}")) as f:
-            f.write(json.dumps({"files": files}).encode())
+        write_object(join(self.uri, partition, MARKER), json.dumps({"files": files}).encode())
 
     def push(self) -> int:
         """Upload whatever the bucket lacks or has older; returns how many files went up.
@@ -245,7 +253,7 @@ class RemoteRun:
         last, since it says the pass is over.
         """
         remote = list_tree(self.uri)
-        committed = {rel.rsplit("/", 1)[0] for rel in remote if rel.endswith("/" + MARKER)}
+        committed = _committed(remote)
         pushed, singles = 0, []
         for path in sorted(self.local.rglob("*")):
             rel = path.relative_to(self.local).as_posix()
@@ -254,8 +262,7 @@ class RemoteRun:
             part = _partition_of(rel)
             if part is not None:
                 if part[0] not in committed:
-                    kind, r, f = part[0].split("/")
-                    self.push_partition(kind, int(r.split("=")[1]), int(f.split("=")[1]))
+                    self._push_partition(part[0])
                     committed.add(part[0])
                     pushed += 1
                 continue
@@ -271,11 +278,8 @@ class RemoteRun:
     def clear_partial(self) -> int:
         """Remove partition objects no marker lists (an upload cut short); returns how many."""
         remote = list_tree(self.uri)
-        listed: dict[str, set[str]] = {}
-        for rel in remote:
-            if rel.endswith("/" + MARKER) and _partition_of(rel):
-                partition = rel.rsplit("/", 1)[0]
-                listed[partition] = set(self._marker(partition)["files"]) | {MARKER}
+        listed = {partition: set(self._marker(partition)["files"]) | {MARKER}
+                  for partition in _committed(remote)}
         stale = [rel for rel in remote if (p := _partition_of(rel)) is not None
                  and p[1] not in listed.get(p[0], ())]
         for rel in stale:
