@@ -234,3 +234,19 @@ def top_losses_table(rows, *, title: str) -> Table:
         table.caption = ("AUM: mean held-out margin p(given) - max p(other) over the recorded "
                          "epochs (< 0: another class wins); forgot: correct-to-wrong flips")
     return table
+
+
+def trials_view(table, *, metric: str, scheduler: str, searched: list[str]) -> Table:
+    """The trials of a `dupes tune` search, best first."""
+    view = Table(title=f"trials ({scheduler}, {metric})", header_style="bold")
+    searched = [k for k in searched if k in table.columns]
+    for col in ["trial", "status", "epochs_run", f"best_{metric}", *searched]:
+        view.add_column(col, justify="left" if col in ("trial", "status") else "right")
+    for row in table.sort_values(f"best_{metric}",
+                                 ascending=metric == "heldout_loss").itertuples(index=False):
+        r = row._asdict()
+        cells = [str(r["trial"]), str(r["status"]), str(r["epochs_run"]),
+                 f"{r[f'best_{metric}']:.4f}"]
+        cells += [f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in searched]
+        view.add_row(*cells)
+    return view

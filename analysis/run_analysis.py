@@ -1,47 +1,50 @@
 """Everything the report needs, computed from a run's tables (no I/O, no Ray)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from analysis.errors import confused_pairs, confusion_matrix, fit_table, per_class_errors
+from analysis.probs import mean_probs_of, probs_matrix
+from analysis.rule import DupeRule
 from analysis.scores import combined_score, label_quality
 from analysis.thresholds import Threshold, parse_threshold
-from analysis.votes import (DEFAULT_MIN_RATIO, count_votes, dupes_per_threshold, heldout_accuracy, most_confused,
+from analysis.votes import (count_votes, dupes_per_threshold, heldout_accuracy, most_confused,
                             select_dupes)
 
 REPORT_THRESHOLDS = ("10", ">=9", ">=8")
+__all__ = ["Analysis", "analyze", "vote_table", "select", "prediction_arrays", "probs_matrix",
+           "mean_probs_of", "dupes_export_table"]
 
 
 @dataclass
 class Analysis:
+    """A run's vote table and summaries (built once), and the dupes one rule selects from it."""
+
     votes: pd.DataFrame           # one row per sample, with relpath and class names
-    dupes: pd.DataFrame           # votes rows at the threshold, most votes first
+    dupes: pd.DataFrame           # votes rows the rule selects, most votes first
     accuracy: pd.DataFrame        # repeat, fold, n, accuracy
     per_threshold: dict[str, int]
     confused: pd.DataFrame        # given, suggested, count among the dupes
-    threshold: Threshold
+    rule: DupeRule
     n_prediction_rows: int
     classes: list[str]
-    min_ratio: float = 0.0                    # dupes: p(suggested) >= this x p(given)
     confusion: np.ndarray | None = None       # given x predicted, all held-out predictions
     per_class: pd.DataFrame | None = None     # error rate per given class
     pairs: pd.DataFrame | None = None         # most-confused (given, predicted) pairs
     fit: pd.DataFrame | None = None           # per training: train vs held-out accuracy
     num_issues: int | None = None             # cleanlab's estimate of wrong labels
 
+    @property
+    def threshold(self) -> Threshold:
+        return self.rule.votes
 
-def probs_matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A fixed-size-list `probs` column as an n x C float32 array (no Python loop)."""
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    width = arr.type.list_size if pa.types.is_fixed_size_list(arr.type) else None
-    flat = arr.flatten().to_numpy(zero_copy_only=False)
-    if width is None:
-        width = len(flat) // max(len(arr), 1)
-    return flat.reshape(len(arr), width).astype(np.float32, copy=False)
+    @property
+    def min_ratio(self) -> float:
+        return self.rule.min_ratio
 
 
 FLAT_COLUMNS = ("sample_id", "repeat", "fold", "label", "pred", "loss", "prob_given")
@@ -60,37 +63,13 @@ def prediction_arrays(table: pa.Table) -> dict[str, np.ndarray]:
     return col
 
 
-def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str], *,
-            threshold: str | Threshold = ">=8", confirmed: np.ndarray | None = None,
-            ignore_confirmed: bool = False, dynamics: pd.DataFrame | None = None,
-            train_accuracy: dict | None = None, scores: bool = True,
-            min_ratio: float = DEFAULT_MIN_RATIO) -> Analysis:
-    """Votes, dupes, scores, per-training accuracy and error analysis of one run.
-
-    `index` has `sample_id, relpath, label, class_name`; `predictions` the long-format
-    held-out predictions (`sample_id, repeat, fold, label, pred, loss, probs`), as a table or
-    as flat arrays with `prob_given` in place of `probs` (see `read_prediction_columns`;
-    its optional `mean_probs`, samples x classes, enables cleanlab's scores).
-    `confirmed` marks samples a technician confirmed as correctly labelled; with
-    `ignore_confirmed` they are left out of the dupes. A dupe also needs a mean held-out
-    probability of its suggested class of at least `min_ratio` times its given label's
-    (0 = votes alone; needs `mean_probs`). `dynamics` (from `dynamics_scores`)
-    adds `aum` and `forgetting`; `train_accuracy` maps (repeat, fold) to the training
-    accuracy for the fit table. Every sample gets a `combined` suspect score in [0, 1].
-    """
-    thr = threshold if isinstance(threshold, Threshold) else parse_threshold(threshold)
-    if not isinstance(predictions, dict):
-        table = predictions
-        predictions = prediction_arrays(table)
-        if scores:
-            predictions["mean_probs"] = mean_probs_of(table, num_samples=len(index))
-    missing = sorted(set(FLAT_COLUMNS) - set(predictions))
-    if missing:
-        raise ValueError(f"predictions lack columns {missing}")
-    col = {name: np.asarray(predictions[name]) for name in FLAT_COLUMNS}
-    prob_given, n_rows = col["prob_given"], len(col["prob_given"])
-    votes = count_votes(col["sample_id"], col["label"], col["pred"], col["loss"], prob_given,
-                        num_samples=len(index))
+def vote_table(index: pd.DataFrame, col: dict[str, np.ndarray], classes: list[str], *,
+               confirmed: np.ndarray | None = None, dynamics: pd.DataFrame | None = None,
+               scores: bool = True) -> tuple[pd.DataFrame, int | None]:
+    """One row per sample: votes, losses, scores, class names; and cleanlab's estimated
+    number of wrong labels (None without scores). Independent of the dupe rule."""
+    votes = count_votes(col["sample_id"], col["label"], col["pred"], col["loss"],
+                        col["prob_given"], num_samples=len(index))
     names = np.asarray(classes, dtype=object)
     votes["relpath"] = index["relpath"].to_numpy()
     votes["given_class"] = names[index["label"].to_numpy().astype(np.int64)]
@@ -98,7 +77,7 @@ def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str
     votes["suggested_class"] = np.where(top >= 0, names[np.maximum(top, 0)], "")
     votes["confirmed"] = np.zeros(len(votes), bool) if confirmed is None else np.asarray(confirmed)
     num_issues = None
-    mean_probs = predictions.get("mean_probs")
+    mean_probs = col.get("mean_probs")
     if mean_probs is not None and len(mean_probs):
         rows = np.arange(len(votes))
         votes["mean_prob_suggested"] = np.where(
@@ -115,31 +94,58 @@ def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str
         votes["aum"] = dynamics["aum"].to_numpy(np.float32)
         votes["forgetting"] = dynamics["forgetting"].to_numpy()
     votes["combined"] = combined_score(votes.rename(columns={"top_wrong_votes": "votes"}))
-    dupes = select_dupes(votes[~votes["confirmed"]] if ignore_confirmed else votes, thr,
-                         min_ratio=min_ratio)
-    accuracy = heldout_accuracy(col["repeat"], col["fold"], col["label"], col["pred"])
+    return votes, num_issues
+
+
+def select(analysis: Analysis, rule: DupeRule) -> Analysis:
+    """The same analysis under another rule: only the selection runs again."""
+    votes = analysis.votes
+    dupes = select_dupes(votes[~votes["confirmed"]] if rule.ignore_confirmed else votes,
+                         rule.votes, min_ratio=rule.min_ratio)
     per_threshold = dupes_per_threshold(votes, [parse_threshold(t) for t in REPORT_THRESHOLDS],
-                                        min_ratio=min_ratio)
-    if str(thr) not in per_threshold:
-        per_threshold[str(thr)] = len(dupes)
-    k = len(classes)
-    confusion = confusion_matrix(col["label"], col["pred"], num_classes=k)
-    return Analysis(votes, dupes, accuracy, per_threshold, most_confused(dupes), thr,
-                    n_rows, list(classes), confusion=confusion,
-                    per_class=per_class_errors(confusion, list(classes)),
-                    pairs=confused_pairs(confusion, list(classes)),
-                    fit=fit_table(accuracy, train_accuracy or {}), num_issues=num_issues,
-                    min_ratio=min_ratio)
+                                        min_ratio=rule.min_ratio)
+    per_threshold.setdefault(str(rule.votes), len(dupes))
+    return replace(analysis, dupes=dupes, per_threshold=per_threshold,
+                   confused=most_confused(dupes), rule=rule)
 
 
-def mean_probs_of(table: pa.Table, *, num_samples: int) -> np.ndarray:
-    """Per sample, the mean of its held-out probability vectors (NaN rows if never predicted)."""
-    probs = probs_matrix(table["probs"])
-    sid = table["sample_id"].to_numpy().astype(np.int64)
-    sums = np.zeros((num_samples, probs.shape[1]), np.float64)
-    np.add.at(sums, sid, probs)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (sums / np.bincount(sid, minlength=num_samples)[:, None]).astype(np.float32)
+def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str], *,
+            rule: DupeRule = DupeRule(), confirmed: np.ndarray | None = None,
+            dynamics: pd.DataFrame | None = None, train_accuracy: dict | None = None,
+            scores: bool = True) -> Analysis:
+    """Votes, dupes, scores, per-training accuracy and error analysis of one run.
+
+    `index` has `sample_id, relpath, label, class_name`; `predictions` the long-format
+    held-out predictions (`sample_id, repeat, fold, label, pred, loss, probs`), as a table or
+    as flat arrays with `prob_given` in place of `probs` (see `Run.prediction_columns`;
+    its optional `mean_probs`, samples x classes, enables cleanlab's scores and the rule's
+    ratio). `confirmed` marks samples a technician confirmed as correctly labelled; `rule`
+    says which images are dupes (`DupeRule`). `dynamics` (from `dynamics_scores`) adds `aum`
+    and `forgetting`; `train_accuracy` maps (repeat, fold) to the training accuracy for the
+    fit table. Every sample gets a `combined` suspect score in [0, 1].
+    """
+    if not isinstance(rule, DupeRule):
+        raise ValueError(f"rule must be a DupeRule, got {type(rule).__name__}")
+    if not isinstance(predictions, dict):
+        table = predictions
+        predictions = prediction_arrays(table)
+        if scores:
+            predictions["mean_probs"] = mean_probs_of(table, num_samples=len(index))
+    missing = sorted(set(FLAT_COLUMNS) - set(predictions))
+    if missing:
+        raise ValueError(f"predictions lack columns {missing}")
+    col = {name: np.asarray(predictions[name]) for name in FLAT_COLUMNS}
+    col["mean_probs"] = predictions.get("mean_probs")
+    votes, num_issues = vote_table(index, col, classes, confirmed=confirmed, dynamics=dynamics,
+                                   scores=scores)
+    accuracy = heldout_accuracy(col["repeat"], col["fold"], col["label"], col["pred"])
+    confusion = confusion_matrix(col["label"], col["pred"], num_classes=len(classes))
+    summary = Analysis(votes, votes.iloc[:0], accuracy, {}, most_confused(votes.iloc[:0]), rule,
+                       len(col["prob_given"]), list(classes), confusion=confusion,
+                       per_class=per_class_errors(confusion, list(classes)),
+                       pairs=confused_pairs(confusion, list(classes)),
+                       fit=fit_table(accuracy, train_accuracy or {}), num_issues=num_issues)
+    return select(summary, rule)
 
 
 def dupes_export_table(dupes: pd.DataFrame) -> pd.DataFrame:

@@ -12,10 +12,6 @@ import pandas as pd
 
 from analysis.thresholds import Threshold
 
-# A dupe's suggested class is at least this many times as probable as its given label, in
-# the mean of its held-out predictions: the measured default (benchmarks/detection.py)
-DEFAULT_MIN_RATIO = 2.0
-
 VOTE_COLUMNS = [
     "sample_id", "label", "n_evals", "top_wrong_class", "top_wrong_votes", "n_wrong",
     "mean_loss", "mean_prob_given",
@@ -109,8 +105,7 @@ def _check_min_ratio(min_ratio: float) -> None:
         raise ValueError(f"min_ratio must be >= 0 (0 = votes alone), got {min_ratio}")
 
 
-def dupe_mask(votes: pd.DataFrame, threshold: Threshold, *, min_ratio: float = 0.0
-              ) -> np.ndarray:
+def dupe_mask(votes: pd.DataFrame, threshold: Threshold, *, min_ratio: float) -> np.ndarray:
     """Which rows are dupes: enough votes for one wrong class, and that class's mean held-out
     probability at least `min_ratio` times the given label's (0 = votes alone).
 
@@ -118,7 +113,8 @@ def dupe_mask(votes: pd.DataFrame, threshold: Threshold, *, min_ratio: float = 0
     give the label 45% and the other class 55% all vote against the label, although they are
     nearly undecided. The ratio keeps those out; being relative, it still keeps the images of
     a class pair that is often swapped, whose given label the models learn to give 20-30%.
-    benchmarks/detection.py measures both.
+    benchmarks/detection.py measures both. The default lives in `analysis.rule.DupeRule`;
+    here it must be given, so no caller falls back to another one silently.
     """
     _check_min_ratio(min_ratio)
     need = ["top_wrong_votes"] + (["mean_prob_given", "mean_prob_suggested"] if min_ratio else [])
@@ -133,8 +129,7 @@ def dupe_mask(votes: pd.DataFrame, threshold: Threshold, *, min_ratio: float = 0
     return hit
 
 
-def select_dupes(votes: pd.DataFrame, threshold: Threshold, *, min_ratio: float = 0.0
-                 ) -> pd.DataFrame:
+def select_dupes(votes: pd.DataFrame, threshold: Threshold, *, min_ratio: float) -> pd.DataFrame:
     """Rows of a vote table that are dupes (see `dupe_mask`), most votes first, then the
     most suspect (`combined`, when the table has it; else the highest mean loss)."""
     if "mean_loss" not in votes.columns:
@@ -145,7 +140,7 @@ def select_dupes(votes: pd.DataFrame, threshold: Threshold, *, min_ratio: float 
 
 
 def dupes_per_threshold(votes: pd.DataFrame, thresholds: list[Threshold], *,
-                        min_ratio: float = 0.0) -> dict[str, int]:
+                        min_ratio: float) -> dict[str, int]:
     """Number of dupes at each threshold, keyed by the threshold's canonical text."""
     return {str(t): int(dupe_mask(votes, t, min_ratio=min_ratio).sum())
             for t in thresholds}

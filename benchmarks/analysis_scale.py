@@ -65,14 +65,15 @@ def analyse(run: Path, classes: int, scores: bool) -> dict:
     import resource
 
     from analysis.losses import loss_stats, top_losses
+    from analysis.rule import DupeRule
     from analysis.run_analysis import analyze
     from orchestrator import rundir
     t0 = time.perf_counter()
     cols = rundir.read_prediction_columns(run, mean_probs=scores)
     t1 = time.perf_counter()
     index = pd.read_parquet(run / "index.parquet")
-    a = analyze(index, cols, [str(c) for c in range(classes)], threshold=">=8", scores=scores,
-                min_ratio=2.0 if scores else 0.0)  # the ratio needs the mean probabilities
+    a = analyze(index, cols, [str(c) for c in range(classes)], scores=scores,
+                rule=DupeRule() if scores else DupeRule(min_ratio=0))  # the ratio needs the mean probabilities
     t2 = time.perf_counter()
     top = top_losses(loss_stats(cols["sample_id"], cols["loss"], num_samples=len(index)), k=50)
     t3 = time.perf_counter()

@@ -132,10 +132,13 @@ def average_precision(score: np.ndarray, truth: np.ndarray) -> float:
 def evaluate(run: Path, truth_csv: Path) -> list[dict]:
     """Precision, recall and F1 of every detector on one finished run, against truth_csv
     (relpath, true_class, given_class)."""
+    from analysis.rule import DupeRule
     from analysis.thresholds import parse_threshold
-    from analysis.votes import DEFAULT_MIN_RATIO, select_dupes
+    from analysis.votes import select_dupes
     from orchestrator import rundir
     from orchestrator.passes import load_analysis
+
+    default_ratio = DupeRule().min_ratio
 
     analysis, _ = load_analysis(run, min_ratio=0.0)
     votes = analysis.votes
@@ -146,7 +149,7 @@ def evaluate(run: Path, truth_csv: Path) -> list[dict]:
     probs = rundir.read_prediction_columns(run, mean_probs=True)["mean_probs"]
     rows = []
     for t in ("10", ">=9", ">=8", ">=7", ">=6", ">=5"):
-        for ratio in (DEFAULT_MIN_RATIO, 0.0, 3.0):
+        for ratio in (default_ratio, 0.0, 3.0):
             if ratio == 3.0 and t != ">=8":
                 continue
             flagged = np.zeros(len(votes), bool)
@@ -154,7 +157,7 @@ def evaluate(run: Path, truth_csv: Path) -> list[dict]:
                     .to_numpy()] = True
             name = f"dupes {t}" + (f", ratio >= {ratio:g}" if ratio else ", votes alone")
             rows.append({"detector": name, **prf(flagged, truth),
-                         "default": t == ">=8" and ratio == DEFAULT_MIN_RATIO})
+                         "default": t == ">=8" and ratio == default_ratio})
     for cut in (0.1, 0.2):
         rows.append({"detector": f"mean p(given) <= {cut:g}, no votes",
                      **prf(votes["mean_prob_given"].to_numpy() <= cut, truth)})

@@ -1,48 +1,181 @@
-"""Run configuration: everything a run needs to be repeated or resumed, dumped to RUN/config.json."""
+"""Run configuration: everything a run needs to be repeated or resumed, dumped to RUN/config.json.
+
+Typed end to end: the dupe rule is a `DupeRule` and the hyperparameters a `Hyp`. Each field
+carries its default, bounds and help; the CLI's flags are generated from them
+(`orchestrator.flags`), so a default is written once, here or on those dataclasses. Fields
+marked `resume` may change when a run is resumed (they do not change what was trained);
+`--resume` warns about any other flag and keeps the saved value.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import argparse
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from analysis.votes import DEFAULT_MIN_RATIO
+from analysis.rule import DupeRule
+from orchestrator.splits import SPLIT_MODES
+from orchestrator.storage import parse_location
 from trainers.hyp import Hyp
 
-DEFAULT_THRESHOLD = ">=8"
+
+def _resources(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON ({e.msg}): {text}") from None
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and v > 0 for k, v in value.items()):
+        raise argparse.ArgumentTypeError(f"must be a JSON object of resource name to a positive "
+                                         f"amount, e.g. '{{\"trainer_node\": 1}}', got {text}")
+    if {"CPU", "GPU"} & set(value):
+        raise argparse.ArgumentTypeError("CPU and GPU have their own flags: --cpus-per-training "
+                                         "and --gpus-per-training")
+    return value
+
+
+def opt(default, help: str, **meta):
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    """How a dataset becomes the training cache (`dupes run`, `sanity` and `tune` alike)."""
+
+    image_size: int | None = opt(None, "training size in px (images are resized to a "
+                                 "square); none: the images' median size, at most 128 px",
+                                 gt=0)
+    min_per_class: int | None = opt(None, "drop classes with fewer usable images than this "
+                                    "(reported); none: a class with fewer than 2 is an error",
+                                    gt=0)
 
 
 @dataclass
 class RunConfig:
-    data_dir: str
-    run_dir: str
-    repeats: int = 10                  # swap-split repeats; 2 trainings each
-    seed: int = 0                      # split seed: repeat r uses a seed derived from (seed, r)
-    train_seed: int = 1                # training randomness, independent of the split
-    split: str = "fresh"               # fresh: new split per repeat; fixed: the same every repeat
-    threshold: str = DEFAULT_THRESHOLD  # votes that make a dupe
-    min_ratio: float = DEFAULT_MIN_RATIO  # ... and p(suggested) >= this x p(given); 0 = off
-    image_size: int | None = None      # px; None: chosen from the images' sizes
-    min_per_class: int | None = None   # drop classes with fewer usable images (None: error)
-    cpus_per_training: float | None = None  # None: 1 on CPU clusters
-    gpus_per_training: float | None = None  # None: 1 when the cluster has GPUs, else 0
-    resources_per_training: dict = field(default_factory=dict)  # custom Ray resources
-    max_failures: int = 2              # Ray Train restarts of the worker group after a crash
-    storage: str | None = None         # s3:// or gs:// run directory; run_dir is its local mirror
-    address: str | None = None         # Ray cluster address; None: RAY_ADDRESS or a local Ray
-    ledger: str | None = None          # confirmed-labels ledger; None: beside the run dir
-    ignore_confirmed: bool = False     # leave confirmed images out of the dupes
+    data_dir: str                      # the dataset: an absolute path or a bucket URI
+    run_dir: str                       # where the run lives: an absolute path or a bucket URI
+    repeats: int = opt(10, "swap-split repeats; each trains 2 models, so every image gets "
+                       "this many held-out predictions", gt=0)
+    seed: int = opt(0, "split seed: repeat r uses a seed derived from (seed, r)")
+    train_seed: int = opt(1, "training randomness seed, independent of the split")
+    split: str = opt("fresh", "fresh: a new 50:50 split every repeat; fixed: the same split "
+                     "every repeat, as in the original method", choices=SPLIT_MODES)
+    sanity: bool = opt(True, "preflight checks before the trainings: overfit one batch, beat "
+                       "chance on held-out images, input statistics", resume=True)
+    epoch_losses: int = opt(5, "predict the held-out half every K-th epoch and at the end, and "
+                            "keep its losses and margins in RUN/epochs/ for training-dynamics "
+                            "scores and the live top losses; 1 = every epoch (each costs about "
+                            "a third of a training epoch), 0 = off", min=0, metavar="K")
+    ledger: str | None = opt(None, "ledger of labels a technician confirmed (a path or a "
+                             "bucket URI); none: dupes-ledger.csv beside the run directory",
+                             parse=parse_location, resume=True)
+    cpus_per_training: float | None = opt(None, "CPUs per training, fractions allowed; none: 1 "
+                                          "on CPU clusters", gt=0, resume=True)
+    gpus_per_training: float | None = opt(None, "GPUs per training, fractions allowed, e.g. 0.5 "
+                                          "packs two per GPU; none: 1 when the cluster has "
+                                          "GPUs, else 0", min=0, resume=True)
+    resources_per_training: dict = opt(
+        None, "custom Ray resources each training asks for, e.g. '{\"trainer_node\": 1}' to "
+        "keep trainings on nodes started with that resource and off the head node, whose CPUs "
+        "drive and write the run", parse=_resources, resume=True, metavar="JSON")
+    max_failures: int = opt(2, "times Ray Train restarts crashed workers before giving up",
+                            min=0, resume=True)
+    address: str | None = opt(None, "Ray cluster address; none: RAY_ADDRESS, else a private "
+                              "local Ray", resume=True)
     config: str = ""                   # the --config file the hyperparameters came from
-    sanity: bool = True                # preflight checks before the trainings
-    epoch_losses: int = 5              # record held-out losses every k-th epoch (RUN/epochs/); 0 off
-    hyp: dict = field(default_factory=lambda: Hyp().to_dict())
+    scan: ScanSettings = field(default_factory=ScanSettings)
+    rule: DupeRule = field(default_factory=DupeRule)
+    hyp: Hyp = field(default_factory=Hyp)
+
+    def __post_init__(self):
+        if self.resources_per_training is None:
+            self.resources_per_training = {}
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """From config.json, including those written before the rule and hyperparameters
+        were typed (flat `threshold`, `min_ratio`, `ignore_confirmed`; `storage`)."""
+        d = dict(d)
+        rule = d.pop("rule", None) or {k: d[k] for k in ("threshold", "min_ratio",
+                                                         "ignore_confirmed") if k in d}
+        scan = d.pop("scan", None) or {k: d[k] for k in ("image_size", "min_per_class") if k in d}
+        if d.get("storage"):  # older runs kept their bucket here and the mirror in run_dir
+            d["run_dir"] = d["storage"]
+        known = {f.name for f in fields(cls)} - {"scan", "rule", "hyp"}
+        hyp = d.get("hyp") or {}
+        return cls(**{k: v for k, v in d.items() if k in known}, scan=ScanSettings(**scan),
+                   rule=DupeRule(**rule),
+                   hyp=Hyp.from_dict(hyp) if isinstance(hyp, dict) else hyp)
 
-    @property
-    def run_path(self) -> Path:
-        return Path(self.run_dir)
+
+def resumable(name: str) -> bool:
+    """Whether `--resume` may change this field of RunConfig (rule fields always may)."""
+    meta = {f.name: f.metadata for f in fields(RunConfig)}
+    return bool(meta.get(name, {}).get("resume"))
+
+
+def read_hyp_file(path: Path) -> dict:
+    """Hyperparameters from best.json (its "hyp") or a flat JSON object of them."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--config {path}: cannot read it as JSON ({e})") from None
+    hyp = data.get("hyp", data) if isinstance(data, dict) else None
+    if not isinstance(hyp, dict):
+        raise ValueError(f"--config {path} holds no hyperparameters (a JSON object, or "
+                         "best.json of `dupes tune`)")
+    try:
+        Hyp.from_dict({**Hyp().to_dict(), **hyp})  # names checked, the valid ones listed
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"--config {path}: {e}") from None
+    return hyp
+
+
+def hyp_from_args(args: argparse.Namespace, base: Hyp | None = None) -> Hyp:
+    """Hyperparameters: `base` (the defaults), then the --config file's, then the flags."""
+    from orchestrator.flags import given
+
+    file_hyp = read_hyp_file(args.config) if getattr(args, "config", None) else {}
+    return replace(base or Hyp(), **{**file_hyp, **given(args, Hyp)})
+
+
+def scan_from_args(args: argparse.Namespace) -> ScanSettings:
+    from orchestrator.flags import build
+    return build(ScanSettings, args)
+
+
+def new_config(args: argparse.Namespace, *, data_dir: str, run_dir: str,
+               hyp: Hyp | None = None) -> RunConfig:
+    """A new run's configuration: every default, then the flags given."""
+    from orchestrator.flags import build
+
+    return build(RunConfig, args, data_dir=data_dir, run_dir=run_dir,
+                 config=str(getattr(args, "config", None) or ""), scan=scan_from_args(args),
+                 rule=build(DupeRule, args), hyp=hyp_from_args(args, hyp))
+
+
+def resume_config(saved: RunConfig, args: argparse.Namespace, *, run_dir: str
+                  ) -> tuple[RunConfig, dict, dict]:
+    """A resumed run's configuration: the saved one, with the flags that may change on a
+    resume applied (resources, failures, sanity, the dupe rule, the ledger). Returns it with
+    {flag: (saved, given)} of what was applied and of what was ignored (anything that would
+    change what was trained: the splits, the scan, the hyperparameters)."""
+    from orchestrator.flags import changed, flag_name
+
+    applied, ignored = {}, {}
+    for name, (old, new) in changed(saved, args).items():
+        (applied if resumable(name) else ignored)[flag_name(name)] = (old, new)
+    rule = changed(saved.rule, args)
+    applied.update({flag_name(k): v for k, v in rule.items()})
+    for base in (saved.scan, saved.hyp):
+        ignored.update({flag_name(k): v for k, v in changed(base, args).items()})
+    if getattr(args, "config", None):
+        ignored["--config"] = (saved.config or None, str(args.config))
+    cfg = replace(saved, run_dir=run_dir,
+                  **{k[2:].replace("-", "_"): new for k, (_, new) in applied.items()
+                     if k[2:].replace("-", "_") not in rule},
+                  rule=replace(saved.rule, **{k: new for k, (_, new) in rule.items()}))
+    return cfg, applied, ignored

@@ -12,40 +12,30 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestrator import rundir
-from orchestrator.storage import is_uri, read_object, write_object
+from orchestrator import storage
 
 LEDGER_NAME = "dupes-ledger.csv"
 LEDGER_COLUMNS = ["sha1", "class_name", "relpath", "confirmed_at", "review"]
 
 
-def default_ledger(run_dir: Path | str, storage: str | None = None) -> Path | str:
+def default_ledger(run_location) -> Path | str:
     """`dupes-ledger.csv` beside the run directory (runs/ for runs/<name>); for a bucket run
     beside it in the bucket, so every machine that reviews or runs the next round shares it."""
-    if storage:
-        return f"{storage.rstrip('/').rsplit('/', 1)[0]}/{LEDGER_NAME}"
-    return Path(run_dir).resolve().parent / LEDGER_NAME
+    return storage.child(storage.parent(run_location), LEDGER_NAME)
 
 
-def ledger_path(run_dir: Path | str, configured: str | None = None,
-                override: Path | str | None = None, storage: str | None = None) -> Path | str:
+def ledger_path(run_location, configured: str | None = None,
+                override: Path | str | None = None) -> Path | str:
     """The ledger a run uses: an explicit override, else the run's --ledger, else the default."""
-    where = override or configured or default_ledger(run_dir, storage)
-    return str(where) if is_uri(where) else Path(where)
+    where = override or configured or default_ledger(run_location)
+    return storage.parse_location(str(where))
 
 
 def read_ledger(path: Path | str | None) -> pd.DataFrame:
-    if path is None:
+    data = storage.read_bytes(path) if path is not None else None
+    if data is None:
         return pd.DataFrame(columns=LEDGER_COLUMNS)
-    if is_uri(path):
-        data = read_object(str(path))
-        if data is None:
-            return pd.DataFrame(columns=LEDGER_COLUMNS)
-        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
-    elif not Path(path).exists():
-        return pd.DataFrame(columns=LEDGER_COLUMNS)
-    else:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
     missing = sorted(set(LEDGER_COLUMNS) - set(df.columns))
     if missing:
         raise ValueError(f"{path} is not a dupes ledger (columns {missing} are missing); "
@@ -61,13 +51,9 @@ def add_confirmed(path: Path | str, confirmed: pd.DataFrame, review: str) -> int
     new["review"] = str(review)
     known = set(zip(ledger["sha1"], ledger["class_name"]))
     new = new[[(s, c) not in known for s, c in zip(new["sha1"], new["class_name"])]]
-    if len(new):
+    if len(new):  # replaced whole: temp + rename on disk, one PUT on a bucket
         table = pd.concat([ledger, new[LEDGER_COLUMNS]], ignore_index=True)
-        if is_uri(path):  # one PUT: the object is replaced whole
-            write_object(str(path), table.to_csv(index=False).encode())
-        else:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            rundir.write_csv(Path(path), table)
+        storage.write_bytes(path, table.to_csv(index=False).encode())
     return len(new)
 
 

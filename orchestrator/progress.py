@@ -128,3 +128,25 @@ class RunProgress:
                 self.console.print("highest held-out loss now: " + "; ".join(
                     f"{names.get(sid, f'#{sid}')} {loss:.2f}" for loss, sid, _ in top),
                     highlight=False)
+
+
+def show_status(run, console: Console) -> None:
+    """Where a `Run` stands, from its progress file and its committed partitions (for a
+    bucket run, the markers in the bucket): works while it runs, from any machine."""
+    from orchestrator.passes import all_trainings
+
+    planned = all_trainings(run.config().repeats)
+    state = {}
+    if run.exists("progress.json"):
+        saved = run.read_json("progress.json")
+        state = {(t["repeat"], t["fold"]): t for t in saved["trainings"]}
+        console.print(f"progress saved {saved['updated']} "
+                      f"({'running' if saved['running'] else 'stopped'})", highlight=False)
+    for item in run.completed():
+        state.setdefault(item, {})["status"] = "done"  # the partitions are the truth
+    done = sum(p.get("status") == "done" for p in state.values())
+    failed = sum(p.get("status") == "failed" for p in state.values())
+    console.print(progress_table(planned, state, max_rows=len(planned)))
+    console.print(f"{done}/{len(planned)} trainings done, {failed} failed"
+                  + (f"; summary in {run.location}/summary.json"
+                     if run.exists("summary.json") else ""), highlight=False)

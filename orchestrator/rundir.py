@@ -14,8 +14,12 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from analysis.probs import ProbSums, probs_matrix
+
 PREDICTIONS = "predictions"
 EPOCHS = "epochs"  # per-epoch held-out metrics, partitioned like the predictions
+PARTITION_KINDS = (PREDICTIONS, EPOCHS)
+TRAININGS = "trainings"
 READAHEAD_BATCHES = 4
 PARTITIONING = pads.partitioning(pa.schema([("repeat", pa.int16()), ("fold", pa.int8())]),
                                  flavor="hive")
@@ -79,8 +83,30 @@ def write_npy(path: Path, arr: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
+def partition_rel(kind: str, repeat: int, fold: int) -> str:
+    """The one place the partition layout is spelled: `KIND/repeat=R/fold=F`."""
+    return f"{kind}/repeat={repeat}/fold={fold}"
+
+
+def parse_partition(rel: str) -> tuple[str, int, int] | None:
+    """(kind, repeat, fold) of a partition folder `KIND/repeat=R/fold=F`, else None."""
+    parts = rel.split("/")
+    if len(parts) != 3 or parts[0] not in PARTITION_KINDS:
+        return None
+    try:
+        (kr, r), (kf, f) = parts[1].split("="), parts[2].split("=")
+        return (parts[0], int(r), int(f)) if (kr, kf) == ("repeat", "fold") else None
+    except ValueError:
+        return None
+
+
+def training_rel(repeat: int, fold: int) -> str:
+    """Where one training's metrics live."""
+    return f"{TRAININGS}/r{repeat:02d}_f{fold}.json"
+
+
 def partition_dir(run_dir: Path, repeat: int, fold: int, *, kind: str = PREDICTIONS) -> Path:
-    return Path(run_dir) / kind / f"repeat={repeat}" / f"fold={fold}"
+    return Path(run_dir) / partition_rel(kind, repeat, fold)
 
 
 def completed_trainings(run_dir: Path, *, kind: str = PREDICTIONS) -> set[tuple[int, int]]:
@@ -90,16 +116,10 @@ def completed_trainings(run_dir: Path, *, kind: str = PREDICTIONS) -> set[tuple[
     existence alone means the training is done.
     """
     root = Path(run_dir) / kind
-    done = set()
     if not root.is_dir():
-        return done
-    for rdir in root.glob("repeat=*"):
-        for fdir in rdir.glob("fold=*"):
-            try:
-                done.add((int(rdir.name.split("=")[1]), int(fdir.name.split("=")[1])))
-            except ValueError:
-                continue
-    return done
+        return set()
+    found = (parse_partition(f"{kind}/{d.parent.name}/{d.name}") for d in root.glob("*/*"))
+    return {(p[1], p[2]) for p in found if p is not None}
 
 
 def clear_partial_writes(run_dir: Path) -> int:
@@ -162,8 +182,7 @@ def read_prediction_columns(run_dir: Path, *, batch_rows: int = 1 << 18,
                            exclude_invalid_files=False, ignore_prefixes=[".", "_"])
     names = ["sample_id", "repeat", "fold", "label", "pred", "loss"]
     parts: dict[str, list] = {n: [] for n in names + ["prob_given"]}
-    sums = stamp = None
-    offset = 0
+    sums = ProbSums()
     # Read-ahead bounded to a few batches: pyarrow's default (16 batches, 4 files) holds
     # ~1.7 GB of decoded probabilities at 100 classes, while decoding stays ahead of the
     # per-batch work at 2 batches all the same (measured: benchmarks/analysis_scale.py).
@@ -171,40 +190,15 @@ def read_prediction_columns(run_dir: Path, *, batch_rows: int = 1 << 18,
                                     batch_readahead=READAHEAD_BATCHES, fragment_readahead=2):
         for n in names:
             parts[n].append(batch.column(n).to_numpy())
-        probs = batch.column("probs")
-        width = probs.type.list_size
-        flat = probs.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+        flat = probs_matrix(batch.column("probs"))
         label = parts["label"][-1].astype(np.int64)
         parts["prob_given"].append(flat[np.arange(len(label)), label])
         if mean_probs:
-            sid = parts["sample_id"][-1]
-            if sums is None or int(sid.max()) >= len(sums):
-                size = max(int(sid.max()) + 1, 2 * (0 if sums is None else len(sums)))
-                sums = _grow(sums, (size, width), fill=0, dtype=np.float32)
-                stamp = _grow(stamp, (size,), fill=-1, dtype=np.int64)
-            # `+=` by index drops repeated indices; a batch is one training's rows, where
-            # every sample appears once. The stamp check proves it in O(rows).
-            pos = np.arange(offset, offset + len(sid))
-            stamp[sid] = pos
-            if not np.array_equal(stamp[sid], pos):
-                np.add.at(sums, sid, flat)
-            else:
-                sums[sid] += flat
-            offset += len(sid)
+            sums.add(parts["sample_id"][-1], flat)
     out = {n: (np.concatenate(v) if v else np.array([])) for n, v in parts.items()}
     if mean_probs:
-        n = int(out["sample_id"].max()) + 1 if len(out["sample_id"]) else 0
-        counts = np.bincount(out["sample_id"], minlength=n)[:, None].astype(np.float32)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["mean_probs"] = (sums[:n] / counts) if sums is not None else np.zeros((0, 0))
+        out["mean_probs"] = sums.mean()
     return out
-
-
-def _grow(arr: np.ndarray | None, shape: tuple, *, fill, dtype) -> np.ndarray:
-    new = np.full(shape, fill, dtype=dtype)
-    if arr is not None:
-        new[:len(arr)] = arr
-    return new
 
 
 def epoch_batches(run_dir: Path, *, columns: list[str] | None = None):

@@ -42,39 +42,12 @@ class Scan:
     dropped_classes: dict[str, int] = field(default_factory=dict)
 
 
-def _walk_local(root: Path) -> tuple[list[str], list[str], list[str]]:
-    """(files at the top, class folders, files inside class folders), relative, sorted,
-    hidden ones left out."""
-    if not root.is_dir():
-        raise ScanError(f"dataset folder {root} does not exist or is not a folder: "
-                        "pass a folder with one sub-folder per class")
-    top = [p.name for p in sorted(root.iterdir()) if p.is_file() and not p.name.startswith(".")]
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    files = []
-    for cls in classes:
-        for dirpath, dirnames, filenames in os.walk(root / cls):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            files += [Path(dirpath, name).relative_to(root).as_posix()
-                      for name in sorted(filenames) if not name.startswith(".")]
-    return top, classes, files
-
-
-def _walk_bucket(uri: str) -> tuple[list[str], list[str], list[str]]:
-    """As `_walk_local`, for a dataset on an object store (folders are key prefixes)."""
-    objects = [rel for rel in storage.list_tree(uri)
-               if not any(part.startswith(".") for part in rel.split("/"))]
-    if not objects:
-        raise ScanError(f"dataset {uri} has no objects (or cannot be listed): pass a prefix "
-                        "with one sub-prefix per class, e.g. s3://bucket/data/cat/1.png")
-    top = sorted(rel for rel in objects if "/" not in rel)
-    files = sorted(rel for rel in objects if "/" in rel)
-    return top, sorted({rel.split("/", 1)[0] for rel in files}), files
-
-
 def list_files(root: Path | str) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[str]]:
     """(class, relpath) candidates, (relpath, reason) rejects and the sorted class names."""
-    top, classes, files = (_walk_bucket(str(root)) if storage.is_uri(root)
-                           else _walk_local(Path(root)))
+    try:
+        top, classes, files = storage.walk(root)
+    except FileNotFoundError as e:
+        raise ScanError(str(e)) from None
     if not classes:
         raise ScanError(f"{root} has no class sub-folders: put the images of each class in "
                         "their own sub-folder, e.g. DATA/cat/*.png, DATA/dog/*.png")
@@ -109,8 +82,9 @@ def auto_image_size(root: Path | str, relpaths: list[str]) -> int:
 def _decode(root: Path | str, rel: str, size: int) -> tuple[np.ndarray | None, int, str, str]:
     """(pixels at size x size, bytes, sha1, reason) for one file; pixels None when unusable."""
     try:
-        with storage.open_file(root, rel) as f:
-            data = f.read()
+        data = storage.read_file(root, rel)
+    except storage.FetchError as e:
+        return None, 0, "", f"cannot fetch: {e}"
     except OSError as e:
         return None, 0, "", f"cannot read: {e.strerror or e}; check the file's permissions"
     if not data:
@@ -145,23 +119,21 @@ def scan_dataset(root: Path | str, *, image_size: int | None = None,
     the class unless `min_per_class` is given, in which case classes below it are dropped
     (and reported in `dropped_classes` and the skipped list).
     """
-    root = str(root).rstrip("/") if storage.is_uri(root) else Path(root).resolve()
+    root = storage.parse_location(storage.absolute(root))
     found, rejects, classes = list_files(root)
     size = image_size or auto_image_size(root, [rel for _, rel in found])
-    # an object store answers each read after a round trip: more reads in flight hide it
-    threads = workers or (os.cpu_count() or 2) * (8 if storage.is_uri(root) else 1)
+    threads = workers or storage.reads_in_flight(root, os.cpu_count() or 2)
     with ThreadPoolExecutor(max_workers=threads) as pool:
         decoded = list(pool.map(lambda cr: _decode(root, cr[1], size), found))
 
-    if storage.is_uri(root):
-        # an object that could not be fetched (network, permissions) is not a bad image:
-        # skipping it would train on part of the dataset without anyone deciding so
-        unread = [(rel, reason) for (_, rel), (px, _, _, reason) in zip(found, decoded)
-                  if px is None and reason.startswith("cannot read")]
-        if unread:
-            raise ScanError(f"{len(unread)} object(s) of {root} could not be read, e.g. "
-                            f"{unread[0][0]}: {unread[0][1]}. Nothing was skipped: check the "
-                            f"bucket's access and the network, then run again")
+    # an object that could not be fetched (network, permissions) is not a bad image:
+    # skipping it would train on part of the dataset without anyone deciding so
+    unread = [(rel, reason) for (_, rel), (px, _, _, reason) in zip(found, decoded)
+              if px is None and reason.startswith("cannot fetch")]
+    if unread:
+        raise ScanError(f"{len(unread)} object(s) of {root} could not be read, e.g. "
+                        f"{unread[0][0]}: {unread[0][1]}. Nothing was skipped: check the "
+                        f"bucket's access and the network, then run again")
     rows, pixels = [], []
     for (cls, rel), (px, nbytes, sha1, reason) in zip(found, decoded):
         if px is None:

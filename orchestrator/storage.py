@@ -18,9 +18,10 @@ import os
 import shutil
 from pathlib import Path
 
+from orchestrator import rundir
+
 SCHEMES = ("s3", "gs", "gcs")
 MARKER = "_COMMITTED.json"  # pyarrow datasets skip names starting with "_"
-PARTITION_KINDS = ("predictions", "epochs")
 REMOTE_MANAGED = ("ray",)  # Ray Train writes RUN/ray to the bucket itself
 # Object stores keep whole-second modification times: a file uploaded within the second it
 # was written must not look newer than its upload forever after.
@@ -70,6 +71,28 @@ def open_file(root, relpath: str):
         fs, base = resolve(str(root))
         return fs.open_input_file(join(base, relpath))
     return open(Path(root) / relpath, "rb")
+
+
+class FetchError(StorageError):
+    """An object could not be fetched (network, permissions): not a bad image."""
+
+
+def read_file(root, relpath: str) -> bytes:
+    """The whole content of a dataset file. OSError for a local file that cannot be read;
+    FetchError for an object that cannot be fetched."""
+    if not is_uri(root):
+        with open(Path(root) / relpath, "rb") as f:
+            return f.read()
+    try:
+        with open_file(root, relpath) as f:
+            return f.read()
+    except OSError as e:
+        raise FetchError(str(e)) from e
+
+
+def local_path(root, relpath: str) -> Path | None:
+    """The file on this machine's file system, or None for an object in a bucket."""
+    return None if is_uri(root) else Path(root) / relpath
 
 
 def is_file(root, relpath: str) -> bool:
@@ -122,6 +145,132 @@ def download(root: str, relpath: str, dst: Path, *, mtime: float | None = None) 
     os.replace(tmp, dst)
 
 
+def parse_location(text: str) -> Path | str:
+    """A command-line location: a local or mounted path, or an s3:// / gs:// URI (kept as
+    text: a Path would fold its '//'). An argparse `type`."""
+    import argparse
+
+    if is_uri(text):
+        return text.rstrip("/")
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme and scheme != "file":
+        raise argparse.ArgumentTypeError(
+            f"{text}: {scheme}:// is not supported; use s3://, gs:// or a local/mounted path")
+    return Path(text[len("file://"):] if scheme else text)
+
+
+def parse_local_path(text: str) -> Path:
+    """A local folder or file: what a person opens in a file manager, or a file we rename."""
+    import argparse
+
+    loc = parse_location(text)
+    if not isinstance(loc, Path):
+        raise argparse.ArgumentTypeError(
+            f"{text}: this must be a local (or mounted) path; buckets are read and written "
+            "by `dupes run`, `report`, `status`, `top-losses`, `sanity` and `review export`")
+    return loc
+
+
+def absolute(location) -> str:
+    """A location as recorded in a run: a URI as it is, a path made absolute."""
+    return str(location).rstrip("/") if is_uri(location) else str(Path(location).resolve())
+
+
+def child(location, name: str) -> Path | str:
+    """`location/name`, for a folder or a bucket prefix."""
+    return join(location, name) if is_uri(location) else Path(location) / name
+
+
+def parent(location) -> Path | str:
+    """The folder or prefix that holds `location`."""
+    if is_uri(location):
+        return str(location).rstrip("/").rsplit("/", 1)[0]
+    return Path(location).resolve().parent
+
+
+def walk(root) -> tuple[list[str], list[str], list[str]]:
+    """(files at the top, class folders, files inside class folders) of a dataset, relative,
+    sorted, hidden ones left out; a bucket's folders are key prefixes. FileNotFoundError if
+    there is nothing to walk."""
+    if is_uri(root):
+        objects = [rel for rel in list_tree(str(root))
+                   if not any(part.startswith(".") for part in rel.split("/"))]
+        if not objects:
+            raise FileNotFoundError(f"dataset {root} has no objects (or cannot be listed): pass "
+                                    "a prefix with one sub-prefix per class, e.g. "
+                                    "s3://bucket/data/cat/1.png")
+        top = sorted(rel for rel in objects if "/" not in rel)
+        files = sorted(rel for rel in objects if "/" in rel)
+        return top, sorted({rel.split("/", 1)[0] for rel in files}), files
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder {root} does not exist or is not a folder: "
+                                "pass a folder with one sub-folder per class")
+    top = [p.name for p in sorted(root.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    files = []
+    for cls in classes:
+        for dirpath, dirnames, filenames in os.walk(root / cls):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            files += [Path(dirpath, name).relative_to(root).as_posix()
+                      for name in sorted(filenames) if not name.startswith(".")]
+    return top, classes, files
+
+
+def all_files(root) -> list[str]:
+    """Every file of a dataset, relative, sorted (hidden ones included: a copy keeps them)."""
+    if is_uri(root):
+        return sorted(list_tree(str(root)))
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset {root} does not exist")
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def reads_in_flight(root, cpus: int) -> int:
+    """Concurrent reads worth having: a bucket read is a round trip, a disk read is not."""
+    return cpus * (8 if is_uri(root) else 1)
+
+
+def escapes(root, relpath: str) -> str | None:
+    """Where `relpath` resolves outside `root` (through a symlink), or None. Object keys have
+    no symlinks."""
+    if is_uri(root):
+        return None
+    base = Path(root).resolve()
+    resolved = (base / relpath).resolve()
+    return None if resolved.is_relative_to(base) else str(resolved)
+
+
+def same_tree(a, b) -> bool:
+    """Whether one of two locations lies inside the other (never for a bucket and a path)."""
+    if is_uri(a) or is_uri(b):
+        return False
+    a, b = Path(a).resolve(), Path(b).resolve()
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
+def read_bytes(location) -> bytes | None:
+    """A whole file or object, or None if there is none."""
+    if is_uri(location):
+        return read_object(str(location))
+    path = Path(location)
+    return path.read_bytes() if path.exists() else None
+
+
+def write_bytes(location, data: bytes) -> None:
+    """A whole file or object, replaced atomically: temp + rename on disk, one PUT on a
+    bucket."""
+    if is_uri(location):
+        write_object(str(location), data)
+        return
+    path = Path(location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def mirror_root() -> Path:
     """Where local mirrors of bucket run directories live ($DUPES_MIRROR or the user cache)."""
     if os.environ.get("DUPES_MIRROR"):
@@ -132,11 +281,8 @@ def mirror_root() -> Path:
 
 def _partition_of(rel: str) -> tuple[str, str] | None:
     """(partition folder, file name) for a file inside predictions/ or epochs/ partitions."""
-    parts = rel.split("/")
-    if len(parts) == 4 and parts[0] in PARTITION_KINDS and parts[1].startswith("repeat=") \
-            and parts[2].startswith("fold="):
-        return "/".join(parts[:3]), parts[3]
-    return None
+    folder, _, name = rel.rpartition("/")
+    return (folder, name) if name and rundir.parse_partition(folder) is not None else None
 
 
 def _committed(remote: dict) -> set[str]:
@@ -173,14 +319,7 @@ class RemoteRun:
     def committed(self, kind: str = "predictions") -> set[tuple[int, int]]:
         """(repeat, fold) of every partition whose marker is in the bucket."""
         listing = {f"{kind}/{rel}": info for rel, info in list_tree(join(self.uri, kind)).items()}
-        done = set()
-        for partition in _committed(listing):
-            _, r, f = partition.split("/")
-            try:
-                done.add((int(r.split("=")[1]), int(f.split("=")[1])))
-            except ValueError:
-                continue
-        return done
+        return {rundir.parse_partition(p)[1:] for p in _committed(listing)}
 
     def _marker(self, partition: str) -> dict:
         return json.loads(read_object(join(self.uri, partition, MARKER)))
@@ -237,7 +376,7 @@ class RemoteRun:
 
     def push_partition(self, kind: str, repeat: int, fold: int) -> None:
         """A committed local partition: its files, then the marker that commits them."""
-        self._push_partition(f"{kind}/repeat={repeat}/fold={fold}")
+        self._push_partition(rundir.partition_rel(kind, repeat, fold))
 
     def _push_partition(self, partition: str) -> None:
         files = sorted(p.name for p in (self.local / partition).iterdir() if p.is_file()
@@ -285,13 +424,3 @@ class RemoteRun:
         for rel in stale:
             self.fs.delete_file(self._path(rel))
         return len(stale)
-
-
-def open_run(location, *, only: set[str] | None = None) -> Path:
-    """A run directory to read: a local path as it is, a bucket URI pulled into its mirror
-    (without the image cache, which only training needs; or `only` the files named)."""
-    if not is_uri(location):
-        return Path(location)
-    remote = RemoteRun(str(location))
-    remote.pull(cache=False, only=only)
-    return remote.local

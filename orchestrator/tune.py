@@ -8,18 +8,20 @@ schedulers (PBT's exploit in particular) work on Tune's own checkpoints.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import tempfile
 import time
-from dataclasses import fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from orchestrator import rundir
+from orchestrator.config import ScanSettings, opt
 from trainers.hyp import Hyp
 
 SCHEDULERS = ("asha", "pbt")
@@ -64,6 +66,65 @@ def load_space(path: Path | None) -> dict:
     return space
 
 
+def space_arg(text: str) -> dict:
+    """`--space FILE` as an argparse type: the loaded, checked search space."""
+    try:
+        return load_space(Path(text))
+    except (OSError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+@dataclass
+class TuneSettings:
+    """A search, as saved to TUNE/tune.json (a resumed search reads it back)."""
+
+    data_dir: str = ""
+    out: str = ""
+    trials: int = opt(8, "trials", gt=0)
+    scheduler: str = opt("asha", "asha stops bad trials early; pbt copies good trials' state "
+                         "into bad ones and perturbs their hyperparameters", choices=SCHEDULERS)
+    metric: str = opt("heldout_loss", "what the search optimises (heldout_loss is less noisy "
+                      "than accuracy on small data)", choices=tuple(METRICS))
+    space: dict = opt(None, "YAML/JSON search space: `name: constant` or `name: {loguniform|"
+                      "uniform|randint: [lo, hi]}` / `{choice: [...]}`; none: lr, weight_decay, "
+                      "epochs, translate, mixup, label_smoothing", parse=space_arg,
+                      metavar="FILE")
+    cpus_per_trial: float = opt(1.0, "CPUs per trial", gt=0)
+    gpus_per_trial: float | None = opt(None, "GPUs per trial, fractions allowed; none: 1 if "
+                                       "the cluster has GPUs, else 0", min=0)
+    max_concurrent: int | None = opt(None, "trials at once; none: as many as the resources "
+                                     "hold", gt=0)
+    grace_period: int = opt(2, "ASHA: epochs every trial runs before it can be stopped", gt=0)
+    perturbation_interval: int = opt(4, "PBT: epochs between exploit/explore steps", gt=0)
+    checkpoint_every_s: float = opt(30.0, "seconds between a trial's checkpoints (also at PBT "
+                                    "perturbations and the last epoch); what a resumed search "
+                                    "restarts from", gt=0)
+    seed: int = opt(0, "split and search seed")
+    train_seed: int = opt(1, "training seed")
+    max_failures: int = opt(1, "retries of a crashed trial", min=0)
+    address: str | None = opt(None, "Ray cluster address; none: a private local Ray")
+    scan: ScanSettings = field(default_factory=ScanSettings)
+    base_hyp: Hyp = field(default_factory=Hyp)
+
+    def __post_init__(self):
+        if self.space is None:
+            self.space = dict(DEFAULT_SPACE)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TuneSettings":
+        d = dict(d)
+        if "checkpoint_s" in d:  # tune.json of before the settings were typed
+            d["checkpoint_every_s"] = d.pop("checkpoint_s")
+        scan = d.pop("scan", None) or {k: d.pop(k) for k in ("image_size", "min_per_class")
+                                       if k in d}
+        known = {f.name for f in fields(cls)} - {"scan", "base_hyp"}
+        return cls(**{k: v for k, v in d.items() if k in known}, scan=ScanSettings(**scan),
+                   base_hyp=Hyp.from_dict(d.get("base_hyp") or {}))
+
+
 def tune_domains(space: dict) -> dict:
     from ray import tune
 
@@ -77,7 +138,7 @@ def tune_domains(space: dict) -> dict:
     return out
 
 
-def trial_fn(config: dict, *, images, labels, train_idx, eval_idx, base_hyp: dict, seed: int,
+def trial_fn(config: dict, *, images, labels, train_idx, eval_idx, base_hyp: Hyp, seed: int,
              checkpoint_s: float = 30.0, pbt_interval: int = 0):
     """One trial: train with `config`'s hyperparameters, report held-out metrics each epoch.
 
@@ -92,7 +153,8 @@ def trial_fn(config: dict, *, images, labels, train_idx, eval_idx, base_hyp: dic
 
     from trainers.train import train
 
-    hyp = Hyp.from_dict({**base_hyp, **{k: v for k, v in config.items() if k in base_hyp}})
+    known = {f.name for f in fields(Hyp)}
+    hyp = replace(base_hyp, **{k: v for k, v in config.items() if k in known})
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a restored trial, or PBT copying another trial's state
@@ -122,9 +184,9 @@ def trial_fn(config: dict, *, images, labels, train_idx, eval_idx, base_hyp: dic
           eval_every_epoch=True, resume=resume)
 
 
-def max_epochs(space: dict, base_hyp: dict) -> int:
+def max_epochs(space: dict, base_hyp: Hyp) -> int:
     """The most epochs any trial can run: ASHA's last rung."""
-    spec = space.get("epochs", base_hyp["epochs"])
+    spec = space.get("epochs", base_hyp.epochs)
     if not isinstance(spec, dict):
         return int(spec)
     (_, args), = spec.items()
@@ -174,7 +236,7 @@ def trials_table(grid, metric: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def best_config(table: pd.DataFrame, metric: str, base_hyp: dict, space: dict) -> dict | None:
+def best_config(table: pd.DataFrame, metric: str, base_hyp: Hyp, space: dict) -> dict | None:
     """The hyperparameters of the trial with the best metric (any epoch), as a full Hyp."""
     ok = table[table["status"] != "error"].dropna(subset=[f"best_{metric}"])
     if ok.empty:
@@ -182,7 +244,7 @@ def best_config(table: pd.DataFrame, metric: str, base_hyp: dict, space: dict) -
     col = f"best_{metric}"
     row = ok.loc[ok[col].idxmin() if METRICS[metric] == "min" else ok[col].idxmax()]
     tuned = {k: _plain(row[k]) for k in space if k in row}
-    return {"hyp": Hyp.from_dict({**base_hyp, **tuned}).to_dict(), "tuned": tuned,
+    return {"hyp": replace(base_hyp, **tuned).to_dict(), "tuned": tuned,
             "metric": metric, "value": float(row[col]), "trial": row["trial"]}
 
 
@@ -190,32 +252,54 @@ def _plain(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
-def run_search(settings: dict, *, resume: bool) -> tuple[pd.DataFrame, dict | None]:
+def start_search(settings: TuneSettings) -> TuneSettings:
+    """A new search: GPUs per trial resolved against the cluster, TUNE/tune.json written."""
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if settings.gpus_per_trial is None:
+        import ray
+
+        from orchestrator.cluster import init_ray
+        init_ray(settings.address)  # stays up for the search
+        settings = replace(settings, gpus_per_trial=1.0 if ray.cluster_resources().get(
+            "GPU", 0) >= 1 else 0.0)
+    rundir.write_json(out / "tune.json", settings.to_dict())
+    return settings
+
+
+def load_search(out: Path) -> TuneSettings:
+    """The settings of a search to resume."""
+    path = Path(out) / "tune.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: --resume takes a search folder written by "
+                                "`dupes tune`")
+    return TuneSettings.from_dict(rundir.read_json(path))
+
+
+def run_search(settings: TuneSettings, *, resume: bool) -> tuple[pd.DataFrame, dict | None]:
     """Run (or resume) a search described by `settings` (saved as TUNE/tune.json)."""
     import ray
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from orchestrator.driver import init_ray
+    from orchestrator.cluster import init_ray
     from orchestrator.scan import scan_dataset
     from orchestrator.splits import make_splits
 
-    out = Path(settings["out"])
-    space = settings["space"]
-    base_hyp = settings["base_hyp"]
-    scan = scan_dataset(settings["data_dir"], image_size=settings["image_size"],
-                        min_per_class=settings["min_per_class"])
+    s = settings
+    out, space, base_hyp = Path(s.out), s.space, s.base_hyp
+    scan = scan_dataset(s.data_dir, image_size=s.scan.image_size,
+                        min_per_class=s.scan.min_per_class)
     labels = scan.index["label"].to_numpy()
-    folds = make_splits(labels, repeats=1, seed=settings["seed"])["fold"].to_numpy()
-    started = init_ray(settings.get("address"))
+    folds = make_splits(labels, repeats=1, seed=s.seed)["fold"].to_numpy()
+    started = init_ray(s.address)
     try:
-        resources = {"cpu": settings["cpus_per_trial"], "gpu": settings["gpus_per_trial"]}
+        resources = {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial or 0.0}
         trainable = tune.with_resources(tune.with_parameters(
             trial_fn, images=scan.images, labels=labels, train_idx=np.flatnonzero(folds == 1),
-            eval_idx=np.flatnonzero(folds == 0), base_hyp=base_hyp,
-            seed=settings["train_seed"], checkpoint_s=settings.get("checkpoint_s", 30.0),
-            pbt_interval=settings["perturbation_interval"] if settings["scheduler"] == "pbt"
-            else 0), resources)
+            eval_idx=np.flatnonzero(folds == 0), base_hyp=base_hyp, seed=s.train_seed,
+            checkpoint_s=s.checkpoint_every_s,
+            pbt_interval=s.perturbation_interval if s.scheduler == "pbt" else 0), resources)
         experiment = out / "search"
         if resume:
             if not tune.Tuner.can_restore(str(experiment)):
@@ -223,35 +307,52 @@ def run_search(settings: dict, *, resume: bool) -> tuple[pd.DataFrame, dict | No
             tuner = tune.Tuner.restore(str(experiment), trainable=trainable,
                                        resume_unfinished=True, resume_errored=True)
         else:
-            metric = settings["metric"]
-            pbt = settings["scheduler"] == "pbt"
+            pbt = s.scheduler == "pbt"
             searched = {k: v for k, v in space.items() if not (pbt and k in PBT_FIXED)}
-            scheduler = make_scheduler(settings["scheduler"], space=searched,
+            scheduler = make_scheduler(s.scheduler, space=searched,
                                        max_epochs=max_epochs(searched, base_hyp),
-                                       grace_period=settings["grace_period"],
-                                       perturbation_interval=settings["perturbation_interval"])
+                                       grace_period=s.grace_period,
+                                       perturbation_interval=s.perturbation_interval)
             tuner = tune.Tuner(
                 trainable, param_space=tune_domains(searched),
                 tune_config=tune.TuneConfig(
-                    metric=metric, mode=METRICS[metric], num_samples=settings["trials"],
-                    max_concurrent_trials=settings["max_concurrent"], scheduler=scheduler,
+                    metric=s.metric, mode=METRICS[s.metric], num_samples=s.trials,
+                    max_concurrent_trials=s.max_concurrent, scheduler=scheduler,
                     # a new trial (or a PBT exploit) reuses a finished trial's actor: no new
                     # process and torch import each time (measured: PBT test 59 s -> 20 s)
                     reuse_actors=True,
-                    search_alg=BasicVariantGenerator(random_state=settings["seed"])),
+                    search_alg=BasicVariantGenerator(random_state=s.seed)),
                 run_config=tune.RunConfig(
                     name="search", storage_path=str(out.resolve()), verbose=0,
-                    failure_config=tune.FailureConfig(max_failures=settings["max_failures"]),
+                    failure_config=tune.FailureConfig(max_failures=s.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT)))
         grid = tuner.fit()
-        table = trials_table(grid, settings["metric"])
+        table = trials_table(grid, s.metric)
     finally:
-        if started:
+        if started or ray.is_initialized():
             ray.shutdown()
-    best = best_config(table, settings["metric"], base_hyp,
-                       {k: v for k, v in space.items()})
+    best = best_config(table, s.metric, base_hyp, dict(space))
     rundir.write_csv(out / "trials.csv", table)
     if best is not None:
-        rundir.write_json(out / "best.json", {**best, "data_dir": settings["data_dir"],
-                                              "split_seed": settings["seed"]})
+        rundir.write_json(out / "best.json", {**best, "data_dir": s.data_dir,
+                                              "split_seed": s.seed})
     return table, best
+
+
+def show_search(table: pd.DataFrame, best: dict | None, settings: TuneSettings, console) -> bool:
+    """The trials, failures and the best configuration; False if every trial failed."""
+    from analysis.report import trials_view
+
+    console.print(trials_view(table, metric=settings.metric, scheduler=settings.scheduler,
+                              searched=list(settings.space)))
+    errors = table[table["status"] == "error"]
+    if len(errors):
+        console.print(f"[yellow]{len(errors)} trial(s) failed[/]; first error: "
+                      f"{errors.iloc[0]['error']}", highlight=False)
+    if best is None:
+        console.print("[red]every trial failed[/]: no best.json was written")
+        return False
+    console.print(f"best {settings.metric} {best['value']:.4f} (trial {best['trial']}): "
+                  f"{best['tuned']}; use it with `dupes run DATA --config "
+                  f"{Path(settings.out) / 'best.json'}`", highlight=False)
+    return True

@@ -77,12 +77,12 @@ def write_sheets(analysis: Analysis, data_dir: Path | str, out_dir: Path, *,
     return written
 
 
-def write_html(analysis: Analysis, run_dir: Path, *, out: Path | None = None,
+def write_html(analysis: Analysis, run, *, out: Path | None = None,
                top: int = 200, sheets: bool = True) -> tuple[Path, list[Path]]:
-    """RUN/report.html (self-contained) and RUN/sheets/*.png; returns their paths."""
-    run_dir = Path(run_dir)
-    cfg = rundir.read_json(run_dir / "config.json")
-    data_dir = cfg["data_dir"]  # a folder or a bucket prefix
+    """RUN/report.html (self-contained) and RUN/sheets/*.png of a `Run`; returns their paths
+    (a bucket run's mirror: `Run.push` publishes them)."""
+    run_dir = run.path
+    data_dir = run.config().data_dir  # a folder or a bucket prefix
     out = Path(out) if out else run_dir / "report.html"
     shown = pd.concat([analysis.dupes.head(top), highest_losses(analysis.votes, k=top)])
     thumbs = {int(s): thumbnail_uri(im)
@@ -90,6 +90,32 @@ def write_html(analysis: Analysis, run_dir: Path, *, out: Path | None = None,
     written = write_sheets(analysis, data_dir, out.parent / "sheets") if sheets else []
     rel = [p.relative_to(out.parent).as_posix() for p in written]
     page = html_report(analysis, thumbs={k: v for k, v in thumbs.items() if v}, top=top,
-                       title=f"dupes report: {run_dir.name} ({data_dir})", sheets=rel)
+                       title=f"dupes report: {Path(run.location).name} ({data_dir})", sheets=rel)
     rundir.write_text(out, page)
     return out, written
+
+
+LIVE_SHEET_S = 30.0  # how often sheets/live_top_losses.png is redrawn while training
+
+
+def live_sheet(run_dir: Path, state: dict, prep, *, tiles: int = 24) -> None:
+    """Draw the running trainings' highest held-out losses of their latest epoch as a
+    contact sheet (RUN/sheets/live_top_losses.png), from the image cache in memory (`prep`,
+    a `Prepared`), so the images that fight their label can be looked at while the models
+    still learn."""
+    from orchestrator.progress import current_top
+
+    rows = current_top(state, tiles)
+    if not rows:
+        return
+    label = prep.index["label"].to_numpy()
+    images = []
+    for _, sid, _ in rows:
+        img = prep.images[sid]
+        images.append(Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img))
+    captions = [[prep.index["relpath"].iat[sid][-26:], f"given {prep.classes[label[sid]]}",
+                 f"loss {loss:.2f} r{r}f{f} ep {state[(r, f)].get('epoch', '?')}"]
+                for loss, sid, (r, f) in rows]
+    sheet = contact_sheet(images, captions, title="highest held-out losses now (live)")
+    (Path(run_dir) / "sheets").mkdir(exist_ok=True)
+    rundir.write_png(Path(run_dir) / "sheets" / "live_top_losses.png", sheet)

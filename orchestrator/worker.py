@@ -4,10 +4,28 @@ from __future__ import annotations
 import os
 import traceback
 import uuid
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import ray
+
+from trainers.hyp import Hyp
+
+
+@dataclass
+class WorkerConfig:
+    """What every Ray Train worker gets (`train_loop_config={"worker": WorkerConfig(...)}`)."""
+
+    board: object                   # the Board actor handle
+    images: list                    # [ObjectRef of the uint8 image cache] (a list: not resolved)
+    folds: list                     # [ObjectRef of the repeats x N fold table]
+    labels: np.ndarray              # given label per sample
+    hyp: Hyp
+    train_seed: int
+    threads: int = 1                # torch threads per worker
+    record_every: int = 0           # held-out metrics every k-th epoch; 0 = off
+    inject_failure: str | None = None  # fault injection for tests (DUPES_INJECT_FAILURE)
 
 
 def prediction_table(sample_id: np.ndarray, label: np.ndarray, pred: np.ndarray,
@@ -59,34 +77,31 @@ def worker_loop(config: dict) -> dict:
     import torch
     from ray.train import get_context
 
-    from trainers.hyp import Hyp
     from trainers.train import as_tensor, train
 
-    board = config["board"]
+    cfg: WorkerConfig = config["worker"]
+    board = cfg.board
     ctx = get_context()
     rank = ctx.get_world_rank()
     worker = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     generation = ray.get(board.join.remote(rank, worker, ctx.get_world_size()))
-    threads = int(config.get("threads") or 0)
-    if threads:
-        torch.set_num_threads(threads)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     device = _device()
-    images = ray.get(config["images"][0])
-    labels = np.asarray(config["labels"])
-    folds = ray.get(config["folds"][0])          # repeats x N, int8
-    hyp = Hyp.from_dict(config["hyp"])
+    images = ray.get(cfg.images[0])
+    labels = np.asarray(cfg.labels)
+    folds = ray.get(cfg.folds[0])          # repeats x N, int8
     x_dev = as_tensor(images, device)  # the dataset moves to the device once
-    record = int(config.get("record_every") or 0)
     done = 0
     while (item := ray.get(board.next.remote(worker))) is not None:
         repeat, fold = item
         try:
-            _inject_failure(config.get("inject_failure"), repeat, fold, generation)
+            _inject_failure(cfg.inject_failure, repeat, fold, generation)
             held = np.flatnonzero(folds[repeat] == fold)
             trained = np.flatnonzero(folds[repeat] != fold)
-            out = train(hyp, x_dev, labels, trained, held,
-                        seed=training_seed(config["train_seed"], repeat, fold), device=device,
-                        record_every=record,
+            out = train(cfg.hyp, x_dev, labels, trained, held,
+                        seed=training_seed(cfg.train_seed, repeat, fold), device=device,
+                        record_every=cfg.record_every,
                         on_epoch=lambda info, held=held: board.epoch.remote(
                             item, info.epoch - 1, info.epochs, info.train_loss,
                             info.heldout_loss, top_losses(held, info.heldout_losses)))

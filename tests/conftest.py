@@ -25,6 +25,16 @@ def write_digit_dataset(root: Path, classes=(0, 1, 7), per_class: int = 30) -> P
     return root
 
 
+def write_noise_dataset(root: Path, classes=("a", "b", "c"), per_class: int = 40) -> Path:
+    """Class folders of random 8 px images: nothing to learn, so labels cannot be followed."""
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (8, 8), np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
 @pytest.fixture
 def digit_data(tmp_path) -> Path:
     return write_digit_dataset(tmp_path / "data")

@@ -36,17 +36,12 @@ def test_invalid_flags_are_refused_by_the_parser(argv):
 
 
 def test_sanity_command_and_run_stop_on_labels_that_do_not_follow_the_images(tmp_path, capsys):
-    from tests.conftest import write_digit_dataset
+    from tests.conftest import write_digit_dataset, write_noise_dataset
     good = write_digit_dataset(tmp_path / "good", classes=(0, 1, 7), per_class=40)
     assert main(["sanity", str(good), "--no-flip", "--translate", "1", "--batch-size", "16"]) == 0
     assert "sanity check: passed" in capsys.readouterr().out
     # noise images in class folders: nothing to learn, so the labels cannot be followed
-    rng = np.random.default_rng(0)
-    for c in ("a", "b", "c"):
-        (tmp_path / "noise" / c).mkdir(parents=True)
-        for i in range(40):
-            Image.fromarray(rng.integers(0, 255, (8, 8), np.uint8)).save(
-                tmp_path / "noise" / c / f"{i}.png")
+    write_noise_dataset(tmp_path / "noise")
     assert main(["sanity", str(tmp_path / "noise"), "--batch-size", "16"]) == 1
     out = capsys.readouterr().out
     assert "FAILED" in out and "the labels do not follow the images" in out
@@ -86,7 +81,7 @@ def test_unreachable_bucket_is_a_clear_error(tmp_path, monkeypatch, capsys):
 
 
 def test_storage_error_names_the_nodes_and_the_fix(tmp_path):
-    from orchestrator.driver import storage_error
+    from orchestrator.cluster import storage_error
     e = storage_error(tmp_path, [f"10.0.0.{i} (abc)" for i in range(7)])
     text = str(e)
     assert str(tmp_path) in text and "7 node(s)" in text and "10.0.0.4" in text

@@ -7,6 +7,7 @@ import pytest
 from rich.console import Console
 
 from analysis.report import report
+from analysis.rule import DupeRule
 from analysis.run_analysis import analyze, dupes_export_table
 
 
@@ -43,7 +44,7 @@ def tables():
 
 def test_analysis_and_report_render(tables):
     index, preds, classes = tables
-    a = analyze(index, preds, classes, threshold="2")
+    a = analyze(index, preds, classes, rule=DupeRule("2"))
     assert a.dupes["relpath"].tolist() == ["b/x.png"]
     assert a.per_threshold == {">=10": 0, ">=9": 0, ">=8": 0, ">=2": 1}
     assert a.accuracy["accuracy"].tolist() == [1.0, 0.5, 1.0, 0.5]
@@ -62,12 +63,12 @@ def test_analyze_rejects_incomplete_tables(tables):
     with pytest.raises(ValueError, match="probs"):
         analyze(index, preds.drop_columns(["probs"]), classes)
     with pytest.raises(ValueError, match="valid forms"):
-        analyze(index, preds, classes, threshold="most")
+        analyze(index, preds, classes, rule=DupeRule("most"))
 
 
 def test_report_shows_error_analysis_and_second_opinion(tables):
     index, preds, classes = tables
-    a = analyze(index, preds, classes, threshold="2", train_accuracy={(0, 0): 1.0})
+    a = analyze(index, preds, classes, rule=DupeRule("2"), train_accuracy={(0, 0): 1.0})
     assert a.confusion.tolist() == [[4, 0], [2, 2]]
     assert {"self_confidence", "normalized_margin", "cl_issue", "combined"} <= set(a.votes)
     assert a.votes["combined"].idxmax() == 3  # the always-wrong sample is the most suspect
@@ -85,7 +86,7 @@ def test_html_report_is_one_valid_page_with_thumbnails_and_escaped_names(tables)
 
     index, preds, classes = tables
     index = index.assign(relpath=["a/1.png", "a/2.png", "b/3.png", "b/<x>&.png"])
-    a = analyze(index, preds, classes, threshold="2")
+    a = analyze(index, preds, classes, rule=DupeRule("2"))
     uri = "data:image/png;base64,AAAA"
     page = html_report(a, thumbs={3: uri}, title="t<1>", sheets=["sheets/top_losses.png"])
 
@@ -156,7 +157,8 @@ def test_progress_shows_the_current_top_held_out_losses():
 def test_live_sheet_draws_the_running_trainings_top_losses(tmp_path):
     from PIL import Image
 
-    from orchestrator.driver import Prepared, live_sheet
+    from orchestrator.passes import Prepared
+    from orchestrator.visual import live_sheet
 
     rng = np.random.default_rng(0)
     index = pd.DataFrame({"sample_id": np.arange(6), "relpath": [f"c/{i}.png" for i in range(6)],

@@ -1,7 +1,7 @@
 import pytest
 
 from orchestrator.config import RunConfig
-from orchestrator.driver import ResourceError, plan_resources
+from orchestrator.cluster import ResourceError, plan_resources
 
 
 def cfg(**kw):

@@ -14,7 +14,7 @@ from orchestrator import rundir
 from orchestrator.config import RunConfig
 from orchestrator.ledger import read_ledger
 from orchestrator.passes import load_analysis
-from orchestrator.review import ReviewError, apply_manifest, export_review, import_review
+from orchestrator.review_files import ReviewError, apply_manifest, export_review, import_review
 from orchestrator.scan import scan_dataset
 from tests.conftest import tree_hash
 
@@ -140,10 +140,10 @@ def test_ledger_across_two_rounds(run_data, tmp_path):
     export_review(run, first, threshold=">=2")
     (first / "0" / "1__2of2__img0.png").unlink()  # confirmed correct
     assert import_review(first)[1] == []
-    analysis, _ = load_analysis(run, ">=2")
+    analysis, _ = load_analysis(run, threshold=">=2")
     confirmed = analysis.dupes.set_index("relpath")["confirmed"]
     assert confirmed["0/img0.png"] and confirmed.sum() == 1
-    assert "0/img0.png" not in set(load_analysis(run, ">=2", ignore_confirmed=True)[0].dupes["relpath"])
+    assert "0/img0.png" not in set(load_analysis(run, threshold=">=2", ignore_confirmed=True)[0].dupes["relpath"])
     # round 2: not asked again, unless asked for
     second = export_review(run, tmp_path / "review2", threshold=">=2")
     assert "0/img0.png" not in set(second["relpath"]) and len(second) == 4
@@ -229,7 +229,7 @@ def test_apply_refuses_changed_sources_and_escaping_paths(run_data, tmp_path):
 
 
 def test_interrupted_apply_leaves_no_half_dataset(run_data, tmp_path, monkeypatch):
-    import orchestrator.review as review_mod
+    import orchestrator.review_files as review_mod
     data, _, manifest = reviewed(run_data, tmp_path)
     before = tree_hash(data)
     calls = []

@@ -75,10 +75,10 @@ def test_count_votes_validates_inputs():
 
 def test_select_dupes_sorted_by_votes_then_loss():
     v = count_votes(*long_table(EVALS), num_samples=6)
-    d = select_dupes(v, parse_threshold(">=8"))
+    d = select_dupes(v, parse_threshold(">=8"), min_ratio=0)
     assert d["sample_id"].tolist() == [1, 5, 2]  # 10 votes, then 9, then 8
-    assert select_dupes(v, parse_threshold("==9"))["sample_id"].tolist() == [5]
-    assert dupes_per_threshold(v, [parse_threshold(t) for t in ("10", ">=9", ">=8")]) == \
+    assert select_dupes(v, parse_threshold("==9"), min_ratio=0)["sample_id"].tolist() == [5]
+    assert dupes_per_threshold(v, [parse_threshold(t) for t in ("10", ">=9", ">=8")], min_ratio=0) == \
         {">=10": 1, ">=9": 2, ">=8": 3}
     pairs = most_confused(d)
     assert pairs.to_numpy().tolist() == [[0, 2, 1], [1, 2, 1], [2, 0, 1]]
@@ -119,7 +119,7 @@ def test_probability_ratio_keeps_undecided_look_alikes_out_of_the_dupes():
     votes["mean_prob_suggested"] = [0.55, 0.70]
     thr = parse_threshold(">=8")
     assert select_dupes(votes, thr, min_ratio=2)["sample_id"].tolist() == [1]
-    assert sorted(select_dupes(votes, thr)["sample_id"]) == [0, 1]  # 0 = votes alone
+    assert sorted(select_dupes(votes, thr, min_ratio=0)["sample_id"]) == [0, 1]  # 0 = votes alone
     assert dupes_per_threshold(votes, [thr], min_ratio=2) == {">=8": 1}
     assert dupes_per_threshold(votes, [thr], min_ratio=3) == {">=8": 0}
     with pytest.raises(ValueError, match=">= 0"):

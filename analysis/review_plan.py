@@ -1,4 +1,6 @@
-"""The technician review, as pure functions over tables: export names and the before/after diff.
+"""The technician review as pure functions over tables: what to export and under which names,
+the before/after diff into a manifest, the manifest's rules, and the corrected copy's plan.
+The file moves that carry these plans out live in `orchestrator.review_files`.
 
 A technician reviews flagged images with a file manager, in a tree that mirrors the class
 folders. What they did is read back from where each exported file ended up:
@@ -144,3 +146,68 @@ def manifest_summary(manifest: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
     pairs = (rel.groupby(["old_label", "new_label"]).size().rename("count").reset_index()
              .sort_values(["count", "old_label", "new_label"], ascending=[False, True, True]))
     return per_action, pairs.reset_index(drop=True)
+
+
+def export_table(dupes: pd.DataFrame, sha1: pd.Series) -> pd.DataFrame:
+    """The review's rows: one per dupe, with the path it gets in the review tree
+    (`<given class>/<export name>`). `sha1` maps sample_id to the file's hash."""
+    table = pd.DataFrame({
+        "sample_id": dupes["sample_id"].to_numpy(), "relpath": dupes["relpath"].to_numpy(),
+        "sha1": sha1.loc[dupes["sample_id"]].to_numpy(),
+        "given_class": dupes["given_class"].to_numpy(),
+        "suggested_class": dupes["suggested_class"].to_numpy(),
+        "votes": dupes["top_wrong_votes"].to_numpy(), "n_evals": dupes["n_evals"].to_numpy()})
+    table["review_path"] = [f"{g}/{n}" for g, n in zip(table["given_class"], export_names(table))]
+    return table
+
+
+def unsafe_relpath(rel: str) -> str | None:
+    """Why a manifest's `relpath` may not be used inside a dataset (None if it is fine, as
+    far as the text goes: symlinks are the file system's to check)."""
+    p = PurePosixPath(rel)
+    if not p.parts:
+        return "empty path"
+    if p.is_absolute() or rel.startswith("\\") or ":" in p.parts[0]:
+        return "absolute path"
+    if any(part in ("..", ".", "") for part in p.parts):
+        return "'..' or '.' in the path"
+    return None
+
+
+def safe_class(name: str) -> bool:
+    """Whether a relabel target can be a class folder's name."""
+    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name \
+        and not name.startswith(".")
+
+
+CHANGES_COLUMNS = ["relpath", "new_relpath", "action", "old_label", "new_label", "sha1"]
+
+
+def corrected_plan(files: list[str], manifest: pd.DataFrame) -> tuple[list[tuple[str, str]],
+                                                                       pd.DataFrame]:
+    """Where every file of the dataset goes in the corrected copy: [(relpath, new relpath)]
+    (removed files are absent), and the CHANGES table. Untouched files keep their paths; a
+    relabelled file moves to its new class folder, numbered when a namesake is there."""
+    act = {r.relpath: r for r in manifest.itertuples(index=False)
+           if r.action in ("relabel", "remove")}
+    kept, relabelled, changes = [], [], []
+    for rel in files:
+        row = act.get(rel)
+        if row is None:
+            kept.append((rel, rel))
+        elif row.action == "remove":
+            changes.append((rel, "", "remove", row.old_label, "", row.sha1))
+        else:
+            new_rel = PurePosixPath(row.new_label, *PurePosixPath(rel).parts[1:]).as_posix()
+            relabelled.append((rel, new_rel, row))
+    placed = {rel for rel, _ in kept}
+    moves = list(kept)
+    for rel, new_rel, row in relabelled:
+        target, n = new_rel, 1
+        while target in placed:  # a namesake already lives in the new class: number this one
+            p = PurePosixPath(new_rel)
+            target, n = str(p.with_name(f"{p.stem}__{n}{p.suffix}")), n + 1
+        placed.add(target)
+        moves.append((rel, target))
+        changes.append((row.relpath, target, "relabel", row.old_label, row.new_label, row.sha1))
+    return moves, pd.DataFrame(changes, columns=CHANGES_COLUMNS).sort_values("relpath")

@@ -10,10 +10,12 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from analysis.review import (ACTIONS, MANIFEST_COLUMNS, REMOVE_DIR, UNSURE_DIR, Problem,
-                             diff_review, export_names)
+from analysis.review_plan import (ACTIONS, MANIFEST_COLUMNS, REMOVE_DIR, UNSURE_DIR, Problem,
+                                  corrected_plan, diff_review, export_table, safe_class,
+                                  unsafe_relpath)
 from orchestrator import ledger as ledger_mod
 from orchestrator import rundir, storage
+from orchestrator.run import Run
 
 META_DIR = ".dupes"  # review metadata the technician never needs to see
 OWN_FILES = {"before.txt", "after.txt", "README.txt", "manifest.csv"}
@@ -70,10 +72,11 @@ def link_or_copy(src: Path, dst: Path, *, copy: bool = False) -> str:
 
 def fetch(root: Path | str, relpath: str, dst: Path, *, copy: bool = False) -> str:
     """A dataset file into a local tree: downloaded from a bucket, else `link_or_copy`."""
-    if storage.is_uri(root):
+    local = storage.local_path(root, relpath)
+    if local is None:
         storage.download(str(root), relpath, dst)
         return "download"
-    return link_or_copy(Path(root) / relpath, dst, copy=copy)
+    return link_or_copy(local, dst, copy=copy)
 
 
 def sha1_in(root: Path | str, relpath: str) -> str | None:
@@ -89,30 +92,23 @@ def _ensure_empty(path: Path, what: str) -> None:
         raise ReviewError(f"{what} {path} exists and is not empty: choose a new folder")
 
 
-def export_review(run_dir: Path, out: Path, *, threshold: str | None = None,
-                  include_confirmed: bool = False, ledger: Path | None = None,
-                  copy: bool = False, min_ratio: float | None = None) -> pd.DataFrame:
-    """Export the run's dupes into a review tree; returns the exported rows."""
+def export_review(run: Run | Path | str, out: Path, *, include_confirmed: bool = False,
+                  ledger: Path | str | None = None, copy: bool = False,
+                  **rule: object) -> pd.DataFrame:
+    """Export the run's dupes into a review tree; returns the exported rows. `rule` overrides
+    fields of the run's dupe rule (`threshold`, `min_ratio`)."""
     from orchestrator.passes import load_analysis
 
-    run_dir, out = Path(run_dir).resolve(), Path(out).resolve()
+    run = run if isinstance(run, Run) else Run.open(run)
+    out = Path(out).resolve()
     _ensure_empty(out, "review folder")
-    cfg = rundir.read_json(run_dir / "config.json")
-    data = cfg["data_dir"]  # a folder or a bucket prefix
-    ledger = ledger_mod.ledger_path(run_dir, cfg.get("ledger"), ledger, cfg.get("storage"))
-    analysis, _ = load_analysis(run_dir, threshold, ledger=ledger,
-                                min_ratio=min_ratio)
+    data = run.config().data_dir  # a folder or a bucket prefix
+    ledger = run.ledger(ledger)
+    analysis, _ = load_analysis(run, ledger=ledger, **rule)
     dupes = analysis.dupes
     if not include_confirmed:
         dupes = dupes[~dupes["confirmed"]]
-    index = pd.read_parquet(run_dir / "index.parquet").set_index("sample_id")
-    table = pd.DataFrame({
-        "sample_id": dupes["sample_id"].to_numpy(), "relpath": dupes["relpath"].to_numpy(),
-        "sha1": index.loc[dupes["sample_id"], "sha1"].to_numpy(),
-        "given_class": dupes["given_class"].to_numpy(),
-        "suggested_class": dupes["suggested_class"].to_numpy(),
-        "votes": dupes["top_wrong_votes"].to_numpy(), "n_evals": dupes["n_evals"].to_numpy()})
-    table["review_path"] = [f"{g}/{n}" for g, n in zip(table["given_class"], export_names(table))]
+    table = export_table(dupes, run.index().set_index("sample_id")["sha1"])
 
     problems = [f"{r}: missing from {data}" for r in table["relpath"]
                 if not storage.is_file(data, r)]
@@ -129,9 +125,9 @@ def export_review(run_dir: Path, out: Path, *, threshold: str | None = None,
                                              table["sha1"])))
     table.to_csv(tmp / META_DIR / "exported.csv", index=False)
     rundir.write_json(tmp / META_DIR / "review.json", {
-        "run_dir": str(run_dir), "data_dir": str(data), "threshold": str(analysis.threshold),
+        "run_dir": run.location, "data_dir": str(data), "threshold": str(analysis.threshold),
         "classes": analysis.classes, "ledger": str(ledger)})
-    (tmp / "README.txt").write_text(README.format(run=run_dir, review=out, data=data))
+    (tmp / "README.txt").write_text(README.format(run=run, review=out, data=data))
     if out.exists():
         out.rmdir()
     os.rename(tmp, out)  # a review folder appears complete or not at all
@@ -176,26 +172,12 @@ def import_review(review: Path, *, ledger: Path | None = None) -> tuple[pd.DataF
     return manifest, []
 
 
-def _safe_relpath(rel: str, src: Path | str) -> str | None:
+def _unsafe_relpath(rel: str, src: Path | str) -> str | None:
     """Why `rel` may not be used inside src (None if it is fine)."""
-    p = PurePosixPath(rel)
-    if not p.parts:
-        return "empty path"
-    if p.is_absolute() or rel.startswith("\\") or ":" in p.parts[0]:
-        return "absolute path"
-    if any(part in ("..", ".", "") for part in p.parts):
-        return "'..' or '.' in the path"
-    if storage.is_uri(src):
-        return None  # object keys have no symlinks
-    resolved = (src / rel).resolve()
-    if not resolved.is_relative_to(src):
-        return f"leaves the dataset (resolves to {resolved}, e.g. through a symlink)"
-    return None
-
-
-def _safe_class(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name \
-        and not name.startswith(".")
+    why = unsafe_relpath(rel)
+    if why is None and (outside := storage.escapes(src, rel)) is not None:
+        why = f"leaves the dataset (resolves to {outside}, e.g. through a symlink)"
+    return why
 
 
 def apply_manifest(manifest_path: Path, src: Path | str, dst: Path, *, copy: bool = False) -> pd.DataFrame:
@@ -204,18 +186,15 @@ def apply_manifest(manifest_path: Path, src: Path | str, dst: Path, *, copy: boo
     Everything is checked before anything is written; the copy is built in a temporary
     sibling folder and renamed to `dst` at the end. Returns the CHANGES table.
     """
-    bucket = storage.is_uri(src)
-    src, dst = (str(src).rstrip("/") if bucket else Path(src).resolve()), Path(dst).resolve()
-    if bucket:
-        files = sorted(storage.list_tree(src))
-        if not files:
-            raise ReviewError(f"dataset {src} has no objects (or cannot be listed)")
-    else:
-        if not src.is_dir():
-            raise ReviewError(f"dataset {src} does not exist")
-        files = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file())
+    src, dst = storage.parse_location(storage.absolute(src)), Path(dst).resolve()
+    try:
+        files = storage.all_files(src)
+    except FileNotFoundError:
+        raise ReviewError(f"dataset {src} does not exist") from None
+    if not files:
+        raise ReviewError(f"dataset {src} has no files (or cannot be listed)")
     _ensure_empty(dst, "output folder")
-    if not bucket and (dst == src or dst.is_relative_to(src) or src.is_relative_to(dst)):
+    if storage.same_tree(src, dst):
         raise ReviewError(f"the output {dst} must be outside the dataset {src}")
     manifest = pd.read_csv(manifest_path, dtype=str, keep_default_na=False)
     missing = sorted(set(MANIFEST_COLUMNS) - set(manifest.columns))
@@ -223,13 +202,13 @@ def apply_manifest(manifest_path: Path, src: Path | str, dst: Path, *, copy: boo
         raise ReviewError(f"{manifest_path} lacks columns {missing}; expected {MANIFEST_COLUMNS}")
     problems = []
     for row in manifest.itertuples(index=False):
-        why = _safe_relpath(row.relpath, src)
+        why = _unsafe_relpath(row.relpath, src)
         if why:
             problems.append(f"{row.relpath}: {why}; a manifest may only name files inside {src}")
             continue
         if row.action not in ACTIONS:
             problems.append(f"{row.relpath}: unknown action '{row.action}' (valid: {ACTIONS})")
-        if row.action == "relabel" and not _safe_class(row.new_label):
+        if row.action == "relabel" and not safe_class(row.new_label):
             problems.append(f"{row.relpath}: new label '{row.new_label}' is not a valid folder name")
         sha1 = sha1_in(src, row.relpath)
         if sha1 is None:
@@ -240,34 +219,11 @@ def apply_manifest(manifest_path: Path, src: Path | str, dst: Path, *, copy: boo
     if problems:
         raise ReviewError(f"{manifest_path} cannot be applied to {src}:\n  " + "\n  ".join(problems))
 
-    act = {r.relpath: r for r in manifest.itertuples(index=False) if r.action in ("relabel", "remove")}
+    moves, changes_df = corrected_plan(files, manifest)
     tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
-    kept, relabelled, changes = [], [], []
-    for rel in files:
-        row = act.get(rel)
-        if row is None:
-            kept.append((rel, rel))
-        elif row.action == "remove":
-            changes.append((rel, "", "remove", row.old_label, "", row.sha1))
-        else:
-            new_rel = PurePosixPath(row.new_label, *PurePosixPath(rel).parts[1:]).as_posix()
-            relabelled.append((rel, new_rel, row))
-    placed = set()
-    for rel, _ in kept:  # untouched files keep their paths
-        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-        fetch(src, rel, tmp / rel, copy=copy)
-        placed.add(rel)
-    for rel, new_rel, row in relabelled:
-        target, n = new_rel, 1
-        while target in placed:  # a namesake already lives in the new class: number this one
-            p = PurePosixPath(new_rel)
-            target, n = str(p.with_name(f"{p.stem}__{n}{p.suffix}")), n + 1
-        placed.add(target)
+    for rel, target in moves:
         (tmp / target).parent.mkdir(parents=True, exist_ok=True)
         fetch(src, rel, tmp / target, copy=copy)
-        changes.append((row.relpath, target, "relabel", row.old_label, row.new_label, row.sha1))
-    changes_df = pd.DataFrame(changes, columns=["relpath", "new_relpath", "action", "old_label",
-                                                "new_label", "sha1"]).sort_values("relpath")
     tmp.mkdir(parents=True, exist_ok=True)
     changes_df.to_csv(tmp / "CHANGES.csv", index=False)
     if dst.exists():

@@ -1,0 +1,49 @@
+"""The dupe rule: which images are flagged, as one typed value whose defaults live here only.
+
+The run records it in `config.json`; `dupes report` and `dupes review export` may override any
+part of it, and the rest comes from the run. Everything downstream (selection, the per-threshold
+counts, the review export) takes a `DupeRule`, so no caller can silently fall back to another
+default.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from analysis.thresholds import Threshold, parse_threshold
+
+
+@dataclass(frozen=True)
+class DupeRule:
+    """An image is a dupe when it has `threshold` votes for one wrong class and, in the mean
+    of its held-out probabilities, that class is at least `min_ratio` times as probable as its
+    given label."""
+
+    threshold: str = field(default=">=8", metadata={
+        "help": "votes for one wrong class that make a dupe: 8 or '>=8' (at least 8), '10', "
+                "'>9', '==9', '8-10'", "parse": lambda text: parse_threshold(text).text})
+    min_ratio: float = field(default=2.0, metadata={
+        "help": "a dupe's suggested class must also be at least R times as probable as its "
+                "given label, in the mean of its held-out predictions; keeps out look-alikes "
+                "the models are undecided about; 0 = votes alone, as the original method "
+                "(measured in BENCHMARKS.md)", "metavar": "R", "min": 0.0})
+    ignore_confirmed: bool = field(default=False, metadata={
+        "help": "leave images a technician confirmed (the ledger) out of the dupes instead of "
+                "marking them"})
+
+    def __post_init__(self):
+        parse_threshold(self.threshold)  # raises ValueError listing the valid forms
+        if not (isinstance(self.min_ratio, (int, float)) and math.isfinite(self.min_ratio)
+                and self.min_ratio >= 0):
+            raise ValueError(f"min_ratio must be a finite number >= 0 (0 = votes alone), got "
+                             f"{self.min_ratio}")
+        object.__setattr__(self, "threshold", str(self.threshold))
+        object.__setattr__(self, "min_ratio", float(self.min_ratio))
+
+    @property
+    def votes(self) -> Threshold:
+        return parse_threshold(self.threshold)
+
+    def with_threshold(self, threshold: str | Threshold) -> "DupeRule":
+        """The same rule at another vote threshold (the report's per-threshold counts)."""
+        return DupeRule(str(threshold), self.min_ratio, self.ignore_confirmed)

@@ -1,0 +1,120 @@
+"""The Ray cluster a pass runs on: connecting or starting it, planning trainings onto its
+resources, and checking that every node sees the run directory."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import uuid
+from pathlib import Path
+
+from orchestrator.config import RunConfig
+from orchestrator.storage import StorageError
+
+
+class ResourceError(ValueError):
+    """The cluster cannot hold one training as asked; the message says which flag to change."""
+
+
+# One logical CPU on a local Ray is left to the Ray Data writer: with every CPU held by a
+# training worker, Ray Data's write tasks would wait forever (measured: a hang).
+WRITER_CPUS = 1
+
+
+def init_ray(address: str | None = None) -> bool:
+    """Connect to a cluster (`--address`, `RAY_ADDRESS`) or start a local Ray; True if started."""
+    import ray
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    # Ray Data warns "no available CPUs, the job will hang" whenever the trainings hold
+    # theirs, although WRITER_CPUS keeps one free for it: that warning is noise here.
+    for name in ("ray.data", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return True
+    # A private local cluster: no dashboard (nothing will connect to it), and no token-auth
+    # notice; worker errors reach the driver through the board, with their tracebacks.
+    ray.init(num_cpus=(os.cpu_count() or 1) + WRITER_CPUS, include_dashboard=False,
+             log_to_driver=False, logging_level=logging.ERROR)
+    return True
+
+
+def storage_error(run_dir: Path, unseen: list[str]) -> StorageError:
+    return StorageError(
+        f"the run directory {run_dir} is not visible from {len(unseen)} node(s) of the cluster "
+        f"({', '.join(unseen[:5])}{', ...' if len(unseen) > 5 else ''}): a multi-node run keeps "
+        "its run directory on storage that every node mounts at the same path (NFS, EFS, "
+        "Filestore), or in a bucket: pass --out /shared/path or --out s3://bucket/runs/NAME. "
+        "The dataset itself only needs to be readable where `dupes run` starts.")
+
+
+def check_shared_storage(run_dir: Path) -> None:
+    """On a multi-node cluster, prove that every alive node sees the run directory (Ray
+    Train keeps its run state there), before any training is spent."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) < 2:
+        return
+    marker = Path(run_dir).resolve() / f".storage-check-{uuid.uuid4().hex[:8]}"
+    marker.write_text("dupes\n")
+
+    @ray.remote(num_cpus=0)
+    def sees(path: str) -> bool:
+        return os.path.exists(path)
+
+    try:
+        checks = {n["NodeManagerAddress"] + f" ({n['NodeID'][:8]})": sees.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote(str(marker)) for n in nodes}
+        unseen = [name for name, ok in zip(checks, ray.get(list(checks.values()), timeout=120))
+                  if not ok]
+    finally:
+        marker.unlink(missing_ok=True)
+    if unseen:
+        raise storage_error(Path(run_dir), unseen)
+
+
+def plan_resources(cfg: RunConfig, cluster: dict, n_todo: int) -> tuple[int, float, float]:
+    """(slots, CPUs per training, GPUs per training) for a cluster's total resources.
+
+    GPUs are used whenever the cluster has them; on CPUs one logical CPU stays free for the
+    Ray Data writer.
+    """
+    cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    gpt = cfg.gpus_per_training
+    if gpt is None:
+        gpt = 1.0 if gpus >= 1 else 0.0
+    if gpt > 0:
+        if gpus < gpt:
+            raise ResourceError(f"each training asks for {gpt} GPU but the cluster has {gpus:g}: "
+                               "lower --gpus-per-training or pass --gpus-per-training 0")
+        slots = int(math.floor(gpus / gpt + 1e-9))
+        cpt = cfg.cpus_per_training or max(1.0, math.floor((cpus - WRITER_CPUS) / slots))
+    else:
+        cpt = cfg.cpus_per_training or 1.0
+        slots = int(math.floor((cpus - WRITER_CPUS) / cpt + 1e-9))
+    if slots < 1:
+        raise ResourceError(f"the cluster has {cpus:g} CPUs; each training asks for {cpt:g} and "
+                           f"{WRITER_CPUS} stays free for writing: lower --cpus-per-training")
+    for name, amount in (cfg.resources_per_training or {}).items():
+        have = float(cluster.get(name, 0))
+        if have < amount:
+            raise ResourceError(f"each training asks for {amount:g} of resource {name!r} but "
+                               f"the cluster has {have:g}: start nodes with "
+                               f"`ray start --resources='{{\"{name}\": N}}'` (or the node type's "
+                               "resources in cluster.yaml), or drop --resources-per-training")
+        slots = min(slots, int(math.floor(have / amount + 1e-9)))
+    return max(1, min(slots, n_todo)), float(cpt), float(gpt)
+
+
+def on_this_node():
+    """A scheduling strategy that keeps a task or actor on the driver's node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)

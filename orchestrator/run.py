@@ -1,0 +1,256 @@
+"""The run directory as one object: its layout, and where it lives.
+
+A `Run` is opened or created by the location a user names: a folder, or a bucket URI. A bucket
+run is worked on in a local mirror (`orchestrator.storage.RemoteRun`): every write is atomic on
+disk first, then published (one PUT per file; a partition's files, then the marker that commits
+them). Callers read and write through typed accessors and never ask where the run lives; only
+this module and the storage layer know about buckets. File names have their home in
+`orchestrator.rundir`.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from orchestrator import rundir, storage
+from orchestrator.config import RunConfig
+from orchestrator.storage import RemoteRun, StorageError
+
+Item = tuple[int, int]  # (repeat, fold)
+
+# What a reader needs of a bucket run: `status` the progress files only (the markers say what
+# is done), `report` everything but the image cache, `all` (a resume) everything.
+NEEDS = {"status": {"config.json", "progress.json", "summary.json"}, "report": None,
+         "all": None}
+PROGRESS_UPLOAD_S = 10.0  # progress.json goes to the bucket at most this often
+
+
+class RunError(ValueError):
+    """A location is not a run that can be used as asked; the message says the fix."""
+
+
+class Run:
+    """A run directory. `path` is where its files are on this machine (the run itself, or a
+    bucket run's mirror); `location` is what the user named."""
+
+    def __init__(self, location: Path | str, remote: RemoteRun | None = None):
+        self.remote = remote
+        self.location = remote.uri if remote else storage.absolute(location)
+        self.path = remote.local if remote else Path(self.location)
+        self._config: RunConfig | None = None
+        self._t_progress = 0.0
+        self._need = "all"
+        self.on_upload_error: Callable[[Exception], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"Run({self.location})"
+
+    def __str__(self) -> str:
+        return self.location
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def create(cls, location: Path | str) -> "Run":
+        """A new run at `location`, which must not exist or must be an empty folder."""
+        hint = (f"choose another --out, or continue that run with "
+                f"`dupes run --resume {location}`")
+        if storage.is_uri(location):
+            remote = RemoteRun(str(location))
+            if remote.exists():
+                raise RunError(f"run directory {location} exists: {hint}")
+            shutil.rmtree(remote.local, ignore_errors=True)  # our cache of a run never begun
+            run = cls(location, remote)
+        else:
+            path = Path(location)
+            if path.exists() and (not path.is_dir() or any(path.iterdir())):
+                what = "is a file" if not path.is_dir() else "exists and is not empty"
+                raise RunError(f"run directory {path} {what}: {hint}")
+            run = cls(path)
+        run.path.mkdir(parents=True, exist_ok=True)
+        return run
+
+    @classmethod
+    def open(cls, location: Path | str, *, need: str = "report") -> "Run":
+        """An existing run; a bucket run is brought into its mirror as far as `need` says
+        ("status", "report" or "all")."""
+        if need not in NEEDS:
+            raise ValueError(f"need must be one of {sorted(NEEDS)}, got {need!r}")
+        if storage.is_uri(location):
+            remote = RemoteRun(str(location))
+            remote.pull(cache=need == "all", only=NEEDS[need])
+            run = cls(location, remote)
+        else:
+            run = cls(location)
+        run._need = need
+        if not (run.path / "config.json").is_file():
+            raise RunError(f"{run.location} is not a run directory (no config.json): give a "
+                           "run directory written by `dupes run`")
+        return run
+
+    @property
+    def on_bucket(self) -> bool:
+        return self.remote is not None
+
+    # -- small files -----------------------------------------------------------------------
+    def file(self, rel: str) -> Path:
+        return self.path / rel
+
+    def exists(self, rel: str) -> bool:
+        return (self.path / rel).exists()
+
+    def read_json(self, rel: str):
+        return rundir.read_json(self.path / rel)
+
+    def write_json(self, rel: str, obj, *, publish: bool = False) -> None:
+        (self.path / rel).parent.mkdir(parents=True, exist_ok=True)
+        rundir.write_json(self.path / rel, obj)
+        if publish:
+            self.publish(rel)
+
+    def publish(self, rel: str) -> None:
+        """Upload one file of a bucket run's mirror (best effort: see `on_upload_error`)."""
+        if self.remote is not None:
+            self._try(self.remote.upload, rel)
+
+    def _try(self, fn, *args) -> None:
+        if self.on_upload_error is None:
+            fn(*args)
+            return
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 - the mirror keeps everything; push() retries
+            self.on_upload_error(e)
+
+    # -- configuration and scan ------------------------------------------------------------
+    def config(self) -> RunConfig:
+        if self._config is None:
+            self._config = RunConfig.from_dict(self.read_json("config.json"))
+        return self._config
+
+    def save_config(self, cfg: RunConfig) -> None:
+        self._config = cfg
+        self.write_json("config.json", cfg.to_dict(), publish=True)
+
+    def has_scan(self) -> bool:
+        return all(self.exists(r) for r in ("index.parquet", "cache/images.npy",
+                                            "splits.parquet", "classes.json"))
+
+    def save_scan(self, scan) -> None:
+        (self.path / "cache").mkdir(parents=True, exist_ok=True)
+        rundir.write_csv(self.file("skipped.csv"), scan.skipped)
+        rundir.write_npy(self.file("cache/images.npy"), scan.images)
+        self.write_json("classes.json", {
+            "classes": scan.classes, "image_size": int(scan.images.shape[1]),
+            "channels": int(scan.images.shape[3]), "dropped_classes": scan.dropped_classes})
+        rundir.write_parquet(self.file("index.parquet"), scan.index)
+
+    def save_splits(self, splits: pd.DataFrame) -> None:
+        rundir.write_parquet(self.file("splits.parquet"), splits)
+
+    def index(self) -> pd.DataFrame:
+        return pd.read_parquet(self.file("index.parquet"))
+
+    def classes(self) -> list[str]:
+        return self.read_json("classes.json")["classes"]
+
+    def images(self) -> np.ndarray:
+        return np.load(self.file("cache/images.npy"), mmap_mode="r")
+
+    def splits(self) -> pd.DataFrame:
+        return pd.read_parquet(self.file("splits.parquet"))
+
+    def ledger(self, override: Path | str | None = None) -> Path | str:
+        from orchestrator.ledger import ledger_path
+        return ledger_path(self.location, self.config().ledger, override)
+
+    # -- trainings -------------------------------------------------------------------------
+    def completed(self) -> set[Item]:
+        """Trainings whose predictions are committed (for a bucket run read only for its
+        status, the bucket's markers say so)."""
+        if self.remote is not None and self._need == "status":
+            return self.remote.committed()
+        return rundir.completed_trainings(self.path)
+
+    def clear_partial(self) -> tuple[int, int]:
+        """Remove what interrupted writes left: (objects in the bucket, local folders)."""
+        remote = self.remote.clear_partial() if self.remote is not None else 0
+        return remote, rundir.clear_partial_writes(self.path)
+
+    def commit_partition(self, kind: str, item: Item, write: Callable[[Path], None]) -> None:
+        """`write(folder)` fills a temp folder, renamed into the partition once complete; a
+        bucket run then uploads its files and the marker that commits them."""
+        repeat, fold = item
+        tmp = self.path / kind / f".tmp-r{repeat}-f{fold}-{uuid.uuid4().hex[:8]}"
+        write(tmp)
+        rundir.commit_partition(tmp, self.path, repeat, fold, kind=kind)
+        if self.remote is not None:
+            self._try(self.remote.push_partition, kind, repeat, fold)
+
+    def write_training(self, item: Item, metrics: dict, predictions: Callable[[Path], None],
+                       epochs: Callable[[Path], None] | None = None) -> None:
+        """One finished training: its epochs (if recorded), then its predictions, whose
+        partition marks the training done, then its metrics."""
+        if epochs is not None:
+            self.commit_partition(rundir.EPOCHS, item, epochs)
+        self.commit_partition(rundir.PREDICTIONS, item, predictions)
+        self.write_json(rundir.training_rel(*item), {"repeat": item[0], "fold": item[1],
+                                                     **metrics}, publish=True)
+
+    def training_metrics(self) -> dict[Item, dict]:
+        return {(m["repeat"], m["fold"]): m for m in
+                (rundir.read_json(p) for p in sorted(
+                    (self.path / rundir.TRAININGS).glob("r*_f*.json")))}
+
+    def train_storage(self) -> dict:
+        """Where Ray Train keeps its run state: RUN/ray, in the bucket for a bucket run (every
+        node reaches it there, as Ray Train wants on a multi-node cluster)."""
+        if self.remote is not None:
+            return {"storage_path": storage.join(self.remote.base, "ray"),
+                    "storage_filesystem": self.remote.fs}
+        return {"storage_path": str((self.path / "ray").resolve())}
+
+    # -- predictions -----------------------------------------------------------------------
+    def prediction_columns(self, **kw) -> dict[str, np.ndarray]:
+        return rundir.read_prediction_columns(self.path, **kw)
+
+    def predictions(self, columns: list[str] | None = None) -> pa.Table:
+        return rundir.read_predictions(self.path, columns)
+
+    def epoch_batches(self, columns: list[str] | None = None):
+        return rundir.epoch_batches(self.path, columns=columns)
+
+    # -- progress and the end --------------------------------------------------------------
+    def save_progress(self, state: dict, *, running: bool) -> None:
+        """Where every training stands, for `dupes status` on any machine that sees the run."""
+        self.write_json("progress.json", {
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "running": running,
+            "trainings": [{"repeat": r, "fold": f, **{k: v for k, v in p.items() if k != "error"},
+                           **({"error": p["error"].strip().splitlines()[-1][:300]}
+                              if "error" in p else {})} for (r, f), p in sorted(state.items())]})
+        if self.remote is not None and (not running or
+                                        time.time() - self._t_progress > PROGRESS_UPLOAD_S):
+            self._t_progress = time.time()
+            self.publish("progress.json")
+
+    def push(self) -> None:
+        """Upload whatever the bucket still lacks (`summary.json` last); nothing locally."""
+        if self.remote is None:
+            return
+        try:
+            self.remote.push()
+        except Exception as e:  # noqa: BLE001 - any pyarrow/network error: say how to retry
+            raise StorageError(f"the pass finished, but uploading it to {self.location} failed: "
+                               f"{e}. Every result is in the local mirror {self.path}; "
+                               f"`dupes run --resume {self.location}` uploads what is missing"
+                               ) from e
+
+    def describe(self) -> str:
+        """The run's location, and its mirror when it has one (for the last line of a pass)."""
+        return self.location + (f"; local mirror {self.path}" if self.remote else "")
