@@ -53,7 +53,8 @@ class ScanSettings:
 @dataclass
 class RunConfig:
     data_dir: str                      # the dataset: an absolute path or a bucket URI
-    run_dir: str                       # where the run lives: an absolute path or a bucket URI
+    run_dir: str                       # the run's folder on the machine that wrote this file
+    storage: str | None = None         # a bucket run's URI (run_dir is then a local mirror)
     repeats: int = opt(10, "swap-split repeats; each trains 2 models, so every image gets "
                        "this many held-out predictions", gt=0)
     seed: int = opt(0, "split seed: repeat r uses a seed derived from (seed, r)")
@@ -97,13 +98,11 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
         """From config.json, including those written before the rule and hyperparameters
-        were typed (flat `threshold`, `min_ratio`, `ignore_confirmed`; `storage`)."""
+        were typed (flat `threshold`, `min_ratio`, `ignore_confirmed`, `image_size`, ...)."""
         d = dict(d)
         rule = d.pop("rule", None) or {k: d[k] for k in ("threshold", "min_ratio",
                                                          "ignore_confirmed") if k in d}
         scan = d.pop("scan", None) or {k: d[k] for k in ("image_size", "min_per_class") if k in d}
-        if d.get("storage"):  # older runs kept their bucket here and the mirror in run_dir
-            d["run_dir"] = d["storage"]
         known = {f.name for f in fields(cls)} - {"scan", "rule", "hyp"}
         hyp = d.get("hyp") or {}
         return cls(**{k: v for k, v in d.items() if k in known}, scan=ScanSettings(**scan),

@@ -9,6 +9,7 @@ this module and the storage layer know about buckets. File names have their home
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 import uuid
@@ -135,6 +136,10 @@ class Run:
         return self._config
 
     def save_config(self, cfg: RunConfig) -> None:
+        """config.json, recording where the run's files are on this machine (run_dir) and,
+        for a bucket run, its URI (storage)."""
+        cfg = dataclasses.replace(cfg, run_dir=str(self.path.resolve()),
+                                  storage=self.remote.uri if self.remote else None)
         self._config = cfg
         self.write_json("config.json", cfg.to_dict(), publish=True)
 
@@ -246,8 +251,8 @@ class Run:
         try:
             self.remote.push()
         except Exception as e:  # noqa: BLE001 - any pyarrow/network error: say how to retry
-            raise StorageError(f"the pass finished, but uploading it to {self.location} failed: "
-                               f"{e}. Every result is in the local mirror {self.path}; "
+            raise StorageError(f"uploading the run to {self.location} failed: {e}. Every "
+                               f"result is in the local mirror {self.path}; "
                                f"`dupes run --resume {self.location}` uploads what is missing"
                                ) from e
 

@@ -108,7 +108,7 @@ def test_old_config_json_reads_into_the_typed_config():
            "threshold": ">=9", "min_ratio": 0.0, "ignore_confirmed": True, "image_size": 16,
            "hyp": {**Hyp().to_dict(), "epochs": 3}}
     cfg = RunConfig.from_dict(old)
-    assert cfg.run_dir == "s3://b/runs/r1" and cfg.scan.image_size == 16
+    assert cfg.storage == "s3://b/runs/r1" and cfg.scan.image_size == 16
     assert cfg.rule == DupeRule(">=9", 0.0, True) and cfg.hyp.epochs == 3
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
 
