@@ -22,7 +22,7 @@ from trainers.hyp import Hyp
 
 EXIT_OK, EXIT_FAILED_TRAININGS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 PASS_FIELDS = ("repeats", "seed", "train_seed", "split", "sanity", "epoch_losses", "ledger")
-RESOURCE_FIELDS = ("cpus_per_training", "gpus_per_training", "resources_per_training",
+RESOURCE_FIELDS = ("cpus_per_training", "gpus_per_training", "resources_per_training", "data_mode",
                    "max_failures", "address")
 
 
@@ -351,6 +351,7 @@ COMMANDS = {"run": cmd_run, "demo": cmd_demo, "report": cmd_report, "tune": cmd_
 
 def exit_codes() -> dict[type, int]:
     """Every error a command may raise, and its documented exit code (README)."""
+    from orchestrator.cache import CacheError
     from orchestrator.cluster import ResourceError
     from orchestrator.passes import SanityError
     from orchestrator.review_files import ReviewError
@@ -361,7 +362,8 @@ def exit_codes() -> dict[type, int]:
     return {SanityError: EXIT_FAILED_TRAININGS, UsageError: EXIT_BAD_INPUT,
             ScanError: EXIT_BAD_INPUT, ResourceError: EXIT_BAD_INPUT,
             ReviewError: EXIT_BAD_INPUT, RunError: EXIT_BAD_INPUT,
-            StorageError: EXIT_BAD_INPUT, FileNotFoundError: EXIT_BAD_INPUT}
+            StorageError: EXIT_BAD_INPUT, CacheError: EXIT_BAD_INPUT,
+            FileNotFoundError: EXIT_BAD_INPUT}
 
 
 def main(argv: list[str] | None = None) -> int:

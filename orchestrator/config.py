@@ -14,9 +14,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from analysis.rule import DupeRule
+from orchestrator.scan import ASPECTS
 from orchestrator.splits import SPLIT_MODES
 from orchestrator.storage import parse_location
-from trainers.hyp import Hyp
+from trainers.hyp import DATA_MODES, Hyp
 
 
 def _resources(text: str) -> dict:
@@ -48,6 +49,9 @@ class ScanSettings:
     min_per_class: int | None = opt(None, "drop classes with fewer usable images than this "
                                     "(reported); none: a class with fewer than 2 is an error",
                                     gt=0)
+    aspect: str = opt("pad", "how an image that is not square becomes square: pad keeps all of "
+                      "it and its proportions (padded with its border's mean colour), crop "
+                      "keeps the centre, squash stretches it", choices=ASPECTS)
 
 
 @dataclass
@@ -79,6 +83,11 @@ class RunConfig:
         None, "custom Ray resources each training asks for, e.g. '{\"trainer_node\": 1}' to "
         "keep trainings on nodes started with that resource and off the head node, whose CPUs "
         "drive and write the run", parse=_resources, resume=True, metavar="JSON")
+    data_mode: str = opt("auto", "how a training sees the image cache: resident (all of it "
+                         "on the device, the fast path), streamed (read from the shards a few "
+                         "at a time, for caches larger than the device's memory), or auto: "
+                         "resident when it fits in half the memory a training has",
+                         choices=DATA_MODES, resume=True)
     max_failures: int = opt(2, "times Ray Train restarts crashed workers before giving up",
                             min=0, resume=True)
     address: str | None = opt(None, "Ray cluster address; none: RAY_ADDRESS, else a private "

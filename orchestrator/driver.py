@@ -16,7 +16,7 @@ from typing import Callable
 
 from rich.console import Console
 
-from orchestrator.cluster import check_shared_storage, init_ray, on_this_node, plan_resources
+from orchestrator.cluster import on_this_node, plan_resources
 from orchestrator.config import RunConfig
 from orchestrator.passes import Prepared
 from orchestrator.run import Item, Run
@@ -83,8 +83,6 @@ def launch(run: Run, cfg: RunConfig, prep: Prepared, todo: list[Item],
     from orchestrator.board import Board
     from orchestrator.worker import WorkerConfig, worker_loop
 
-    if not run.on_bucket:  # a bucket is shared storage; only the driver writes the mirror
-        check_shared_storage(run.path)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
@@ -96,10 +94,13 @@ def launch(run: Run, cfg: RunConfig, prep: Prepared, todo: list[Item],
     # losing another node never loses finished trainings.
     board = Board.options(scheduling_strategy=on_this_node(), namespace=BOARD_NAMESPACE,
                           name=f"board-{uuid.uuid4().hex[:8]}").remote(todo)
+    # The workers read the image cache themselves (from the run's folder, or a node-local copy
+    # of a bucket's shards): the driver never holds the pixels.
     worker = WorkerConfig(
-        board=board, images=[ray.put(prep.images)], folds=[ray.put(prep.folds)],
-        labels=prep.index["label"].to_numpy(), hyp=cfg.hyp, train_seed=cfg.train_seed,
-        threads=max(1, int(cpt)), record_every=cfg.epoch_losses,
+        board=board, images=run.images(local=False), store=run.shard_store(),
+        folds=[ray.put(prep.folds)], labels=prep.index["label"].to_numpy(), hyp=cfg.hyp,
+        train_seed=cfg.train_seed, threads=max(1, int(cpt)), record_every=cfg.epoch_losses,
+        data_mode=cfg.data_mode, device_share=gpt if gpt else 0.0,
         inject_failure=os.environ.get("DUPES_INJECT_FAILURE"))
     resources = {"CPU": cpt, **({"GPU": gpt} if gpt else {}), **cfg.resources_per_training}
     trainer = DataParallelTrainer(
@@ -190,21 +191,13 @@ def collect(run: Run, launched: Launch, prep: Prepared, todo: list[Item],
 
 def run_trainings(run: Run, cfg: RunConfig, prep: Prepared, todo: list[Item],
                   console: Console) -> dict:
-    """Train every (repeat, fold) in `todo`; returns failures, slots and timings."""
-    import ray
-
-    t0 = time.perf_counter()
-    started = init_ray(cfg.address)
-    timings = {"ray_init_s": time.perf_counter() - t0}
-    try:
-        launched = launch(run, cfg, prep, todo, console)
-        failures, more = collect(run, launched, prep, todo, console)
-        if launched.errors:
-            e = launched.errors[0]
-            failures[(-1, -1)] = f"{type(e).__name__}: {e}"
-        return {"failures": failures, "slots": launched.slots,
-                "cpus_per_training": launched.cpus_per_training,
-                "gpus_per_training": launched.gpus_per_training, "timings": {**timings, **more}}
-    finally:
-        if started:
-            ray.shutdown()
+    """Train every (repeat, fold) in `todo` on the connected Ray; returns failures, slots and
+    timings."""
+    launched = launch(run, cfg, prep, todo, console)
+    failures, timings = collect(run, launched, prep, todo, console)
+    if launched.errors:
+        e = launched.errors[0]
+        failures[(-1, -1)] = f"{type(e).__name__}: {e}"
+    return {"failures": failures, "slots": launched.slots,
+            "cpus_per_training": launched.cpus_per_training,
+            "gpus_per_training": launched.gpus_per_training, "timings": timings}

@@ -2,6 +2,7 @@
 finished run from its files."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ class SanityError(RuntimeError):
 class Prepared:
     index: pd.DataFrame
     classes: list[str]
-    images: np.ndarray
+    images: object               # trainers.data.ShardedImages (memory-mapped), or an array
     folds: np.ndarray            # repeats x N, int8
     timings: dict = field(default_factory=dict)
 
@@ -37,37 +38,60 @@ def all_trainings(repeats: int) -> list[tuple[int, int]]:
     return [(r, f) for r in range(repeats) for f in (0, 1)]
 
 
+SANITY_SAMPLE = 4096  # images the sanity check trains on: its cost must not grow with N
+
+
 def prepare(run: Run, cfg: RunConfig, console: Console) -> Prepared:
-    """Scan and split once; on a resumed run, load what the first attempt wrote."""
-    from orchestrator.scan import scan_dataset
+    """Scan into the sharded cache and split once; on a resumed run, load what the first
+    attempt wrote (a scan that was cut short goes on: finished shards are not decoded again)."""
+    from orchestrator.cache import CacheError, build_cache, verify
     from orchestrator.splits import make_splits
 
     t0 = time.perf_counter()
-    if run.has_scan():
-        index, classes, images, splits = run.index(), run.classes(), run.images(), run.splits()
+    timings: dict = {}
+    def scan():
+        return build_cache(cfg.data_dir, run.shard_store(), image_size=cfg.scan.image_size,
+                           aspect=cfg.scan.aspect, min_per_class=cfg.scan.min_per_class,
+                           seed=cfg.seed, console=console)
+
+    if run.has_scan() and run.exists("splits.parquet"):
+        index, classes, splits = run.index(), run.classes(), run.splits()
         console.print(f"loaded {len(index):,} images from {run} (scan and splits of the first "
                       "attempt)", highlight=False)
-        timings = {"scan_s": time.perf_counter() - t0}
+        missing = sorted(set(run.shard_names()) - run.shard_store().names())
+        if missing and run.exists("placement.parquet"):  # deleted (corrupt): decode again
+            console.print(f"decoding {len(missing)} missing shard(s) of the image cache again: "
+                          f"{', '.join(missing[:5])}", highlight=False)
+            cache = scan()
+            if not cache.index[["relpath", "sha1"]].equals(index[["relpath", "sha1"]]):
+                raise CacheError(f"the dataset {cfg.data_dir} changed since the run began, so "
+                                 f"its missing shard(s) cannot be decoded again: start a new "
+                                 "run")
+            run.save_cache(cache)
     else:
-        scan = scan_dataset(cfg.data_dir, image_size=cfg.scan.image_size,
-                            min_per_class=cfg.scan.min_per_class)
-        run.save_scan(scan)
-        timings = {"scan_s": time.perf_counter() - t0}
+        cache = scan()
+        run.save_cache(cache)
+        timings["scan_s"] = time.perf_counter() - t0
+        index, classes = cache.index, cache.classes
         t1 = time.perf_counter()
-        splits = make_splits(scan.index["label"].to_numpy(), repeats=cfg.repeats,
-                             seed=cfg.seed, mode=cfg.split)
+        splits = make_splits(index["label"].to_numpy(), repeats=cfg.repeats, seed=cfg.seed,
+                             mode=cfg.split)
         run.save_splits(splits)
         timings["splits_s"] = time.perf_counter() - t1
-        index, classes, images = scan.index, scan.classes, scan.images
+        p = cache.plan
         console.print(f"scanned {cfg.data_dir}: {len(index):,} images in {len(classes)} classes "
-                      f"at {images.shape[1]}x{images.shape[2]}x{images.shape[3]}, "
-                      f"{len(scan.skipped)} skipped (see {run.file('skipped.csv')})",
+                      f"at {p.size}x{p.size}x{p.channels} ({p.aspect}), "
+                      f"{len(cache.skipped)} skipped (see {run.file('skipped.csv')}); "
+                      f"{cache.n_shards} shard(s), {cache.decoded_shards} decoded now",
                       highlight=False)
-        for cls, n in scan.dropped_classes.items():
+        for cls, n in cache.dropped_classes.items():
             console.print(f"[yellow]dropped class '{cls}' ({n} usable images)[/]")
+    images = run.images()
+    verify(images, run.placement())
+    timings.setdefault("scan_s", time.perf_counter() - t0)
     folds = np.empty((cfg.repeats, len(index)), dtype=np.int8)
     folds[splits["repeat"].to_numpy(), splits["sample_id"].to_numpy()] = splits["fold"].to_numpy()
-    return Prepared(index, classes, np.asarray(images), folds, timings)
+    return Prepared(index, classes, images, folds, timings)
 
 
 def load_analysis(run: Run | Path | str, *, ledger: Path | str | None = None,
@@ -136,13 +160,42 @@ def write_outputs(run: Run, analysis: Analysis) -> None:
 def run_pass(run: Run, cfg: RunConfig, console: Console, *,
              t_start: float | None = None) -> dict:
     """Scan, split, train what is missing, analyse; returns the summary (also summary.json)."""
-    from orchestrator.driver import run_trainings
-
     t_start = t_start or time.perf_counter()
     run.save_config(cfg)
     stale_remote, stale_local = run.clear_partial()
     if stale_remote:
         console.print(f"removed {stale_remote} object(s) of an interrupted upload from {run}")
+    with ray_session(cfg.address, run) as timings:
+        prep, planned, outcome = _scan_and_train(run, cfg, console, stale_local)
+    prep.timings.update(timings)
+    t_analysis = time.perf_counter()
+    return _analyse(run, prep, planned, outcome, console, t_start=t_start,
+                    t_analysis=t_analysis)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, run: Run):
+    """Ray for the scan and the trainings (connected, or a private local one stopped at the
+    end), after proving that every node sees a local run directory; yields its timings."""
+    import ray
+
+    from orchestrator.cluster import check_shared_storage, init_ray
+
+    t0 = time.perf_counter()
+    started = init_ray(address)
+    timings = {"ray_init_s": time.perf_counter() - t0}
+    try:
+        if not run.on_bucket:  # a bucket is shared storage already
+            check_shared_storage(run.path)
+        yield timings
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _scan_and_train(run: Run, cfg: RunConfig, console: Console, stale_local: int):
+    from orchestrator.driver import run_trainings
+
     prep = prepare(run, cfg, console)
     if cfg.rule.votes.low > cfg.repeats:
         console.print(f"[yellow]warning:[/] threshold {cfg.rule.votes} needs more votes than the "
@@ -155,7 +208,10 @@ def run_pass(run: Run, cfg: RunConfig, console: Console, *,
     done = run.completed()
     passed = run.exists("sanity.json") and run.read_json("sanity.json")["ok"]
     if cfg.sanity and not done and not passed:  # a failed check is run again, not skipped
-        if not run_sanity(prep.images, prep.index["label"].to_numpy(), prep.classes, cfg.hyp,
+        from orchestrator.cache import stratified_sample
+        labels = prep.index["label"].to_numpy()
+        sample = stratified_sample(labels, SANITY_SAMPLE, seed=cfg.seed)
+        if not run_sanity(prep.images.gather(sample), labels[sample], prep.classes, cfg.hyp,
                           console, out=run.file("sanity.json")):
             raise SanityError(f"the sanity check failed (see above and "
                               f"{run.file('sanity.json')}); fix the cause, or resume with "
@@ -170,7 +226,11 @@ def run_pass(run: Run, cfg: RunConfig, console: Console, *,
         outcome = run_trainings(run, cfg, prep, todo, console)
     else:
         console.print(f"all {len(planned)} trainings already done")
-    t_analysis = time.perf_counter()
+    return prep, planned, outcome
+
+
+def _analyse(run: Run, prep: Prepared, planned: list, outcome: dict, console: Console, *,
+             t_start: float, t_analysis: float) -> dict:
     analysis, seconds = load_analysis(run)
     write_outputs(run, analysis)
     analysis_s = time.perf_counter() - t_analysis

@@ -30,7 +30,8 @@ Item = tuple[int, int]  # (repeat, fold)
 # is done), `report` everything but the image cache, `all` (a resume) everything.
 NEEDS = {"status": {"config.json", "progress.json", "summary.json"}, "report": None,
          "all": None}
-PROGRESS_UPLOAD_S = 10.0  # progress.json goes to the bucket at most this often
+PROGRESS_UPLOAD_S = 10.0
+LEGACY_CACHE = "cache/images.npy"  # the one-file cache of runs made before the shards  # progress.json goes to the bucket at most this often
 
 
 class RunError(ValueError):
@@ -144,17 +145,48 @@ class Run:
         self.write_json("config.json", cfg.to_dict(), publish=True)
 
     def has_scan(self) -> bool:
-        return all(self.exists(r) for r in ("index.parquet", "cache/images.npy",
-                                            "splits.parquet", "classes.json"))
+        """The scan is complete: the index (written last) and where its images live."""
+        return self.exists("index.parquet") and self.exists("classes.json") and (
+            self.exists("placement.parquet") or self.exists(LEGACY_CACHE))
 
-    def save_scan(self, scan) -> None:
-        (self.path / "cache").mkdir(parents=True, exist_ok=True)
-        rundir.write_csv(self.file("skipped.csv"), scan.skipped)
-        rundir.write_npy(self.file("cache/images.npy"), scan.images)
+    def shard_store(self) -> storage.ShardStore:
+        """Where the image cache's shards are written by any node and read by every one."""
+        return storage.ShardStore(storage.child(
+            self.remote.uri if self.remote else self.path, "cache"))
+
+    def save_cache(self, cache) -> None:
+        """A scan's results (an `orchestrator.cache.Cache`); the index last: it marks the scan
+        complete."""
+        rundir.write_csv(self.file("skipped.csv"), cache.skipped)
         self.write_json("classes.json", {
-            "classes": scan.classes, "image_size": int(scan.images.shape[1]),
-            "channels": int(scan.images.shape[3]), "dropped_classes": scan.dropped_classes})
-        rundir.write_parquet(self.file("index.parquet"), scan.index)
+            "classes": cache.classes, "image_size": cache.plan.size,
+            "channels": cache.plan.channels, "aspect": cache.plan.aspect,
+            "shards": cache.n_shards, "dropped_classes": cache.dropped_classes})
+        rundir.write_parquet(self.file("placement.parquet"), cache.placement)
+        rundir.write_parquet(self.file("index.parquet"), cache.index)
+
+    def placement(self) -> pd.DataFrame:
+        if self.exists("placement.parquet"):
+            return pd.read_parquet(self.file("placement.parquet"))
+        n = len(self.index())  # a run of before the sharded cache: one shard, in order
+        return pd.DataFrame({"sample_id": np.arange(n), "shard": np.zeros(n, np.int32),
+                             "row": np.arange(n, dtype=np.int32)})
+
+    def shard_names(self) -> list[str]:
+        from orchestrator.cache import shard_name
+        if not self.exists("placement.parquet"):
+            return [LEGACY_CACHE.split("/")[-1]]
+        return [shard_name(k) for k in range(self.read_json("classes.json")["shards"])]
+
+    def images(self, *, local: bool = True):
+        """The image cache as `trainers.data.ShardedImages`, memory-mapped (no pixel is read
+        here); with `local=False` the shard names, to be located on another node."""
+        from trainers.data import ShardedImages
+
+        store, names = self.shard_store(), self.shard_names()
+        p = self.placement()
+        return ShardedImages([store.local(n) for n in names] if local else names,
+                             p["shard"].to_numpy(), p["row"].to_numpy())
 
     def save_splits(self, splits: pd.DataFrame) -> None:
         rundir.write_parquet(self.file("splits.parquet"), splits)
@@ -164,9 +196,6 @@ class Run:
 
     def classes(self) -> list[str]:
         return self.read_json("classes.json")["classes"]
-
-    def images(self) -> np.ndarray:
-        return np.load(self.file("cache/images.npy"), mmap_mode="r")
 
     def splits(self) -> pd.DataFrame:
         return pd.read_parquet(self.file("splits.parquet"))

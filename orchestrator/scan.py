@@ -63,24 +63,57 @@ def list_files(root: Path | str) -> tuple[list[tuple[str, str]], list[tuple[str,
     return found, rejects, classes
 
 
-def auto_image_size(root: Path | str, relpaths: list[str]) -> int:
-    """Training size from the headers of up to SIZE_SAMPLE files: their median long side,
-    capped at 128 px (small images are never upsampled, large ones are cut down)."""
+def header_sample(root: Path | str, relpaths: list[str]) -> tuple[int, int]:
+    """(training size, channels) from the headers of up to SIZE_SAMPLE files: their median
+    long side, capped at 128 px (small images are never upsampled, large ones are cut down),
+    and 3 channels if any of them is in colour, else 1."""
     step = max(1, len(relpaths) // SIZE_SAMPLE)
-    sides = []
+    sides, color = [], False
     for rel in relpaths[::step][:SIZE_SAMPLE]:
         try:
             with storage.open_file(root, rel) as f, Image.open(f) as im:  # the header only
                 sides.append(max(im.size))
+                color |= im.mode not in GRAY_MODES
         except Exception:
             continue
-    if not sides:
-        return 32
-    return max(8, min(int(np.median(sides)), 128))
+    size = max(8, min(int(np.median(sides)), 128)) if sides else 32
+    return size, 3 if color else 1
 
 
-def _decode(root: Path | str, rel: str, size: int) -> tuple[np.ndarray | None, int, str, str]:
-    """(pixels at size x size, bytes, sha1, reason) for one file; pixels None when unusable."""
+def auto_image_size(root: Path | str, relpaths: list[str]) -> int:
+    return header_sample(root, relpaths)[0]
+
+
+ASPECTS = ("pad", "crop", "squash")
+
+
+def _fill(im: Image.Image):
+    """The mean colour of an image's border: what a padded image is padded with, so a dark
+    or a bright background carries on instead of meeting a black bar."""
+    a = np.asarray(im)
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]]).reshape(-1, *a.shape[2:])
+    mean = border.mean(axis=0)
+    return int(round(float(mean))) if np.ndim(mean) == 0 else tuple(int(round(v)) for v in mean)
+
+
+def fit_square(im: Image.Image, size: int, aspect: str = "pad") -> Image.Image:
+    """`im` at size x size: `pad` keeps the whole image and its proportions (the default:
+    elongated plankton stay elongated), `crop` keeps the centre square, `squash` stretches."""
+    if im.size == (size, size):
+        return im
+    if aspect == "squash":
+        return im.resize((size, size), Image.BILINEAR)
+    if aspect == "crop":
+        return ImageOps.fit(im, (size, size), method=Image.BILINEAR)
+    if aspect != "pad":
+        raise ValueError(f"aspect must be one of {ASPECTS}, got {aspect!r}")
+    return ImageOps.pad(im, (size, size), method=Image.BILINEAR, color=_fill(im))
+
+
+def _decode(root: Path | str, rel: str, size: int, *, aspect: str = "pad",
+            channels: int | None = None) -> tuple[np.ndarray | None, int, str, str]:
+    """(pixels at size x size, bytes, sha1, reason) for one file; pixels None when unusable.
+    `channels` 1 or 3 converts every image to that; None keeps gray images gray."""
     try:
         data = storage.read_file(root, rel)
     except storage.FetchError as e:
@@ -94,16 +127,18 @@ def _decode(root: Path | str, rel: str, size: int) -> tuple[np.ndarray | None, i
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             im = ImageOps.exif_transpose(im)  # camera photos: pixels as the viewer shows them
-            mode = "L" if im.mode in GRAY_MODES else "RGB"
+            mode = ("L" if im.mode in GRAY_MODES else "RGB") if channels is None else \
+                ("L" if channels == 1 else "RGB")
             if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
                 # 16-bit/float grayscale: scale to 8 bit by the image's own range
                 arr = np.asarray(im, dtype=np.float32)
                 lo, hi = float(arr.min()), float(arr.max())
                 arr = (arr - lo) / (hi - lo or 1.0) * 255.0
                 im2 = Image.fromarray(arr.astype(np.uint8), "L")
+                im2 = im2.convert(mode)
             else:
                 im2 = im.convert(mode)
-            im2 = im2.resize((size, size), Image.BILINEAR) if im2.size != (size, size) else im2
+            im2 = fit_square(im2, size, aspect)
             pixels = np.asarray(im2, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         return None, len(data), sha1, (f"cannot decode as an image ({type(e).__name__}: {e}); "
@@ -112,7 +147,8 @@ def _decode(root: Path | str, rel: str, size: int) -> tuple[np.ndarray | None, i
 
 
 def scan_dataset(root: Path | str, *, image_size: int | None = None,
-                 min_per_class: int | None = None, workers: int | None = None) -> Scan:
+                 min_per_class: int | None = None, workers: int | None = None,
+                 aspect: str = "pad") -> Scan:
     """Scan a class-folder dataset: decode every file once, skip and explain bad ones.
 
     A class with fewer than 2 usable images cannot be split 50:50: that is an error naming
@@ -124,25 +160,37 @@ def scan_dataset(root: Path | str, *, image_size: int | None = None,
     size = image_size or auto_image_size(root, [rel for _, rel in found])
     threads = workers or storage.reads_in_flight(root, os.cpu_count() or 2)
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        decoded = list(pool.map(lambda cr: _decode(root, cr[1], size), found))
+        decoded = list(pool.map(lambda cr: _decode(root, cr[1], size, aspect=aspect), found))
 
-    # an object that could not be fetched (network, permissions) is not a bad image:
-    # skipping it would train on part of the dataset without anyone deciding so
-    unread = [(rel, reason) for (_, rel), (px, _, _, reason) in zip(found, decoded)
-              if px is None and reason.startswith("cannot fetch")]
-    if unread:
+    meta = [(px is not None, nbytes, sha1, reason) for px, nbytes, sha1, reason in decoded]
+    index, kept_classes, skipped, small, keep = build_index(root, found, meta, rejects, classes,
+                                                            min_per_class)
+    images = _stack([decoded[i][0] for i in keep])
+    return Scan(root, kept_classes, index, images, skipped, small)
+
+
+def build_index(root, found: list[tuple[str, str]], meta: list[tuple[bool, int, str, str]],
+                rejects: list[tuple[str, str]], classes: list[str], min_per_class: int | None
+                ) -> tuple[pd.DataFrame, list[str], pd.DataFrame, dict[str, int], list[int]]:
+    """The index of the usable images from each candidate's (decoded, bytes, sha1, reason):
+    (index, kept classes, skipped list, dropped classes, positions in `found` of the index's
+    rows). A class with fewer than 2 usable images cannot be split 50:50: an error naming it,
+    unless `min_per_class` drops such classes."""
+    rejects = list(rejects)
+    unread = [(rel, m[3]) for (_, rel), m in zip(found, meta)
+              if not m[0] and m[3].startswith("cannot fetch")]
+    if unread:  # an object that could not be fetched (network, permissions) is not a bad
+        # image: skipping it would train on part of the dataset without anyone deciding so
         raise ScanError(f"{len(unread)} object(s) of {root} could not be read, e.g. "
                         f"{unread[0][0]}: {unread[0][1]}. Nothing was skipped: check the "
                         f"bucket's access and the network, then run again")
-    rows, pixels = [], []
-    for (cls, rel), (px, nbytes, sha1, reason) in zip(found, decoded):
-        if px is None:
-            rejects.append((rel, reason))
+    rows = []
+    for pos, ((cls, rel), (ok, nbytes, sha1, reason)) in enumerate(zip(found, meta)):
+        if ok:
+            rows.append((rel, cls, nbytes, sha1, pos))
         else:
-            rows.append((rel, cls, nbytes, sha1))
-            pixels.append(px)
-
-    counts = Counter(cls for _, cls, _, _ in rows)
+            rejects.append((rel, reason))
+    counts = Counter(r[1] for r in rows)
     minimum = 2 if min_per_class is None else max(2, min_per_class)
     small = {c: counts.get(c, 0) for c in classes if counts.get(c, 0) < minimum}
     if small and min_per_class is None:
@@ -150,8 +198,7 @@ def scan_dataset(root: Path | str, *, image_size: int | None = None,
         raise ScanError(f"classes with fewer than 2 usable images cannot be split 50:50: "
                         f"{listing} in {root}. Add images to them, remove the folders, or "
                         f"pass --min-per-class 2 to drop such classes from the run")
-    keep = [i for i, (_, cls, _, _) in enumerate(rows) if cls not in small]
-    for i, (rel, cls, _, _) in enumerate(rows):
+    for rel, cls, *_ in rows:
         if cls in small:
             rejects.append((rel, f"class '{cls}' has {small[cls]} usable image(s), below "
                                  f"--min-per-class {minimum}: class dropped"))
@@ -160,8 +207,7 @@ def scan_dataset(root: Path | str, *, image_size: int | None = None,
         raise ScanError(f"{root} has {len(kept_classes)} usable class(es); at least 2 classes "
                         "with 2 or more readable images each are needed")
     label_of = {c: i for i, c in enumerate(kept_classes)}
-    rows = [rows[i] for i in keep]
-    images = _stack([pixels[i] for i in keep])
+    rows = [r for r in rows if r[1] not in small]
     index = pd.DataFrame({
         "sample_id": np.arange(len(rows), dtype=np.int64),
         "relpath": [r[0] for r in rows],
@@ -171,7 +217,7 @@ def scan_dataset(root: Path | str, *, image_size: int | None = None,
         "sha1": [r[3] for r in rows],
     })
     skipped = pd.DataFrame(sorted(rejects), columns=["relpath", "reason"])
-    return Scan(root, kept_classes, index, images, skipped, small)
+    return index, kept_classes, skipped, small, [r[4] for r in rows]
 
 
 def _stack(pixels: list[np.ndarray]) -> np.ndarray:

@@ -271,6 +271,52 @@ def write_bytes(location, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+class ShardStore:
+    """A folder whose files any node writes whole and reads (the image cache's shards): a
+    local or mounted folder (temp + rename) or a bucket prefix (one PUT each). Readers get a
+    file on their own disk: the folder itself, or a node-local copy of a bucket's object.
+    Picklable: it travels to Ray tasks and workers as its location."""
+
+    def __init__(self, root):
+        self.root = absolute(root)
+
+    def __repr__(self) -> str:
+        return f"ShardStore({self.root})"
+
+    def _at(self, name: str):
+        return child(parse_location(self.root), name)
+
+    def put(self, name: str, data: bytes) -> None:
+        write_bytes(self._at(name), data)
+
+    def get(self, name: str) -> bytes | None:
+        return read_bytes(self._at(name))
+
+    def names(self) -> set[str]:
+        if is_uri(self.root):
+            return set(list_tree(self.root))
+        root = Path(self.root)
+        return {p.name for p in root.iterdir() if p.is_file() and not p.name.startswith(".")} \
+            if root.is_dir() else set()
+
+    def local(self, name: str) -> str:
+        """A path to the file on this node (a bucket's object is copied once, atomically)."""
+        if not is_uri(self.root):
+            return str(Path(self.root) / name)
+        scheme, rest = self.root.split("://", 1)
+        dst = mirror_root() / "shards" / scheme / rest / name
+        if not dst.exists():
+            download(self.root, name, dst)
+        return str(dst)
+
+    def remove(self, name: str) -> None:
+        if is_uri(self.root):
+            fs, base = resolve(self.root)
+            fs.delete_file(join(base, name))
+        else:
+            (Path(self.root) / name).unlink(missing_ok=True)
+
+
 def mirror_root() -> Path:
     """Where local mirrors of bucket run directories live ($DUPES_MIRROR or the user cache)."""
     if os.environ.get("DUPES_MIRROR"):

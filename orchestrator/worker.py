@@ -10,6 +10,8 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from orchestrator.storage import ShardStore
+from trainers.data import ShardedImages
 from trainers.hyp import Hyp
 
 
@@ -18,13 +20,16 @@ class WorkerConfig:
     """What every Ray Train worker gets (`train_loop_config={"worker": WorkerConfig(...)}`)."""
 
     board: object                   # the Board actor handle
-    images: list                    # [ObjectRef of the uint8 image cache] (a list: not resolved)
-    folds: list                     # [ObjectRef of the repeats x N fold table]
+    images: ShardedImages           # the image cache by shard name (located on each node)
+    store: ShardStore               # where the shards are
+    folds: list                     # [ObjectRef of the repeats x N fold table] (not resolved)
     labels: np.ndarray              # given label per sample
     hyp: Hyp
     train_seed: int
     threads: int = 1                # torch threads per worker
     record_every: int = 0           # held-out metrics every k-th epoch; 0 = off
+    data_mode: str = "auto"         # resident, streamed, or auto (trainers.data.choose_mode)
+    device_share: float = 0.0       # GPUs per training (0: CPU, shared by the node's workers)
     inject_failure: str | None = None  # fault injection for tests (DUPES_INJECT_FAILURE)
 
 
@@ -77,7 +82,8 @@ def worker_loop(config: dict) -> dict:
     import torch
     from ray.train import get_context
 
-    from trainers.train import as_tensor, train
+    from trainers.data import choose_mode, make_feed
+    from trainers.train import train
 
     cfg: WorkerConfig = config["worker"]
     board = cfg.board
@@ -88,10 +94,13 @@ def worker_loop(config: dict) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = _device()
-    images = ray.get(cfg.images[0])
+    images = ShardedImages([cfg.store.local(n) for n in cfg.images.paths], cfg.images.shard_of,
+                           cfg.images.row_of)
     labels = np.asarray(cfg.labels)
     folds = ray.get(cfg.folds[0])          # repeats x N, int8
-    x_dev = as_tensor(images, device)  # the dataset moves to the device once
+    share = cfg.device_share if device.type == "cuda" else 1.0 / max(1, ctx.get_local_world_size())
+    mode = choose_mode(cfg.data_mode, images.nbytes, device, share=share)
+    feed = make_feed(images, device, mode=mode, seed=rank)  # resident: to the device once
     done = 0
     while (item := ray.get(board.next.remote(worker))) is not None:
         repeat, fold = item
@@ -99,7 +108,7 @@ def worker_loop(config: dict) -> dict:
             _inject_failure(cfg.inject_failure, repeat, fold, generation)
             held = np.flatnonzero(folds[repeat] == fold)
             trained = np.flatnonzero(folds[repeat] != fold)
-            out = train(cfg.hyp, x_dev, labels, trained, held,
+            out = train(cfg.hyp, feed, labels, trained, held,
                         seed=training_seed(cfg.train_seed, repeat, fold), device=device,
                         record_every=cfg.record_every,
                         on_epoch=lambda info, held=held: board.epoch.remote(
@@ -109,7 +118,7 @@ def worker_loop(config: dict) -> dict:
             epochs = epoch_table(held, out.epochs) if out.epochs is not None else None
             metrics = {"seconds": out.seconds, "train_accuracy": out.train_accuracy,
                        "heldout_accuracy": float((out.pred == labels[held]).mean()),
-                       "n_heldout": int(len(held)), "worker": worker}
+                       "n_heldout": int(len(held)), "worker": worker, "data_mode": mode}
             ray.get(board.finish.remote(worker, item, table, metrics, epochs))
             done += 1
         except Exception:

@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, field, fields
 MODELS = ("auto", "smallcnn", "resnet18", "resnet50", "efficientnet_b0", "convnext_tiny",
           "vit_b_16")
 
+# how a training sees the image cache (trainers/data.py): all of it on the device, or streamed
+DATA_MODES = ("auto", "resident", "streamed")
+
 
 def hp(default, help: str, **meta):
     """A hyperparameter: its default and what the flag's help says (unit included); `meta`

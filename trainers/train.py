@@ -1,7 +1,9 @@
 """One training of the dupes pass: train on one half of a swap split, predict the other half.
 
-The whole dataset lives on the device as uint8 and is converted per batch; augmentation runs
-on the device too (airbench style), so a training never touches files or a DataLoader. The
+The images come from a `Feed` (trainers/data.py): the whole dataset resident on the device as
+uint8, or streamed from the image cache's shards a window at a time; either way batches are
+converted and augmented on the device (airbench style), and a training never touches a
+DataLoader. The
 training can report held-out metrics every epoch and hand out its state, so Ray Tune can
 stop it early (ASHA) or restart it from another trial's state with new hyperparameters (PBT).
 """
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from trainers.augment import batch_flip, batch_resized_crop, batch_translate
+from trainers.data import ResidentFeed, ShardedImages, StreamFeed, make_feed
 from trainers.hyp import Hyp
 from trainers.models import (IMAGENET_MEAN, IMAGENET_STD, SMALL_IMAGE_MAX, head_parameters,
                              make_model, resolve_model)
@@ -84,23 +87,26 @@ def _to_float(x_u8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torc
     return (x_u8.float() / 255.0 - mean) / std
 
 
-def _predict(model, x_all, y_all, idx, mean, std, batch, amp, *, tta: bool = False
+def _predict(model, feed, y_all, idx, mean, std, batch, amp, *, tta: bool = False
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax probabilities and cross-entropy against the given labels. With `tta` the
-    probabilities are the mean over the image and its mirror, and the loss is taken from
-    that mean, so loss and probabilities always agree."""
+    """Softmax probabilities and cross-entropy against the given labels, in `idx` order. With
+    `tta` the probabilities are the mean over the image and its mirror, and the loss is taken
+    from that mean, so loss and probabilities always agree."""
     model.eval()
-    probs, losses = [], []
+    parts = []
     with torch.no_grad(), torch.autocast(**amp):
-        for i in range(0, len(idx), batch):
-            b = idx[i:i + batch]
-            x = _to_float(x_all[b], mean, std)
+        for pos, xb in feed.ordered(idx, batch):
+            x = _to_float(xb, mean, std)
             p = torch.softmax(model(x).float(), 1)
             if tta:
                 p = (p + torch.softmax(model(x.flip(3)).float(), 1)) / 2
-            probs.append(p)
-            losses.append(-torch.log(p.gather(1, y_all[b][:, None]).squeeze(1).clamp_min(1e-12)))
-    return torch.cat(probs), torch.cat(losses)
+            y = y_all[idx[pos]]
+            parts.append((pos, p, -torch.log(p.gather(1, y[:, None]).squeeze(1).clamp_min(1e-12))))
+    pos = torch.cat([q for q, _, _ in parts])
+    probs = torch.empty((len(idx), parts[0][1].shape[1]), device=pos.device)
+    losses = torch.empty(len(idx), device=pos.device)
+    probs[pos], losses[pos] = torch.cat([p for _, p, _ in parts]), torch.cat([l for _, _, l in parts])
+    return probs, losses
 
 
 def _margin(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -118,16 +124,17 @@ def train_size(epoch: int, epochs: int, size: int, progressive: float) -> int:
     return max(8, min(size, int(round(size * frac / 4)) * 4))
 
 
-def train(hyp: Hyp, images: np.ndarray | torch.Tensor, labels: np.ndarray,
-          train_idx: np.ndarray, eval_idx: np.ndarray, *, seed: int,
+def train(hyp: Hyp, images: np.ndarray | torch.Tensor | ShardedImages | ResidentFeed | StreamFeed,
+          labels: np.ndarray, train_idx: np.ndarray, eval_idx: np.ndarray, *, seed: int,
           device: str | torch.device = "cpu",
           on_epoch: Callable[[EpochInfo], None] | None = None,
           eval_every_epoch: bool = False, record_every: int = 0,
           resume: dict | None = None) -> HeldOut:
     """Train a fresh model on `images[train_idx]` and predict `images[eval_idx]`.
 
-    `images` is uint8 N x H x W x C (numpy, or a tensor already on `device`); `labels` are the
-    given labels. `on_epoch(EpochInfo)` is called after every epoch; with `eval_every_epoch`
+    `images` is uint8 N x H x W x C (numpy, a tensor already on `device`, or the sharded
+    cache, made resident here), or a feed made once by `make_feed` (a worker that trains many
+    times keeps the cache on the device, or streams it); `labels` are the given labels. `on_epoch(EpochInfo)` is called after every epoch; with `eval_every_epoch`
     it carries the held-out loss and accuracy too. `resume` is a state from
     `EpochInfo.state()`: training goes on from there, with `hyp`'s (possibly new) values.
     With `record_every` k > 0 the held-out half is predicted after every k-th epoch and the
@@ -141,12 +148,13 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor, labels: np.ndarray,
     gen.manual_seed(seed)
     rng = np.random.default_rng(seed)  # mixup weights
 
-    x_all = as_tensor(images, device).permute(0, 3, 1, 2)  # NHWC uint8 -> NCHW view
+    feed = images if isinstance(images, (ResidentFeed, StreamFeed)) else \
+        make_feed(images, device)
     y_all = torch.as_tensor(np.asarray(labels, dtype=np.int64), device=device)
     tr = torch.as_tensor(np.asarray(train_idx, dtype=np.int64), device=device)
     ev = torch.as_tensor(np.asarray(eval_idx, dtype=np.int64), device=device)
     n_classes = int(y_all.max().item()) + 1
-    c, size = x_all.shape[1], x_all.shape[2]
+    c, size = feed.shape[0], feed.shape[1]
 
     arch = resolve_model(hyp.model, size)
     transfer = arch != "smallcnn" and (hyp.pretrained or bool(hyp.weights))
@@ -155,12 +163,8 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor, labels: np.ndarray,
         std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
         if c == 1:
             mean, std = mean.mean(1, keepdim=True), std.mean(1, keepdim=True)
-    else:
-        # Normalise with the training half's own statistics: the held-out half stays unseen.
-        x_tr = x_all[tr].float() / 255.0
-        mean = x_tr.mean(dim=(0, 2, 3), keepdim=True)
-        std = x_tr.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
-        del x_tr
+    else:  # the training half's own statistics: the held-out half stays unseen
+        mean, std = feed.stats(tr)
 
     net = make_model(arch, in_channels=c, num_classes=n_classes, image_size=size,
                      width=hyp.width, pretrained=hyp.pretrained, weights=hyp.weights).to(device)
@@ -207,16 +211,12 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor, labels: np.ndarray,
     for epoch in range(start, hyp.epochs):
         model.train()
         s_epoch = train_size(epoch, hyp.epochs, size, hyp.progressive)
-        order = tr[torch.randperm(len(tr), device=device, generator=gen)]
         total, correct, seen = torch.zeros((), device=device), 0, 0
-        for i in range(steps_per_epoch):
-            idx = order[i * hyp.batch_size:(i + 1) * hyp.batch_size]
-            if len(idx) < 2 and steps_per_epoch > 1:
-                continue  # a 1-image batch breaks BatchNorm statistics
+        for i, (idx, xb) in enumerate(feed.epoch(tr, hyp.batch_size, gen)):
             lr = lr_at(epoch * steps_per_epoch + i, total_steps, hyp.lr)
             for group in opt.param_groups:
                 group["lr"] = lr * group["lr_scale"]
-            x = _to_float(x_all[idx], mean, std)
+            x = _to_float(xb, mean, std)
             if hyp.flip:
                 x = batch_flip(x, gen)
             if crop > 0:
@@ -250,7 +250,7 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor, labels: np.ndarray,
         h_loss = h_acc = h_losses = None
         if eval_every_epoch or record:
             # the last epoch's row is the final prediction below: no second pass for it
-            p, l = _predict(model, x_all, y_all, ev, mean, std, hyp.eval_batch_size, amp,
+            p, l = _predict(model, feed, y_all, ev, mean, std, hyp.eval_batch_size, amp,
                             tta=tta and eval_every_epoch)
             h_loss, h_acc = float(l.mean()), float((p.argmax(1) == y_ev).float().mean())
             h_losses = l.cpu().numpy()
@@ -262,7 +262,7 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor, labels: np.ndarray,
                                correct / max(seen, 1), h_loss, h_acc,
                                lambda e=epoch + 1: state(e), h_losses))
 
-    probs, losses = _predict(model, x_all, y_all, ev, mean, std, hyp.eval_batch_size, amp,
+    probs, losses = _predict(model, feed, y_all, ev, mean, std, hyp.eval_batch_size, amp,
                              tta=tta)
     epochs = None
     if record_every > 0:
