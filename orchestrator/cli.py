@@ -275,9 +275,11 @@ def cmd_sanity(args, console: Console) -> int:
     from orchestrator.passes import run_sanity
     from orchestrator.scan import scan_dataset
 
+    from orchestrator.passes import SANITY_SAMPLE
+
     settings = scan_from_args(args)
-    scan = scan_dataset(args.data, image_size=settings.image_size,
-                        min_per_class=settings.min_per_class)
+    scan = scan_dataset(args.data, image_size=settings.image_size, aspect=settings.aspect,
+                        min_per_class=settings.min_per_class, sample=SANITY_SAMPLE)
     console.print(f"{len(scan.index):,} images in {len(scan.classes)} classes, "
                   f"{len(scan.skipped)} skipped", highlight=False)
     ok = run_sanity(scan.images, scan.index["label"].to_numpy(), scan.classes,

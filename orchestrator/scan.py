@@ -148,15 +148,26 @@ def _decode(root: Path | str, rel: str, size: int, *, aspect: str = "pad",
 
 def scan_dataset(root: Path | str, *, image_size: int | None = None,
                  min_per_class: int | None = None, workers: int | None = None,
-                 aspect: str = "pad") -> Scan:
+                 aspect: str = "pad", sample: int | None = None) -> Scan:
     """Scan a class-folder dataset: decode every file once, skip and explain bad ones.
 
     A class with fewer than 2 usable images cannot be split 50:50: that is an error naming
     the class unless `min_per_class` is given, in which case classes below it are dropped
-    (and reported in `dropped_classes` and the skipped list).
+    (and reported in `dropped_classes` and the skipped list). With `sample`, only up to that
+    many files are decoded, every class in proportion (what a preflight check needs: its cost
+    must not grow with the dataset).
     """
     root = storage.parse_location(storage.absolute(root))
     found, rejects, classes = list_files(root)
+    if sample is not None and len(found) > sample:
+        rng = np.random.default_rng(0)
+        by_class: dict[str, list] = {}
+        for item in found:
+            by_class.setdefault(item[0], []).append(item)
+        found = sorted(x for items in by_class.values() for x in rng.permutation(
+            np.array(items, dtype=object))[:max(2, round(sample * len(items) / len(found)))]
+            .tolist())
+        found = [tuple(x) for x in found]
     size = image_size or auto_image_size(root, [rel for _, rel in found])
     threads = workers or storage.reads_in_flight(root, os.cpu_count() or 2)
     with ThreadPoolExecutor(max_workers=threads) as pool:

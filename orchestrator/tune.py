@@ -282,21 +282,26 @@ def run_search(settings: TuneSettings, *, resume: bool) -> tuple[pd.DataFrame, d
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    from orchestrator.cache import build_cache, sharded_images
     from orchestrator.cluster import init_ray
-    from orchestrator.scan import scan_dataset
     from orchestrator.splits import make_splits
+    from orchestrator.storage import ShardStore
 
     s = settings
     out, space, base_hyp = Path(s.out), s.space, s.base_hyp
-    scan = scan_dataset(s.data_dir, image_size=s.scan.image_size,
-                        min_per_class=s.scan.min_per_class)
-    labels = scan.index["label"].to_numpy()
-    folds = make_splits(labels, repeats=1, seed=s.seed)["fold"].to_numpy()
     started = init_ray(s.address)
     try:
+        # the search's own image cache (TUNE/cache): decoded across the cluster, reused by a
+        # resumed search; each trial reads it, the driver holds no pixels
+        store = ShardStore(out / "cache")
+        scan = build_cache(s.data_dir, store, image_size=s.scan.image_size,
+                           aspect=s.scan.aspect, min_per_class=s.scan.min_per_class, seed=s.seed)
+        images = sharded_images(store, scan.placement, scan.n_shards)
+        labels = scan.index["label"].to_numpy()
+        folds = make_splits(labels, repeats=1, seed=s.seed)["fold"].to_numpy()
         resources = {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial or 0.0}
         trainable = tune.with_resources(tune.with_parameters(
-            trial_fn, images=scan.images, labels=labels, train_idx=np.flatnonzero(folds == 1),
+            trial_fn, images=images, labels=labels, train_idx=np.flatnonzero(folds == 1),
             eval_idx=np.flatnonzero(folds == 0), base_hyp=base_hyp, seed=s.train_seed,
             checkpoint_s=s.checkpoint_every_s,
             pbt_interval=s.perturbation_interval if s.scheduler == "pbt" else 0), resources)

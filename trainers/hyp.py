@@ -29,6 +29,8 @@ class Hyp:
     model: str = hp("auto", "smallcnn for small images, a torchvision classifier for larger; "
                     "auto picks smallcnn up to 64 px, else resnet18", choices=MODELS)
     width: int = hp(32, "channels of the small CNN's first block", gt=0)
+    stem_pool: int = hp(1, "the small CNN average-pools its input by this factor first: a "
+                        "cheap first look at large images; 1 = off", gt=0)
     epochs: int = hp(20, "passes over the training half", gt=0)
     batch_size: int = hp(128, "images per optimizer step", gt=0)
     lr: float = hp(0.05, "peak of the one-cycle learning rate (SGD, Nesterov)", gt=0)

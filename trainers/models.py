@@ -32,11 +32,14 @@ class SmallCNN(nn.Module):
     and less accurate (0.973 vs 0.981 held-out), so there is none.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 32):
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32, stem_pool: int = 1):
         super().__init__()
         w = width
+        # an average-pooling stem looks at large images at 1/stem_pool of their size: the
+        # cheapest model that still sees every image (measured throughput in BENCHMARKS.md)
+        stem = [nn.AvgPool2d(stem_pool)] if stem_pool > 1 else []
         self.features = nn.Sequential(
-            conv_bn(in_channels, w), conv_bn(w, w), nn.MaxPool2d(2),
+            *stem, conv_bn(in_channels, w), conv_bn(w, w), nn.MaxPool2d(2),
             conv_bn(w, 2 * w), nn.MaxPool2d(2), conv_bn(2 * w, 4 * w),
             nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(4 * w, num_classes)
@@ -77,7 +80,8 @@ def last_linear(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
 
 
 def make_model(name: str, *, in_channels: int, num_classes: int, image_size: int,
-               width: int = 32, pretrained: bool = False, weights: str | None = None) -> nn.Module:
+               width: int = 32, pretrained: bool = False, weights: str | None = None,
+               stem_pool: int = 1) -> nn.Module:
     """A model with a fresh `num_classes` head.
 
     `pretrained` loads torchvision's default weights for `name` (downloads them unless they
@@ -86,7 +90,7 @@ def make_model(name: str, *, in_channels: int, num_classes: int, image_size: int
     """
     name = resolve_model(name, image_size)
     if name == "smallcnn":
-        model = SmallCNN(in_channels, num_classes, width)
+        model = SmallCNN(in_channels, num_classes, width, stem_pool)
         if weights:
             _load_weights(model, weights)
         return model

@@ -167,7 +167,8 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor | ShardedImages | Resident
         mean, std = feed.stats(tr)
 
     net = make_model(arch, in_channels=c, num_classes=n_classes, image_size=size,
-                     width=hyp.width, pretrained=hyp.pretrained, weights=hyp.weights).to(device)
+                     width=hyp.width, pretrained=hyp.pretrained, weights=hyp.weights,
+                     stem_pool=hyp.stem_pool).to(device)
     if device.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     head = {id(p) for p in head_parameters(net)} if transfer else set()
