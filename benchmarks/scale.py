@@ -72,9 +72,14 @@ def used_bytes() -> int:
     return kb("MemTotal") - kb("MemAvailable")
 
 
-def run_pass(data: Path, run: Path, mode: str) -> dict:
-    import psutil
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
+
+def run_pass(data: Path, run: Path, mode: str) -> dict:
     base = used_bytes()
     cmd = [sys.executable, "-m", "orchestrator.cli", "run", str(data), "--out", str(run),
            "--data-mode", mode, *PASS]
@@ -84,11 +89,10 @@ def run_pass(data: Path, run: Path, mode: str) -> dict:
     peak = {"driver": 0, "machine": 0}
 
     def sample():
-        p = psutil.Process(proc.pid)
         while proc.poll() is None:
             try:
-                peak["driver"] = max(peak["driver"], p.memory_info().rss)
-            except psutil.Error:
+                peak["driver"] = max(peak["driver"], rss_bytes(proc.pid))
+            except OSError:  # the process just ended
                 pass
             peak["machine"] = max(peak["machine"], used_bytes() - base)
             time.sleep(0.5)

@@ -118,8 +118,10 @@ class Cache:
 
 
 def build_cache(root, store: ShardStore, *, image_size: int | None, aspect: str,
-                min_per_class: int | None, seed: int, console: Console | None = None) -> Cache:
-    """Scan `root` into shards in `store` with a Ray Data job (Ray must be initialised)."""
+                min_per_class: int | None, seed: int, console: Console | None = None,
+                task_options: dict | None = None) -> Cache:
+    """Scan `root` into shards in `store` with a Ray Data job (Ray must be initialised);
+    `task_options` are the Ray options of its tasks (e.g. a scheduling strategy)."""
     import ray.data
 
     found, rejects, classes = scanmod.list_files(root)
@@ -141,7 +143,7 @@ def build_cache(root, store: ShardStore, *, image_size: int | None, aspect: str,
         rows = [decode_shard(item) for item in items]
     else:
         rows = ray.data.from_items(items, override_num_blocks=len(items)).map(
-            decode_shard, num_cpus=1).iter_rows()
+            decode_shard, num_cpus=1, **(task_options or {})).iter_rows()
     if items:
         for row in rows:
             metas[int(row["shard"])] = json.loads(row["meta"])

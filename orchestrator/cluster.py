@@ -51,32 +51,49 @@ def storage_error(run_dir: Path, unseen: list[str]) -> StorageError:
         "The dataset itself only needs to be readable where `dupes run` starts.")
 
 
-def check_shared_storage(run_dir: Path) -> None:
-    """On a multi-node cluster, prove that every alive node sees the run directory (Ray
-    Train keeps its run state there), before any training is spent."""
+def nodes_without(path: str) -> list[str]:
+    """The alive nodes (address and id) on which `path` does not exist; [] on one node."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) < 2:
-        return
-    marker = Path(run_dir).resolve() / f".storage-check-{uuid.uuid4().hex[:8]}"
-    marker.write_text("dupes\n")
+        return []
 
     @ray.remote(num_cpus=0)
-    def sees(path: str) -> bool:
-        return os.path.exists(path)
+    def sees(p: str) -> bool:
+        return os.path.exists(p)
 
+    checks = {n["NodeManagerAddress"] + f" ({n['NodeID'][:8]})": sees.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+    ).remote(path) for n in nodes}
+    return [name for name, ok in zip(checks, ray.get(list(checks.values()), timeout=120))
+            if not ok]
+
+
+def check_shared_storage(run_dir: Path) -> None:
+    """On a multi-node cluster, prove that every alive node sees the run directory (Ray
+    Train keeps its run state there, and the scan writes the image cache), before any
+    training is spent."""
+    marker = Path(run_dir).resolve() / f".storage-check-{uuid.uuid4().hex[:8]}"
+    marker.write_text("dupes\n")
     try:
-        checks = {n["NodeManagerAddress"] + f" ({n['NodeID'][:8]})": sees.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
-        ).remote(str(marker)) for n in nodes}
-        unseen = [name for name, ok in zip(checks, ray.get(list(checks.values()), timeout=120))
-                  if not ok]
+        unseen = nodes_without(str(marker))
     finally:
         marker.unlink(missing_ok=True)
     if unseen:
         raise storage_error(Path(run_dir), unseen)
+
+
+def scan_task_options(data) -> dict:
+    """Ray options for the scan's tasks: anywhere when every node reads the dataset (a bucket,
+    a shared mount), else kept on the driver's node, the one that surely does."""
+    from orchestrator.storage import local_path
+
+    local = local_path(data, "")
+    if local is None or not nodes_without(str(local)):
+        return {}
+    return {"scheduling_strategy": on_this_node()}
 
 
 def plan_resources(cfg: RunConfig, cluster: dict, n_todo: int) -> tuple[int, float, float]:

@@ -50,9 +50,16 @@ def prepare(run: Run, cfg: RunConfig, console: Console) -> Prepared:
     t0 = time.perf_counter()
     timings: dict = {}
     def scan():
+        from orchestrator.cluster import scan_task_options
+
+        options = scan_task_options(cfg.data_dir)
+        if options:
+            console.print(f"the dataset {cfg.data_dir} is only readable on this node: the scan "
+                          "runs here (a shared mount or a bucket lets every node decode)",
+                          highlight=False)
         return build_cache(cfg.data_dir, run.shard_store(), image_size=cfg.scan.image_size,
                            aspect=cfg.scan.aspect, min_per_class=cfg.scan.min_per_class,
-                           seed=cfg.seed, console=console)
+                           seed=cfg.seed, console=console, task_options=options)
 
     if run.has_scan() and run.exists("splits.parquet"):
         index, classes, splits = run.index(), run.classes(), run.splits()

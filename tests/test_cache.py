@@ -158,3 +158,14 @@ def test_resident_feed_accepts_arrays_tensors_and_shards(tmp_path):
         np.testing.assert_array_equal(feed.x.permute(0, 2, 3, 1).numpy(), x)
     with pytest.raises(ValueError, match="resident"):
         make_feed(x, "cpu", mode="fast")
+
+
+def test_resident_statistics_in_chunks_equal_the_one_pass_ones(monkeypatch):
+    import trainers.data as data
+    x = np.random.default_rng(0).integers(0, 255, (300, 6, 6, 3), dtype=np.uint8)
+    feed, idx = ResidentFeed(x, "cpu"), torch.arange(0, 300, 2)
+    whole = feed.stats(idx)
+    monkeypatch.setattr(data, "STATS_CHUNK", 64)  # 150 images: three chunks
+    chunked = feed.stats(idx)
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

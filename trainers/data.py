@@ -25,7 +25,8 @@ import torch
 
 from trainers.hyp import DATA_MODES
 
-STATS_SAMPLE = 8192  # images a streamed training normalises with (mean and std per channel)
+STATS_SAMPLE = 2048  # images a streamed training normalises with (mean and std per channel)
+STATS_CHUNK = 8192   # images per step when a resident training sums its statistics
 
 
 @dataclass
@@ -141,9 +142,23 @@ class ResidentFeed:
 
     def stats(self, train_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std per channel of the training half (the held-out half stays unseen)."""
-        x_tr = self.x[train_idx].float() / 255.0
-        return (x_tr.mean(dim=(0, 2, 3), keepdim=True),
-                x_tr.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3))
+        if len(train_idx) <= STATS_CHUNK:
+            x_tr = self.x[train_idx].float() / 255.0
+            return (x_tr.mean(dim=(0, 2, 3), keepdim=True),
+                    x_tr.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3))
+        # chunk by chunk: the whole half in float32 is 4x the cache (6 GB a worker at 60k
+        # images of 128 px), for two numbers per channel
+        total = torch.zeros(self.x.shape[1], dtype=torch.float64, device=self.x.device)
+        squares = torch.zeros_like(total)
+        for i in range(0, len(train_idx), STATS_CHUNK):
+            x = self.x[train_idx[i:i + STATS_CHUNK]].double() / 255.0
+            total += x.sum(dim=(0, 2, 3))
+            squares += (x * x).sum(dim=(0, 2, 3))
+        n = len(train_idx) * self.x.shape[2] * self.x.shape[3]
+        mean = total / n
+        std = ((squares - n * mean * mean) / (n - 1)).clamp_min(0).sqrt()
+        return (mean.float().view(1, -1, 1, 1),
+                std.float().view(1, -1, 1, 1).clamp_min(1e-3))
 
     def epoch(self, train_idx: torch.Tensor, batch: int, gen: torch.Generator
               ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -261,8 +276,8 @@ def choose_mode(mode: str, cache_bytes: int, device, *, share: float = 1.0) -> s
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
     else:
-        import psutil
-        total = psutil.virtual_memory().total
+        import os
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return "resident" if cache_bytes <= RESIDENT_SHARE * total * share else "streamed"
 
 
