@@ -165,7 +165,7 @@ def test_resident_statistics_in_chunks_equal_the_one_pass_ones(monkeypatch):
     x = np.random.default_rng(0).integers(0, 255, (300, 6, 6, 3), dtype=np.uint8)
     feed, idx = ResidentFeed(x, "cpu"), torch.arange(0, 300, 2)
     whole = feed.stats(idx)
-    monkeypatch.setattr(data, "STATS_CHUNK", 64)  # 150 images: three chunks
+    monkeypatch.setattr(data, "STATS_BYTES", 64 * 6 * 6 * 3 * 4)  # 150 images: 5 chunks
     chunked = feed.stats(idx)
     for a, b in zip(whole, chunked):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

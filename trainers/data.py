@@ -26,7 +26,8 @@ import torch
 from trainers.hyp import DATA_MODES
 
 STATS_SAMPLE = 2048  # images a streamed training normalises with (mean and std per channel)
-STATS_CHUNK = 8192   # images per step when a resident training sums its statistics
+STATS_BYTES = 256 << 20  # a resident training's statistics in one pass up to this much float32,
+                         # else summed in chunks of this much float64
 
 
 @dataclass
@@ -142,16 +143,18 @@ class ResidentFeed:
 
     def stats(self, train_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std per channel of the training half (the held-out half stays unseen)."""
-        if len(train_idx) <= STATS_CHUNK:
+        per_image = 4 * self.x[0].numel()
+        if len(train_idx) * per_image <= STATS_BYTES:
             x_tr = self.x[train_idx].float() / 255.0
             return (x_tr.mean(dim=(0, 2, 3), keepdim=True),
                     x_tr.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3))
         # chunk by chunk: the whole half in float32 is 4x the cache (6 GB a worker at 60k
-        # images of 128 px), for two numbers per channel
+        # images of 128 px; killed by Ray's OOM monitor), for two numbers per channel
+        chunk = max(1, STATS_BYTES // (2 * per_image))
         total = torch.zeros(self.x.shape[1], dtype=torch.float64, device=self.x.device)
         squares = torch.zeros_like(total)
-        for i in range(0, len(train_idx), STATS_CHUNK):
-            x = self.x[train_idx[i:i + STATS_CHUNK]].double() / 255.0
+        for i in range(0, len(train_idx), chunk):
+            x = self.x[train_idx[i:i + chunk]].double() / 255.0
             total += x.sum(dim=(0, 2, 3))
             squares += (x * x).sum(dim=(0, 2, 3))
         n = len(train_idx) * self.x.shape[2] * self.x.shape[3]
