@@ -56,13 +56,14 @@ def board_nodes(address: str) -> set[str]:
         ray.shutdown()
 
 
-def test_pass_finishes_after_a_node_is_removed(cluster, tmp_path):
+@pytest.mark.parametrize("mode", ["resident", "streamed"])
+def test_pass_finishes_after_a_node_is_removed(cluster, tmp_path, mode):
     c, (node_a, node_b) = cluster
     data = write_digit_dataset(tmp_path / "data", classes=(0, 1, 7), per_class=30)
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "orchestrator.cli", "run", str(data), "--out", str(run),
            "--address", c.address, "--resources-per-training", '{"trainer_node": 1}',
-           "--repeats", "4", "--no-sanity", *FAST, "--epochs", "60"]
+           "--repeats", "4", "--no-sanity", *FAST, "--epochs", "60", "--data-mode", mode]
     env = dict(os.environ)
     log = open(tmp_path / "run.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -85,6 +86,8 @@ def test_pass_finishes_after_a_node_is_removed(cluster, tmp_path):
             proc.kill()
         log.close()
     check_predictions(run, 90, 4)  # every sample exactly 4 predictions, none twice
+    assert {json.loads(p.read_text())["data_mode"]
+            for p in (run / "trainings").glob("*.json")} == {mode}
     summary = json.loads((run / "summary.json").read_text())
     assert summary["n_trainings"] == 8 and summary["n_trainings_failed"] == 0
     workers = {json.loads(p.read_text())["worker"]
