@@ -111,6 +111,34 @@ def test_scan_of_a_bucket_dataset_equals_the_local_scan(s3, tmp_path):
     assert len(bucket.skipped) == 2
 
 
+def test_a_bucket_dataset_scans_into_bucket_shards_with_ray_data(s3, tmp_path, monkeypatch):
+    """The scan's tasks read the dataset from the bucket and write the shards there (several
+    shards: a Ray Data job, not the one-shard path in the driver)."""
+    import ray
+
+    from orchestrator import cache as cachemod
+    from orchestrator.cache import build_cache, sharded_images
+    from orchestrator.storage import ShardStore
+
+    data = write_digit_dataset(tmp_path / "data", classes=(0, 1, 7), per_class=10)
+    upload_tree(data, f"s3://{BUCKET}/datasets/sharded")
+    monkeypatch.setattr(cachemod, "rows_per_shard", lambda size, channels: 8)
+    monkeypatch.setenv("DUPES_MIRROR", str(tmp_path / "mirror"))
+    store = ShardStore(f"s3://{BUCKET}/runs/sharded/cache")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")  # workers get the env
+    try:
+        cache = build_cache(f"s3://{BUCKET}/datasets/sharded", store, image_size=None,
+                            aspect="pad", min_per_class=None, seed=0)
+    finally:
+        ray.shutdown()
+    assert cache.n_shards == 4 and cache.decoded_shards == 4
+    assert {f"shard-{k:05d}.{e}" for k in range(4) for e in ("npy", "json")} <= store.names()
+    local = scan_dataset(data)
+    pd.testing.assert_frame_equal(cache.index, local.index)
+    images = sharded_images(store, cache.placement, cache.n_shards)  # node-local copies
+    np.testing.assert_array_equal(images.load_all(), local.images)
+
+
 def test_an_object_that_cannot_be_fetched_stops_the_scan(s3, tmp_path, monkeypatch):
     # a bad image is skipped with its reason; an object the network or the bucket's
     # permissions withheld is not a bad image, and training on the rest would be silent loss
