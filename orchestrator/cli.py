@@ -108,20 +108,21 @@ def get_args_parser() -> argparse.ArgumentParser:
                          help="re-render a run's report from disk (no Ray)",
                          description="Re-render the report of RUN from its files.")
     rep.add_argument("--top", type=flags.positive(int), default=20,
-                     help="dupes to list (default 20)")
+                     help="dupes to list (default %(default)s)")
     rep.add_argument("--html", nargs="?", type=Path, const=True, default=None, metavar="PATH",
                      help="also write a self-contained HTML report (inline thumbnails, "
                           "sortable tables, confusion matrix) to PATH (default RUN/report.html) "
                           "and PNG contact sheets to sheets/ beside it")
     rep.add_argument("--html-top", type=flags.positive(int), default=200,
-                     help="images in the HTML report's dupes and top-loss tables (default 200)")
+                     help="images in the HTML report's dupes and top-loss tables "
+                          "(default %(default)s)")
 
     tl = sub.add_parser("top-losses", parents=[run_flags()],
                         help="the images with the highest held-out loss",
                         description="Rank images by their mean held-out loss over all runs "
                         "(every loss is out-of-sample), overall or per given class.")
     tl.add_argument("--k", type=flags.positive(int), default=50,
-                    help="images to list (default 50)")
+                    help="images to list (default %(default)s)")
     tl.add_argument("--per-class", action="store_true",
                     help="the k worst of every given class instead of overall")
 
