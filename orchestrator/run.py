@@ -30,8 +30,8 @@ Item = tuple[int, int]  # (repeat, fold)
 # is done), `report` everything but the image cache, `all` (a resume) everything.
 NEEDS = {"status": {"config.json", "progress.json", "summary.json"}, "report": None,
          "all": None}
-PROGRESS_UPLOAD_S = 10.0
-LEGACY_CACHE = "cache/images.npy"  # the one-file cache of runs made before the shards  # progress.json goes to the bucket at most this often
+PROGRESS_UPLOAD_S = 10.0  # progress.json goes to the bucket at most this often
+LEGACY_CACHE = "cache/images.npy"  # the one-file cache of runs made before the shards
 
 
 class RunError(ValueError):

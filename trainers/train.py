@@ -105,7 +105,8 @@ def _predict(model, feed, y_all, idx, mean, std, batch, amp, *, tta: bool = Fals
     pos = torch.cat([q for q, _, _ in parts])
     probs = torch.empty((len(idx), parts[0][1].shape[1]), device=pos.device)
     losses = torch.empty(len(idx), device=pos.device)
-    probs[pos], losses[pos] = torch.cat([p for _, p, _ in parts]), torch.cat([l for _, _, l in parts])
+    probs[pos] = torch.cat([p for _, p, _ in parts])
+    losses[pos] = torch.cat([l for _, _, l in parts])
     return probs, losses
 
 
@@ -134,9 +135,10 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor | ShardedImages | Resident
 
     `images` is uint8 N x H x W x C (numpy, a tensor already on `device`, or the sharded
     cache, made resident here), or a feed made once by `make_feed` (a worker that trains many
-    times keeps the cache on the device, or streams it); `labels` are the given labels. `on_epoch(EpochInfo)` is called after every epoch; with `eval_every_epoch`
-    it carries the held-out loss and accuracy too. `resume` is a state from
-    `EpochInfo.state()`: training goes on from there, with `hyp`'s (possibly new) values.
+    times keeps the cache on the device, or streams it); `labels` are the given labels.
+    `on_epoch(EpochInfo)` is called after every epoch; with `eval_every_epoch` it carries the
+    held-out loss and accuracy too. `resume` is a state from `EpochInfo.state()`: training
+    goes on from there, with `hyp`'s (possibly new) values.
     With `record_every` k > 0 the held-out half is predicted after every k-th epoch and the
     last (without TTA, which would double the cost) and `HeldOut.epochs` holds the per-image
     loss, margin and class; each recorded epoch costs about a third of a training epoch.
