@@ -79,7 +79,7 @@ def decode_shard(item: dict) -> dict:
     if old is not None:
         meta = json.loads(old)
         if meta["relpaths"] == relpaths and meta["plan"] == asdict(plan) \
-                and shard_name(k) in store.names():
+                and store.exists(shard_name(k)):
             return {"shard": k, "meta": old.decode(), "reused": True}
     outcome = {"relpaths": relpaths, "plan": asdict(plan), "row": [], "bytes": [], "sha1": [],
                "reason": []}
@@ -144,15 +144,14 @@ def build_cache(root, store: ShardStore, *, image_size: int | None, aspect: str,
     else:
         rows = ray.data.from_items(items, override_num_blocks=len(items)).map(
             decode_shard, num_cpus=1, **(task_options or {})).iter_rows()
-    if items:
-        for row in rows:
-            metas[int(row["shard"])] = json.loads(row["meta"])
-            reused += bool(row["reused"])
-            if console is not None and time.perf_counter() - t_line > PROGRESS_S:
-                t_line = time.perf_counter()
-                files = sum(len(m["relpaths"]) for m in metas.values())
-                console.print(f"scan: {len(metas)}/{len(items)} shards, {files:,}/{len(found):,}"
-                              f" files, {files / (t_line - t0):,.0f} files/s", highlight=False)
+    for row in rows:
+        metas[int(row["shard"])] = json.loads(row["meta"])
+        reused += bool(row["reused"])
+        if console is not None and time.perf_counter() - t_line > PROGRESS_S:
+            t_line = time.perf_counter()
+            files = sum(len(m["relpaths"]) for m in metas.values())
+            console.print(f"scan: {len(metas)}/{len(items)} shards, {files:,}/{len(found):,}"
+                          f" files, {files / (t_line - t0):,.0f} files/s", highlight=False)
     shard_of = np.full(len(found), -1, np.int32)
     row_of = np.full(len(found), -1, np.int32)
     meta = [None] * len(found)
@@ -171,19 +170,20 @@ def build_cache(root, store: ShardStore, *, image_size: int | None, aspect: str,
                  len(groups) - reused)
 
 
-def sharded_images(store: ShardStore, placement: pd.DataFrame, n_shards: int,
-                   *, locate: bool = True) -> ShardedImages:
-    """The cache as `ShardedImages` on this node (a bucket's shards are fetched as read)."""
-    names = [shard_name(k) for k in range(n_shards)]
-    return ShardedImages([store.local(n) for n in names] if locate else names,
+def sharded_images(store: ShardStore, placement: pd.DataFrame, n_shards: int) -> ShardedImages:
+    """The cache as `ShardedImages` on this node (a bucket's shards are copied here)."""
+    return ShardedImages([store.local(shard_name(k)) for k in range(n_shards)],
                          placement["shard"].to_numpy(), placement["row"].to_numpy())
 
 
-def verify(images: ShardedImages, placement: pd.DataFrame) -> None:
-    """Every shard opens as uint8 images with all the rows the placement names: checked from
-    the headers (no pixel is read), before a training is spent."""
-    need = placement.groupby("shard")["row"].max()
-    for k, last in need.items():
+def verify(images: ShardedImages) -> None:
+    """Every shard opens as uint8 images with all the rows its samples need: checked from the
+    headers (no pixel is read), before a training is spent."""
+    last_row = np.full(len(images.paths), -1, np.int64)
+    np.maximum.at(last_row, images.shard_of, images.row_of)
+    for k, last in enumerate(last_row):
+        if last < 0:
+            continue  # a shard whose images were all dropped (a class below --min-per-class)
         try:
             arr = images.shard(int(k))
         except CorruptShard as e:

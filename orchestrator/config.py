@@ -173,17 +173,15 @@ def resume_config(saved: RunConfig, args: argparse.Namespace, *, run_dir: str
     change what was trained: the splits, the scan, the hyperparameters)."""
     from orchestrator.flags import changed, flag_name
 
-    applied, ignored = {}, {}
-    for name, (old, new) in changed(saved, args).items():
-        (applied if resumable(name) else ignored)[flag_name(name)] = (old, new)
+    top = changed(saved, args)
+    own = {k: v for k, v in top.items() if resumable(k)}
     rule = changed(saved.rule, args)
-    applied.update({flag_name(k): v for k, v in rule.items()})
+    left = {k: v for k, v in top.items() if k not in own}
     for base in (saved.scan, saved.hyp):
-        ignored.update({flag_name(k): v for k, v in changed(base, args).items()})
+        left.update(changed(base, args))
+    ignored = {flag_name(k): v for k, v in left.items()}
     if getattr(args, "config", None):
         ignored["--config"] = (saved.config or None, str(args.config))
-    cfg = replace(saved, run_dir=run_dir,
-                  **{k[2:].replace("-", "_"): new for k, (_, new) in applied.items()
-                     if k[2:].replace("-", "_") not in rule},
+    cfg = replace(saved, run_dir=run_dir, **{k: new for k, (_, new) in own.items()},
                   rule=replace(saved.rule, **{k: new for k, (_, new) in rule.items()}))
-    return cfg, applied, ignored
+    return cfg, {flag_name(k): v for k, v in {**own, **rule}.items()}, ignored

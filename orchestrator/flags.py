@@ -35,7 +35,7 @@ def _base_type(annotation):
     return annotation, False
 
 
-def _number(kind, name: str, meta: dict):
+def _number(kind, meta: dict):
     def parse(text: str):
         try:
             value = kind(text)
@@ -67,7 +67,7 @@ def _checked(parse):
 
 def positive(kind):
     """An argparse type for a number > 0 of `kind` (flags outside the typed configs)."""
-    return _number(kind, "", {"gt": 0})
+    return _number(kind, {"gt": 0})
 
 
 def _json_object(text: str) -> dict:
@@ -124,7 +124,7 @@ def add_flags(parser, cls, *, defaults=None, only: tuple[str, ...] | None = None
         elif "choices" in meta:
             kw["choices"] = meta["choices"]
         elif kind in (int, float):
-            kw["type"] = _number(kind, f.name, meta)
+            kw["type"] = _number(kind, meta)
         elif kind is dict:
             kw["type"] = _json_object
             kw.setdefault("metavar", "JSON")

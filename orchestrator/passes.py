@@ -94,7 +94,7 @@ def prepare(run: Run, cfg: RunConfig, console: Console) -> Prepared:
         for cls, n in cache.dropped_classes.items():
             console.print(f"[yellow]dropped class '{cls}' ({n} usable images)[/]")
     images = run.images()
-    verify(images, run.placement())
+    verify(images)
     timings.setdefault("scan_s", time.perf_counter() - t0)
     folds = np.empty((cfg.repeats, len(index)), dtype=np.int8)
     folds[splits["repeat"].to_numpy(), splits["sample_id"].to_numpy()] = splits["fold"].to_numpy()

@@ -161,13 +161,12 @@ def scan_dataset(root: Path | str, *, image_size: int | None = None,
     found, rejects, classes = list_files(root)
     if sample is not None and len(found) > sample:
         rng = np.random.default_rng(0)
-        by_class: dict[str, list] = {}
-        for item in found:
-            by_class.setdefault(item[0], []).append(item)
-        found = sorted(x for items in by_class.values() for x in rng.permutation(
-            np.array(items, dtype=object))[:max(2, round(sample * len(items) / len(found)))]
-            .tolist())
-        found = [tuple(x) for x in found]
+        by_class: dict[str, list[int]] = {}
+        for i, (cls, _) in enumerate(found):
+            by_class.setdefault(cls, []).append(i)
+        keep = [i for ids in by_class.values() for i in rng.permutation(ids)[
+            :max(2, round(sample * len(ids) / len(found)))]]
+        found = [found[i] for i in sorted(keep)]
     size = image_size or auto_image_size(root, [rel for _, rel in found])
     threads = workers or storage.reads_in_flight(root, os.cpu_count() or 2)
     with ThreadPoolExecutor(max_workers=threads) as pool:

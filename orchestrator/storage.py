@@ -80,13 +80,12 @@ class FetchError(StorageError):
 def read_file(root, relpath: str) -> bytes:
     """The whole content of a dataset file. OSError for a local file that cannot be read;
     FetchError for an object that cannot be fetched."""
-    if not is_uri(root):
-        with open(Path(root) / relpath, "rb") as f:
-            return f.read()
     try:
         with open_file(root, relpath) as f:
             return f.read()
     except OSError as e:
+        if not is_uri(root):
+            raise
         raise FetchError(str(e)) from e
 
 
@@ -291,6 +290,13 @@ class ShardStore:
 
     def get(self, name: str) -> bytes | None:
         return read_bytes(self._at(name))
+
+    def exists(self, name: str) -> bool:
+        if is_uri(self.root):
+            import pyarrow.fs as pafs
+            fs, base = resolve(self.root)
+            return fs.get_file_info(join(base, name)).type == pafs.FileType.File
+        return (Path(self.root) / name).is_file()
 
     def names(self) -> set[str]:
         if is_uri(self.root):

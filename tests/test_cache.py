@@ -74,6 +74,7 @@ def test_streamed_and_resident_trainings_see_the_same_images(digit_data, tmp_pat
         shard_of[np.sort(part)], row_of[np.sort(part)] = k, np.arange(len(part))
     images = ShardedImages(paths, shard_of, row_of)
     np.testing.assert_array_equal(images.gather(np.array([5, 0, 77])), ref.images[[5, 0, 77]])
+    np.testing.assert_array_equal(images.gather(np.array([5, 5])), ref.images[[5, 5]])
     stream = make_feed(images, "cpu", mode="streamed")
     assert isinstance(stream, StreamFeed)
     tr = torch.arange(0, n, 2)

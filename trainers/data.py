@@ -78,15 +78,19 @@ class ShardedImages:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.shard(int(self.shard_of[0])).shape[1:])
 
+    def _by_shard(self, sids: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """[(shard, positions in `sids`)], each shard's positions in row order (sequential
+        reads)."""
+        order = np.lexsort((self.row_of[sids], self.shard_of[sids]))
+        shards = self.shard_of[sids[order]]
+        cuts = np.flatnonzero(np.diff(shards)) + 1
+        return [(int(shards[p[0]]), order[p[0]:p[0] + len(p)])
+                for p in np.split(np.arange(len(order)), cuts) if len(p)]
+
     def groups(self, sids: np.ndarray) -> dict[int, np.ndarray]:
         """The samples of `sids` by shard, each group in row order (sequential reads)."""
         sids = np.asarray(sids, np.int64)
-        order = np.lexsort((self.row_of[sids], self.shard_of[sids]))
-        sids = sids[order]
-        shards = self.shard_of[sids]
-        cuts = np.flatnonzero(np.diff(shards)) + 1
-        return {int(g[0]): s for g, s in zip(np.split(shards, cuts), np.split(sids, cuts))
-                if len(s)}
+        return {k: sids[pos] for k, pos in self._by_shard(sids)}
 
     def read(self, k: int, sids: np.ndarray) -> np.ndarray:
         """The images of samples `sids` of shard `k`, in that order."""
@@ -100,9 +104,8 @@ class ShardedImages:
         """The images of `sids`, in that order (any shards)."""
         sids = np.asarray(sids, np.int64)
         out = np.empty((len(sids), *self.image_shape), np.uint8)
-        pos = {int(s): i for i, s in enumerate(sids)}
-        for k, group in self.groups(sids).items():
-            out[[pos[int(s)] for s in group]] = self.read(k, group)
+        for k, pos in self._by_shard(sids):
+            out[pos] = self.read(k, sids[pos])
         return out
 
     def load_all(self) -> np.ndarray:
