@@ -169,10 +169,15 @@ def run_pass(run: Run, cfg: RunConfig, console: Console, *,
     """Scan, split, train what is missing, analyse; returns the summary (also summary.json)."""
     t_start = t_start or time.perf_counter()
     run.save_config(cfg)
+    for (r, f), why in run.drop_incomplete():
+        console.print(f"[yellow]training r{r:02d} f{f} is trained again:[/] its predictions are "
+                      f"incomplete ({why})", highlight=False)
     stale_remote, stale_local = run.clear_partial()
     if stale_remote:
         console.print(f"removed {stale_remote} object(s) of an interrupted upload from {run}")
-    with ray_session(cfg.address, run) as timings:
+    with ray_session(cfg.address, run,
+                     notice=lambda text: console.print(f"[yellow]note:[/] {text}",
+                                                       highlight=False)) as timings:
         prep, planned, outcome = _scan_and_train(run, cfg, console, stale_local)
     prep.timings.update(timings)
     t_analysis = time.perf_counter()
@@ -181,7 +186,7 @@ def run_pass(run: Run, cfg: RunConfig, console: Console, *,
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None, run: Run):
+def ray_session(address: str | None, run: Run, notice=None):
     """Ray for the scan and the trainings (connected, or a private local one stopped at the
     end), after proving that every node sees a local run directory; yields its timings."""
     import ray
@@ -189,7 +194,7 @@ def ray_session(address: str | None, run: Run):
     from orchestrator.cluster import check_shared_storage, init_ray
 
     t0 = time.perf_counter()
-    started = init_ray(address)
+    started = init_ray(address, notice)
     timings = {"ray_init_s": time.perf_counter() - t0}
     try:
         if not run.on_bucket:  # a bucket is shared storage already

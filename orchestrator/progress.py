@@ -31,7 +31,7 @@ def progress_table(items: list[tuple[int, int]], progress: dict, *, max_rows: in
     for item in rows:
         p = progress.get(item, {})
         status = p.get("status", "pending")
-        epoch = f"{p['epoch']}/{p['epochs']}" if "epoch" in p else ""
+        epoch = f"{p['epoch']}/{p.get('epochs', '?')}" if "epoch" in p else ""
         loss = f"{p['loss']:.3f}" if "loss" in p else ""
         acc = f"{p['heldout_accuracy']:.3f}" if "heldout_accuracy" in p else ""
         h_loss = f"{p['heldout_loss']:.3f}" if p.get("heldout_loss") is not None else ""
@@ -130,6 +130,11 @@ class RunProgress:
                     highlight=False)
 
 
+# A running driver rewrites progress.json every few seconds (a bucket run uploads it every
+# 10 s): a "running" file this old means the driver is gone.
+STALE_S = 120.0
+
+
 def show_status(run, console: Console) -> None:
     """Where a `Run` stands, from its progress file and its committed partitions (for a
     bucket run, the markers in the bucket): works while it runs, from any machine."""
@@ -140,8 +145,15 @@ def show_status(run, console: Console) -> None:
     if run.exists("progress.json"):
         saved = run.read_json("progress.json")
         state = {(t["repeat"], t["fold"]): t for t in saved["trainings"]}
-        console.print(f"progress saved {saved['updated']} "
-                      f"({'running' if saved['running'] else 'stopped'})", highlight=False)
+        age = time.time() - saved.get("updated_unix", time.time())
+        if saved["running"] and age > STALE_S:
+            console.print(f"[red]no heartbeat for {age / 60:.0f} min[/] (last {saved['updated']}):"
+                          f" the driver stopped without finishing (killed, or its machine is "
+                          f"gone). `dupes run --resume {run.location}` continues the run",
+                          highlight=False)
+        else:
+            console.print(f"progress saved {saved['updated']} ({age:.0f} s ago; "
+                          f"{'running' if saved['running'] else 'stopped'})", highlight=False)
     for item in run.completed():
         state.setdefault(item, {})["status"] = "done"  # the partitions are the truth
     done = sum(p.get("status") == "done" for p in state.values())

@@ -49,6 +49,7 @@ class Run:
         self._config: RunConfig | None = None
         self._t_progress = 0.0
         self._need = "all"
+        self._made: bool | None = None  # by `create`: whether it made the folder
         self.on_upload_error: Callable[[Exception], None] | None = None
 
     def __repr__(self) -> str:
@@ -75,8 +76,26 @@ class Run:
                 what = "is a file" if not path.is_dir() else "exists and is not empty"
                 raise RunError(f"run directory {path} {what}: {hint}")
             run = cls(path)
+        run._made = not run.path.exists()
         run.path.mkdir(parents=True, exist_ok=True)
         return run
+
+    def discard_unstarted(self) -> bool:
+        """Remove a run created here that stopped before its scan finished and decoded
+        nothing (bad input, a failed start): it holds nothing to resume, and left in place it
+        would block its own --out. True if it was removed."""
+        if self._made is None or self.has_scan() or self.shard_store().names():
+            return False
+        if self.remote is not None:
+            for rel in storage.list_tree(self.remote.uri):
+                self.remote.fs.delete_file(self.remote._path(rel))
+            shutil.rmtree(self.path, ignore_errors=True)
+        elif self._made:
+            shutil.rmtree(self.path, ignore_errors=True)
+        else:  # an empty folder the user gave: leave the folder, empty again
+            for p in self.path.iterdir():
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        return True
 
     @classmethod
     def open(cls, location: Path | str, *, need: str = "report") -> "Run":
@@ -212,6 +231,39 @@ class Run:
             return self.remote.committed()
         return rundir.completed_trainings(self.path)
 
+    def drop_incomplete(self) -> list[tuple[Item, str]]:
+        """Check every committed training against its split and remove those whose
+        partitions are not complete and readable (a file truncated, deleted or replaced after
+        the commit), so that they are trained again; returns [((repeat, fold), why)]."""
+        if not self.exists("splits.parquet"):
+            return []
+        done = self.completed()
+        if not done:
+            return []
+        splits = self.splits()
+        key = splits["repeat"].to_numpy().astype(np.int64) * 2 + splits["fold"].to_numpy()
+        order = np.lexsort((splits["sample_id"].to_numpy(), key))
+        ids, key = splits["sample_id"].to_numpy()[order], key[order]
+        dropped = []
+        recorded = rundir.completed_trainings(self.path, kind=rundir.EPOCHS)
+        for r, f in sorted(done):
+            lo, hi = np.searchsorted(key, [r * 2 + f, r * 2 + f + 1])
+            expected = ids[lo:hi]
+            why = rundir.partition_problem(self.path, r, f, expected)
+            if why is None and (r, f) in recorded:
+                why = rundir.partition_problem(self.path, r, f, expected, kind=rundir.EPOCHS)
+                why = why and f"its per-epoch records: {why}"
+            if why is None:
+                continue
+            for kind in rundir.PARTITION_KINDS:
+                if self.remote is not None:  # uncommitted first: readers stop trusting it
+                    self.remote.uncommit(kind, r, f)
+                shutil.rmtree(rundir.partition_dir(self.path, r, f, kind=kind),
+                              ignore_errors=True)
+            self.file(rundir.training_rel(r, f)).unlink(missing_ok=True)
+            dropped.append(((r, f), why))
+        return dropped
+
     def clear_partial(self) -> tuple[int, int]:
         """Remove what interrupted writes left: (objects in the bucket, local folders)."""
         remote = self.remote.clear_partial() if self.remote is not None else 0
@@ -264,7 +316,8 @@ class Run:
     def save_progress(self, state: dict, *, running: bool) -> None:
         """Where every training stands, for `dupes status` on any machine that sees the run."""
         self.write_json("progress.json", {
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "running": running,
+            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "updated_unix": time.time(),
+            "running": running,
             "trainings": [{"repeat": r, "fold": f, **{k: v for k, v in p.items() if k != "error"},
                            **({"error": p["error"].strip().splitlines()[-1][:300]}
                               if "error" in p else {})} for (r, f), p in sorted(state.items())]})

@@ -122,6 +122,30 @@ def completed_trainings(run_dir: Path, *, kind: str = PREDICTIONS) -> set[tuple[
     return {(p[1], p[2]) for p in found if p is not None}
 
 
+class DamagedPartition(ValueError):
+    """A committed partition cannot be read (a file truncated or deleted after the fact)."""
+
+
+def partition_problem(run_dir: Path, repeat: int, fold: int, expected: np.ndarray, *,
+                      kind: str = PREDICTIONS) -> str | None:
+    """Why a committed partition is not a complete training's output, or None if it is: it
+    must be readable and hold exactly the sample ids `expected` (sorted) of its split."""
+    part = partition_dir(run_dir, repeat, fold, kind=kind)
+    try:
+        ids = pads.dataset(part, format="parquet", exclude_invalid_files=False,
+                           ignore_prefixes=[".", "_"]).to_table(
+            columns=["sample_id"]).column("sample_id").to_numpy()
+    except (pa.ArrowException, OSError) as e:
+        return f"unreadable ({str(e).splitlines()[0][:200]})"
+    if kind == EPOCHS:
+        ids = np.unique(ids)
+    if len(ids) != len(expected):
+        return f"{len(ids):,} rows where its split holds {len(expected):,} images"
+    if not np.array_equal(np.sort(ids), expected):
+        return "its images are not those of its split"
+    return None
+
+
 def clear_partial_writes(run_dir: Path) -> int:
     """Remove what an interrupted write left behind; returns how many.
 
@@ -160,9 +184,29 @@ def read_predictions(run_dir: Path, columns: list[str] | None = None) -> pa.Tabl
     root = Path(run_dir) / PREDICTIONS
     if not root.is_dir():
         raise FileNotFoundError(f"{root} does not exist: no training of this run has finished")
-    dataset = pads.dataset(root, format="parquet", partitioning=PARTITIONING,
-                           exclude_invalid_files=False, ignore_prefixes=[".", "_"])
-    return dataset.to_table(columns=columns)
+    with _damaged(run_dir):
+        dataset = pads.dataset(root, format="parquet", partitioning=PARTITIONING,
+                               exclude_invalid_files=False, ignore_prefixes=[".", "_"])
+        return dataset.to_table(columns=columns)
+
+
+class _damaged:
+    """Turns a prediction file that cannot be read into an error that says the fix."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb):
+        if kind is not None and issubclass(kind, (pa.ArrowException, OSError)) \
+                and not issubclass(kind, FileNotFoundError):
+            raise DamagedPartition(
+                f"a prediction file of {self.run_dir} cannot be read ({str(e).splitlines()[0]}):"
+                f" `dupes run --resume {self.run_dir}` checks every partition and retrains the "
+                "damaged ones") from None
+        return False
 
 
 def read_prediction_columns(run_dir: Path, *, batch_rows: int = 1 << 18,
@@ -178,6 +222,11 @@ def read_prediction_columns(run_dir: Path, *, batch_rows: int = 1 << 18,
     root = Path(run_dir) / PREDICTIONS
     if not root.is_dir():
         raise FileNotFoundError(f"{root} does not exist: no training of this run has finished")
+    with _damaged(run_dir):
+        return _read_prediction_columns(root, batch_rows, mean_probs)
+
+
+def _read_prediction_columns(root: Path, batch_rows: int, mean_probs: bool) -> dict:
     dataset = pads.dataset(root, format="parquet", partitioning=PARTITIONING,
                            exclude_invalid_files=False, ignore_prefixes=[".", "_"])
     names = ["sample_id", "repeat", "fold", "label", "pred", "loss"]

@@ -6,6 +6,7 @@ but never a training.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -16,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from orchestrator import storage
 
@@ -119,7 +120,9 @@ def _decode(root: Path | str, rel: str, size: int, *, aspect: str = "pad",
     except storage.FetchError as e:
         return None, 0, "", f"cannot fetch: {e}"
     except OSError as e:
-        return None, 0, "", f"cannot read: {e.strerror or e}; check the file's permissions"
+        fix = "move it out of the dataset" if e.errno == errno.EINVAL else \
+            "check the file's permissions"
+        return None, 0, "", f"cannot read ({e.strerror or e}): {fix}"
     if not data:
         return None, 0, "", "empty file (0 bytes): delete it or replace it with the image"
     sha1 = hashlib.sha1(data).hexdigest()
@@ -140,7 +143,12 @@ def _decode(root: Path | str, rel: str, size: int, *, aspect: str = "pad",
                 im2 = im.convert(mode)
             im2 = fit_square(im2, size, aspect)
             pixels = np.asarray(im2, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except Image.DecompressionBombError as e:
+        return None, len(data), sha1, (f"too many pixels to decode safely ({e}): save a "
+                                       "downscaled copy in its place")
+    except Exception as e:  # noqa: BLE001 - a damaged file can raise almost anything inside
+        # Pillow's decoders (struct.error, IndexError, ZeroDivisionError, ...): whatever it is,
+        # it is this file's fault, and a scan of a million files must not stop for it
         return None, len(data), sha1, (f"cannot decode as an image ({type(e).__name__}: {e}); "
                                        "re-export or delete the file")
     return pixels, len(data), sha1, ""

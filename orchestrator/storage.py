@@ -12,10 +12,12 @@ scan, like local files.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from orchestrator import rundir
@@ -70,7 +72,27 @@ def open_file(root, relpath: str):
     if is_uri(root):
         fs, base = resolve(str(root))
         return fs.open_input_file(join(base, relpath))
-    return open(Path(root) / relpath, "rb")
+    return open_regular(Path(root) / relpath)
+
+
+def open_regular(path: Path):
+    """A local file opened for reading, binary; OSError if it is not a regular file. A FIFO
+    named `x.png` would block a plain open() until a writer comes (forever), and a device
+    (`/dev/zero`) would read without end: both are opened non-blocking and refused."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else \
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a folder" \
+                if stat.S_ISDIR(mode) else "not a regular file"
+            raise OSError(errno.EINVAL, f"{kind}, not a regular file", str(path))
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class FetchError(StorageError):
@@ -429,6 +451,17 @@ class RemoteRun:
     def push_partition(self, kind: str, repeat: int, fold: int) -> None:
         """A committed local partition: its files, then the marker that commits them."""
         self._push_partition(rundir.partition_rel(kind, repeat, fold))
+
+    def uncommit(self, kind: str, repeat: int, fold: int) -> None:
+        """Withdraw a committed partition from the bucket: its marker first (from then on no
+        reader trusts it), then its files."""
+        partition = rundir.partition_rel(kind, repeat, fold)
+        remote = list_tree(join(self.uri, partition))
+        if MARKER in remote:
+            self.fs.delete_file(self._path(f"{partition}/{MARKER}"))
+        for name in remote:
+            if name != MARKER:
+                self.fs.delete_file(self._path(f"{partition}/{name}"))
 
     def _push_partition(self, partition: str) -> None:
         files = sorted(p.name for p in (self.local / partition).iterdir() if p.is_file()

@@ -61,7 +61,28 @@ class Hyp:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown hyperparameters {unknown}: valid names are {sorted(known)}")
-        return cls(**d)
+        hyp = cls(**d)
+        hyp.check()
+        return hyp
+
+    def check(self) -> None:
+        """ValueError naming every value outside its bounds (a NaN learning rate trains to NaN
+        probabilities and a normal-looking report: it must never reach a training)."""
+        bad = []
+        for f in fields(self):
+            v, meta = getattr(self, f.name), f.metadata
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                if "choices" in meta and v not in meta["choices"]:
+                    bad.append(f"{f.name}={v!r} (one of {', '.join(meta['choices'])})")
+                continue
+            if v != v or v in (float("inf"), float("-inf")):
+                bad.append(f"{f.name}={v} (must be finite)")
+            elif "gt" in meta and not v > meta["gt"]:
+                bad.append(f"{f.name}={v} (must be > {meta['gt']})")
+            elif "min" in meta and not v >= meta["min"]:
+                bad.append(f"{f.name}={v} (must be >= {meta['min']})")
+        if bad:
+            raise ValueError("invalid hyperparameters: " + "; ".join(bad))
 
     def to_dict(self) -> dict:
         return asdict(self)
