@@ -19,6 +19,19 @@ from pathlib import PurePosixPath
 import pandas as pd
 
 REMOVE_DIR, UNSURE_DIR = "_remove", "_unsure"
+
+
+def special_dirs(classes: list[str]) -> tuple[str, str]:
+    """The review's remove and unsure folders: `_remove` and `_unsure`, with one more
+    leading underscore while a class of the dataset has that name (a class called `_remove`
+    must not have its images read as removed)."""
+    taken = {str(c) for c in classes}
+    out = []
+    for name in (REMOVE_DIR, UNSURE_DIR):
+        while name in taken:
+            name = "_" + name
+        out.append(name)
+    return out[0], out[1]
 ACTIONS = ("confirm", "relabel", "remove", "unsure")
 MANIFEST_COLUMNS = ["sample_id", "relpath", "sha1", "old_label", "new_label", "action"]
 
@@ -55,8 +68,8 @@ class Problem:
     fix: str
 
 
-def diff_review(before: pd.DataFrame, after: pd.DataFrame, classes: list[str]) -> tuple[
-        pd.DataFrame, list[Problem]]:
+def diff_review(before: pd.DataFrame, after: pd.DataFrame, classes: list[str], *,
+                specials: tuple[str, str] | None = None) -> tuple[pd.DataFrame, list[Problem]]:
     """Turn a review tree's before/after listings into a relabel manifest.
 
     Parameters
@@ -65,6 +78,7 @@ def diff_review(before: pd.DataFrame, after: pd.DataFrame, classes: list[str]) -
         `sha1`, `relpath` (in the dataset), `given_class`, `suggested_class`.
     after : one row per file now in the tree: `review_path`, `sha1`.
     classes : the dataset's class names (the valid destination folders).
+    specials : the (remove, unsure) folder names of the export; default `special_dirs`.
 
     Returns
     -------
@@ -81,6 +95,10 @@ def diff_review(before: pd.DataFrame, after: pd.DataFrame, classes: list[str]) -
     before = before.astype({c: str for c in ("review_path", "sha1", "relpath", "given_class",
                                              "suggested_class")})
     class_set = {str(c) for c in classes}
+    remove_dir, unsure_dir = specials or special_dirs(classes)
+    if {remove_dir, unsure_dir} & class_set:
+        raise ValueError(f"the review folders {remove_dir}/ and {unsure_dir}/ must not be "
+                         f"class names; special_dirs(classes) gives names that are not")
     by_name = {PurePosixPath(p).name: row for p, row in zip(before["review_path"],
                                                             before.itertuples(index=False))}
     by_sha = {}
@@ -92,11 +110,13 @@ def diff_review(before: pd.DataFrame, after: pd.DataFrame, classes: list[str]) -
     for path, sha1 in zip(after["review_path"], after["sha1"]):
         p = PurePosixPath(path)
         folder = p.parts[0] if len(p.parts) > 1 else ""
-        if len(p.parts) != 2 or (folder not in class_set and folder not in (REMOVE_DIR, UNSURE_DIR)):
+        if len(p.parts) != 2 or (folder not in class_set and folder not in (remove_dir,
+                                                                              unsure_dir)):
             where = "the top of the review folder" if len(p.parts) == 1 else f"folder '{p.parent}'"
             problems.append(Problem(path, f"file in {where}, which is not a class folder, "
-                                          f"{REMOVE_DIR}/ or {UNSURE_DIR}/",
-                                    "move it into a class folder, _remove/ or _unsure/"))
+                                          f"{remove_dir}/ or {unsure_dir}/",
+                                    f"move it into a class folder, {remove_dir}/ or "
+                                    f"{unsure_dir}/"))
             continue
         if p.name not in by_name:
             renamed = [r for r in by_sha.get(sha1, []) if r.review_path != path]
@@ -123,9 +143,9 @@ def diff_review(before: pd.DataFrame, after: pd.DataFrame, classes: list[str]) -
             action, new = "confirm", row.given_class
         else:
             folder = PurePosixPath(where).parts[0]
-            if folder == REMOVE_DIR:
+            if folder == remove_dir:
                 action, new = "remove", ""
-            elif folder == UNSURE_DIR:
+            elif folder == unsure_dir:
                 action, new = "unsure", row.given_class
             elif folder == row.given_class:
                 action, new = "relabel", row.suggested_class
@@ -181,26 +201,45 @@ def safe_class(name: str) -> bool:
 
 
 CHANGES_COLUMNS = ["relpath", "new_relpath", "action", "old_label", "new_label", "sha1"]
+# An apply's record goes into the corrected copy's hidden `.dupes/` folder, where the next
+# scan does not see it (a file at the top would be listed as skipped); the record of the
+# apply before it (a corrected copy of a corrected copy) becomes CHANGES.1.csv, and so on.
+CHANGES_REL = ".dupes/CHANGES.csv"
+
+
+def _older_changes(rel: str) -> str | None:
+    """Where an earlier apply's record in the source goes in the copy, or None if `rel` is
+    not one."""
+    p = PurePosixPath(rel)
+    if p.parent.as_posix() != ".dupes" or p.suffix != ".csv":
+        return None
+    parts = p.stem.split(".")
+    if parts == ["CHANGES"]:
+        return ".dupes/CHANGES.1.csv"
+    if len(parts) == 2 and parts[0] == "CHANGES" and parts[1].isdigit():
+        return f".dupes/CHANGES.{int(parts[1]) + 1}.csv"
+    return None
 
 
 def corrected_plan(files: list[str], manifest: pd.DataFrame) -> tuple[list[tuple[str, str]],
                                                                        pd.DataFrame]:
     """Where every file of the dataset goes in the corrected copy: [(relpath, new relpath)]
     (removed files are absent), and the CHANGES table. Untouched files keep their paths; a
-    relabelled file moves to its new class folder, numbered when a namesake is there."""
+    relabelled file moves to its new class folder, numbered when a namesake is there. The
+    copy's own record is `CHANGES_REL`; earlier records in the source are shifted one up."""
     act = {r.relpath: r for r in manifest.itertuples(index=False)
            if r.action in ("relabel", "remove")}
     kept, relabelled, changes = [], [], []
     for rel in files:
         row = act.get(rel)
         if row is None:
-            kept.append((rel, rel))
+            kept.append((rel, _older_changes(rel) or rel))
         elif row.action == "remove":
             changes.append((rel, "", "remove", row.old_label, "", row.sha1))
         else:
             new_rel = PurePosixPath(row.new_label, *PurePosixPath(rel).parts[1:]).as_posix()
             relabelled.append((rel, new_rel, row))
-    placed = {rel for rel, _ in kept}
+    placed = {target for _, target in kept}
     moves = list(kept)
     for rel, new_rel, row in relabelled:
         target, n = new_rel, 1

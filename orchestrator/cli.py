@@ -160,12 +160,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     exp = rsub.add_parser("export", parents=[run_flags(), rule_flags(("threshold", "min_ratio"))],
                           help="write the dupes of RUN into a review folder tree",
                           description="Write RUN's dupes into REVIEW/<given class>/"
-                          "<suggested>__<votes>of<n>__<file name> (hardlinks where possible).")
+                          "<suggested>__<votes>of<n>__<file name>, as copies (reflinks where "
+                          "the file system has them): editing one never edits the dataset.")
     exp.add_argument("--out", type=parse_local_path, required=True,
                      help="review folder (new or empty)")
     exp.add_argument("--include-confirmed", action="store_true",
                      help="export images the ledger lists as confirmed too (default: skip them)")
-    exp.add_argument("--copy", action="store_true", help="copy files instead of hardlinking them")
+    exp.add_argument("--copy", action="store_true", help=argparse.SUPPRESS)  # always, now
     imp = rsub.add_parser("import", help="turn a reviewed folder into manifest.csv",
                           description="Read back what the technician did in REVIEW and write "
                           "REVIEW/after.txt and REVIEW/manifest.csv; confirmed images go into "
@@ -176,15 +177,18 @@ def get_args_parser() -> argparse.ArgumentParser:
 
     app = sub.add_parser("apply", help="build a corrected copy of a dataset from a manifest",
                          description="Copy DATA to OUT with the manifest's relabels and "
-                         "removals applied (hardlinks where possible). DATA is never modified.")
+                         "removals applied, as copies (reflinks where the file system has "
+                         "them). DATA is never modified.")
     app.add_argument("manifest", type=Path, help="manifest.csv from `dupes review import`")
     app.add_argument("--data", type=parse_location, required=True,
                      help="the dataset that was reviewed")
     app.add_argument("--out", type=parse_local_path, required=True,
                      help="new dataset folder (must not exist or be empty)")
-    app.add_argument("--copy", action="store_true",
-                     help="copy files instead of hardlinking them (hardlinked files share "
-                          "content with DATA: edit them in OUT and DATA changes too)")
+    app.add_argument("--hardlink", action="store_true",
+                     help="hardlink the files instead of copying them: no time and no space, "
+                          "but OUT and DATA then share every file, so editing an image in OUT "
+                          "edits it in DATA too (default: copies)")
+    app.add_argument("--copy", action="store_true", help=argparse.SUPPRESS)  # the default now
     return parser
 
 
@@ -198,7 +202,7 @@ def cmd_run(args, console: Console) -> int:
     from orchestrator.config import new_config, resume_config
     from orchestrator.passes import run_pass, save_summary
     from orchestrator.run import Run
-    from orchestrator.storage import absolute, child, name_of
+    from orchestrator.storage import absolute, child, name_of, same_tree
 
     t0 = time.perf_counter()
     if args.resume:
@@ -212,10 +216,25 @@ def cmd_run(args, console: Console) -> int:
     else:
         if args.data is None:
             raise UsageError("give a dataset folder (DATA) or --resume RUN")
+        if isinstance(args.data, Path) and not args.data.is_dir():
+            raise UsageError(f"dataset folder {args.data} does not exist or is not a folder: "
+                             "pass a folder with one sub-folder per class")
         name = f"{name_of(args.data)}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run = Run.create(args.out or child(args.storage, name))
-        cfg = new_config(args, data_dir=absolute(args.data), run_dir=run.location)
-    summary = run_pass(run, cfg, console, t_start=t0)
+        out = args.out or child(args.storage, name)
+        if same_tree(out, args.data):
+            raise UsageError(f"the run directory {absolute(out)} would be inside the dataset "
+                             f"{absolute(args.data)}, which is only ever read: put runs "
+                             "elsewhere (--out or --storage)")
+        cfg = new_config(args, data_dir=absolute(args.data), run_dir=absolute(out))
+        run = Run.create(out)  # after every flag and file was read: a bad one leaves nothing
+    try:
+        summary = run_pass(run, cfg, console, t_start=t0)
+    except Exception:
+        if not args.resume and run.discard_unstarted():
+            console.print(f"removed {run.location}: the run stopped before its scan finished "
+                          "and holds nothing to resume; the same --out can be used again",
+                          highlight=False)
+        raise
     save_summary(run, summary)
     console.print(f"run directory: {run.describe()}  ({summary['wall_s']:.1f} s)",
                   highlight=False)
@@ -290,7 +309,7 @@ def cmd_sanity(args, console: Console) -> int:
 
 def cmd_tune(args, console: Console) -> int:
     from orchestrator.config import hyp_from_args, scan_from_args
-    from orchestrator.storage import absolute, name_of
+    from orchestrator.storage import absolute, name_of, same_tree
     from orchestrator.tune import (TuneSettings, load_search, run_search, show_search,
                                    start_search)
 
@@ -301,6 +320,9 @@ def cmd_tune(args, console: Console) -> int:
     else:
         out = (args.out or Path("runs") / f"tune-{name_of(args.data)}-"
                f"{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+        if same_tree(out, args.data):
+            raise UsageError(f"the search directory {out} would be inside the dataset "
+                             f"{args.data}, which is only ever read: choose --out elsewhere")
         if out.exists() and any(out.iterdir()):
             raise UsageError(f"search directory {out} exists and is not empty: choose another "
                              f"--out, or continue that search with `dupes tune --resume {out}`")
@@ -320,7 +342,7 @@ def cmd_review(args, console: Console) -> int:
 
     if args.review_command == "export":
         table = export_review(args.run, args.out, include_confirmed=args.include_confirmed,
-                              ledger=args.ledger, copy=args.copy,
+                              ledger=args.ledger,
                               **flags.given(args, DupeRule))
         console.print(f"exported {len(table)} image(s) for review to {args.out.resolve()}; "
                       f"instructions in {args.out.resolve() / 'README.txt'}", highlight=False)
@@ -339,11 +361,18 @@ def cmd_review(args, console: Console) -> int:
 def cmd_apply(args, console: Console) -> int:
     from orchestrator.review_files import apply_manifest
 
-    changes = apply_manifest(args.manifest, args.data, args.out, copy=args.copy)
+    from analysis.review_plan import CHANGES_REL
+
+    if args.hardlink and args.copy:
+        raise UsageError("--hardlink and --copy contradict each other: give one")
+    changes = apply_manifest(args.manifest, args.data, args.out, hardlink=args.hardlink)
     counts = changes["action"].value_counts().to_dict()
-    console.print(f"wrote the corrected dataset {args.out.resolve()}: "
+    shared = " (hardlinked: editing a file there edits it in the dataset too)" \
+        if args.hardlink else ""
+    console.print(f"wrote the corrected dataset {args.out.resolve()}{shared}: "
                   f"{counts.get('relabel', 0)} relabelled, {counts.get('remove', 0)} removed "
-                  f"(see CHANGES.csv there); {args.data} is unchanged", highlight=False)
+                  f"(see {args.out.resolve() / CHANGES_REL}); {args.data} is unchanged",
+                  highlight=False)
     return EXIT_OK
 
 

@@ -10,9 +10,9 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from analysis.review_plan import (ACTIONS, MANIFEST_COLUMNS, REMOVE_DIR, UNSURE_DIR, Problem,
-                                  corrected_plan, diff_review, export_table, safe_class,
-                                  unsafe_relpath)
+from analysis.review_plan import (ACTIONS, CHANGES_REL, MANIFEST_COLUMNS, REMOVE_DIR,
+                                  UNSURE_DIR, Problem, corrected_plan, diff_review, export_table,
+                                  safe_class, special_dirs, unsafe_relpath)
 from orchestrator import ledger as ledger_mod
 from orchestrator import rundir, storage
 from orchestrator.run import Run
@@ -32,8 +32,11 @@ For each image, do ONE of these with your file manager:
   - delete the file            -> the label is right: keep it (remembered, not asked again)
   - leave it where it is        -> the suggestion is right: relabel it to the suggested class
   - move it to another class    -> relabel it to that class folder
-  - move it into _remove/       -> drop the image from the corrected dataset
-  - move it into _unsure/       -> change nothing now; it is asked again in the next round
+  - move it into {remove}/       -> drop the image from the corrected dataset
+  - move it into {unsure}/       -> change nothing now; it is asked again in the next round
+
+The images here are copies: editing one (rotate, crop, re-save) changes nothing in the
+dataset, and an edited file is read as the same image.
 
 Do not rename files or add new ones. When done, run:
     dupes review import {review}
@@ -58,25 +61,48 @@ def sha1_of(path: Path) -> str:
         return _sha1(f)
 
 
-def link_or_copy(src: Path, dst: Path, *, copy: bool = False) -> str:
-    """Hardlink when on the same filesystem (instant, no space), else copy; returns which."""
-    if not copy:
+FICLONE = 0x40049409  # Linux ioctl: the copy shares the source's blocks, copy-on-write
+_no_reflink: set[tuple[int, int]] = set()  # (source, target) file systems that refused it
+
+
+def copy_file(src: Path, dst: Path, *, hardlink: bool = False) -> str:
+    """A file of the dataset into a review folder or a corrected copy; returns how.
+
+    By default a copy the source never shares: a reflink where the file system has them
+    (btrfs, XFS, bcachefs: instant and no space, and a write to either side leaves the other
+    as it was), else a plain copy. A technician who rotates or re-saves an image edits that
+    copy, never the dataset. `hardlink` shares the source's inode instead (no time, no space,
+    and an edit in the copy IS an edit of the dataset): only on request."""
+    if hardlink:
         try:
             os.link(src, dst)
-            return "link"
+            return "hardlink"
         except OSError:
             pass
-    shutil.copy2(src, dst)
+    with storage.open_regular(src) as s:
+        devices = (os.fstat(s.fileno()).st_dev, os.stat(dst.parent).st_dev)
+        if devices not in _no_reflink:
+            try:
+                import fcntl
+                with open(dst, "wb") as d:
+                    fcntl.ioctl(d.fileno(), FICLONE, s.fileno())
+                shutil.copystat(src, dst)
+                return "reflink"
+            except (OSError, ImportError):
+                _no_reflink.add(devices)
+        with open(dst, "wb") as d:
+            shutil.copyfileobj(s, d, 1 << 20)
+    shutil.copystat(src, dst)
     return "copy"
 
 
-def fetch(root: Path | str, relpath: str, dst: Path, *, copy: bool = False) -> str:
-    """A dataset file into a local tree: downloaded from a bucket, else `link_or_copy`."""
+def fetch(root: Path | str, relpath: str, dst: Path, *, hardlink: bool = False) -> str:
+    """A dataset file into a local tree: downloaded from a bucket, else `copy_file`."""
     local = storage.local_path(root, relpath)
     if local is None:
         storage.download(str(root), relpath, dst)
         return "download"
-    return link_or_copy(local, dst, copy=copy)
+    return copy_file(local, dst, hardlink=hardlink)
 
 
 def sha1_in(root: Path | str, relpath: str) -> str | None:
@@ -89,20 +115,52 @@ def sha1_in(root: Path | str, relpath: str) -> str | None:
 
 def _ensure_empty(path: Path, what: str) -> None:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise ReviewError(f"{what} {path} exists and is not empty: choose a new folder")
+        kind = "is a file" if not path.is_dir() else "exists and is not empty"
+        raise ReviewError(f"{what} {path} {kind}: choose a new folder")
+
+
+def _outside(out: Path, data, what: str) -> None:
+    if storage.same_tree(out, data):
+        raise ReviewError(f"the {what} {out} would be inside the dataset {data}, which is only "
+                          "ever read: choose a folder elsewhere")
+
+
+def _temp_for(out: Path) -> Path:
+    """A temporary sibling of `out` to build it in, after removing what an interrupted
+    earlier attempt left there (only names of this pattern: ours)."""
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+        print(f"removed {stale}, left by an interrupted earlier attempt")
+    return out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+def _read_meta(review: Path) -> dict:
+    meta_path = review / META_DIR / "review.json"
+    if not meta_path.exists():
+        raise ReviewError(f"{review} is not a review folder made by `dupes review export` "
+                          f"({META_DIR}/review.json is missing)")
+    try:
+        meta = rundir.read_json(meta_path)
+        if not isinstance(meta, dict) or not {"classes", "ledger"} <= set(meta):
+            raise ValueError("fields classes and ledger are missing")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ReviewError(f"{meta_path} is damaged ({e}): export the review again "
+                          "(`dupes review export RUN --out NEW`) and redo its moves there"
+                          ) from None
+    return meta
 
 
 def export_review(run: Run | Path | str, out: Path, *, include_confirmed: bool = False,
-                  ledger: Path | str | None = None, copy: bool = False,
-                  **rule: object) -> pd.DataFrame:
-    """Export the run's dupes into a review tree; returns the exported rows. `rule` overrides
-    fields of the run's dupe rule (`threshold`, `min_ratio`)."""
+                  ledger: Path | str | None = None, **rule: object) -> pd.DataFrame:
+    """Export the run's dupes into a review tree of copies; returns the exported rows. `rule`
+    overrides fields of the run's dupe rule (`threshold`, `min_ratio`)."""
     from orchestrator.passes import load_analysis
 
     run = run if isinstance(run, Run) else Run.open(run)
     out = Path(out).resolve()
     _ensure_empty(out, "review folder")
     data = run.config().data_dir  # a folder or a bucket prefix
+    _outside(out, data, "review folder")
     ledger = run.ledger(ledger)
     analysis, _ = load_analysis(run, ledger=ledger, **rule)
     dupes = analysis.dupes
@@ -115,19 +173,22 @@ def export_review(run: Run | Path | str, out: Path, *, include_confirmed: bool =
     if problems:
         raise ReviewError("the dataset changed since the run; these files are gone:\n  "
                           + "\n  ".join(problems[:20]))
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    for folder in [*analysis.classes, REMOVE_DIR, UNSURE_DIR, META_DIR]:
+    tmp = _temp_for(out)
+    remove_dir, unsure_dir = special_dirs(analysis.classes)
+    for folder in [*analysis.classes, remove_dir, unsure_dir, META_DIR]:
         (tmp / folder).mkdir(parents=True, exist_ok=True)
     for rel, review_path in zip(table["relpath"], table["review_path"]):
-        fetch(data, rel, tmp / review_path, copy=copy)
+        fetch(data, rel, tmp / review_path)
     (tmp / "before.txt").write_text("".join(
         f"{p}\t{s}\t{h}\n" for p, s, h in zip(table["review_path"], table["sample_id"],
                                              table["sha1"])))
     table.to_csv(tmp / META_DIR / "exported.csv", index=False)
     rundir.write_json(tmp / META_DIR / "review.json", {
         "run_dir": run.location, "data_dir": str(data), "threshold": str(analysis.threshold),
-        "classes": analysis.classes, "ledger": str(ledger)})
-    (tmp / "README.txt").write_text(README.format(run=run, review=out, data=data))
+        "classes": analysis.classes, "ledger": str(ledger), "remove_dir": remove_dir,
+        "unsure_dir": unsure_dir})
+    (tmp / "README.txt").write_text(README.format(run=run, review=out, data=data,
+                                                  remove=remove_dir, unsure=unsure_dir))
     if out.exists():
         out.rmdir()
     os.rename(tmp, out)  # a review folder appears complete or not at all
@@ -151,24 +212,29 @@ def list_review_tree(review: Path) -> pd.DataFrame:
 def import_review(review: Path, *, ledger: Path | None = None) -> tuple[pd.DataFrame, list[Problem]]:
     """Read back the technician's actions. With problems, nothing is written."""
     review = Path(review).resolve()
-    meta_path = review / META_DIR / "review.json"
-    if not meta_path.exists():
-        raise ReviewError(f"{review} is not a review folder made by `dupes review export` "
-                          f"({META_DIR}/review.json is missing)")
-    meta = rundir.read_json(meta_path)
-    # class names like "0".."9" must stay text: read every column as str, then the id
-    before = pd.read_csv(review / META_DIR / "exported.csv", dtype=str, keep_default_na=False)
-    before["sample_id"] = before["sample_id"].astype("int64")
+    meta = _read_meta(review)
+    exported = review / META_DIR / "exported.csv"
+    try:  # class names like "0".."9" must stay text: read every column as str, then the id
+        before = pd.read_csv(exported, dtype=str, keep_default_na=False)
+        before["sample_id"] = before["sample_id"].astype("int64")
+    except (ValueError, KeyError, OSError) as e:
+        raise ReviewError(f"{exported} is damaged or missing ({type(e).__name__}: {e}): export "
+                          "the review again (`dupes review export RUN --out NEW`)") from None
     after = list_review_tree(review)
-    manifest, problems = diff_review(before, after, meta["classes"])
+    specials = (meta.get("remove_dir", REMOVE_DIR), meta.get("unsure_dir", UNSURE_DIR))
+    manifest, problems = diff_review(before, after, meta["classes"], specials=specials)
     if problems:
         return manifest, problems
     rundir.write_text(review / "after.txt",
                       "".join(f"{p}\t{h}\n" for p, h in zip(after["review_path"], after["sha1"])))
+    where = ledger_mod.ledger_path(review, meta["ledger"], ledger)
+    if meta.get("data_dir") and storage.same_tree(where, meta["data_dir"]):
+        raise ReviewError(f"the ledger {where} would be written inside the dataset "
+                          f"{meta['data_dir']}, which is only ever read: pass --ledger with a "
+                          "path outside it")
     rundir.write_csv(review / "manifest.csv", manifest)
     confirmed = manifest[manifest["action"] == "confirm"].rename(columns={"old_label": "class_name"})
-    ledger_mod.add_confirmed(ledger_mod.ledger_path(review, meta["ledger"], ledger),
-                             confirmed, str(review))
+    ledger_mod.add_confirmed(where, confirmed, str(review))
     return manifest, []
 
 
@@ -180,11 +246,29 @@ def _unsafe_relpath(rel: str, src: Path | str) -> str | None:
     return why
 
 
-def apply_manifest(manifest_path: Path, src: Path | str, dst: Path, *, copy: bool = False) -> pd.DataFrame:
+def read_manifest(path: Path) -> pd.DataFrame:
+    """A manifest.csv, every column as text; ReviewError naming the file if it is not one."""
+    try:
+        manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise ReviewError(f"manifest {path} does not exist: give the manifest.csv written by "
+                          "`dupes review import`") from None
+    except (ValueError, UnicodeDecodeError, OSError) as e:
+        raise ReviewError(f"{path} is not a manifest ({type(e).__name__}: {e}): give the "
+                          "manifest.csv written by `dupes review import`") from None
+    missing = sorted(set(MANIFEST_COLUMNS) - set(manifest.columns))
+    if missing:
+        raise ReviewError(f"{path} lacks columns {missing}; expected {MANIFEST_COLUMNS}")
+    return manifest
+
+
+def apply_manifest(manifest_path: Path, src: Path | str, dst: Path, *,
+                   hardlink: bool = False) -> pd.DataFrame:
     """Build a corrected copy of `src` in `dst` with the manifest's relabels and removals.
 
     Everything is checked before anything is written; the copy is built in a temporary
-    sibling folder and renamed to `dst` at the end. Returns the CHANGES table.
+    sibling folder and renamed to `dst` at the end. Its files are copies (reflinks where the
+    file system has them) unless `hardlink`. Returns the CHANGES table.
     """
     src, dst = storage.parse_location(storage.absolute(src)), Path(dst).resolve()
     try:
@@ -194,12 +278,8 @@ def apply_manifest(manifest_path: Path, src: Path | str, dst: Path, *, copy: boo
     if not files:
         raise ReviewError(f"dataset {src} has no files (or cannot be listed)")
     _ensure_empty(dst, "output folder")
-    if storage.same_tree(src, dst):
-        raise ReviewError(f"the output {dst} must be outside the dataset {src}")
-    manifest = pd.read_csv(manifest_path, dtype=str, keep_default_na=False)
-    missing = sorted(set(MANIFEST_COLUMNS) - set(manifest.columns))
-    if missing:
-        raise ReviewError(f"{manifest_path} lacks columns {missing}; expected {MANIFEST_COLUMNS}")
+    _outside(dst, src, "output folder")
+    manifest = read_manifest(manifest_path)
     problems = []
     for row in manifest.itertuples(index=False):
         why = _unsafe_relpath(row.relpath, src)
@@ -220,12 +300,12 @@ def apply_manifest(manifest_path: Path, src: Path | str, dst: Path, *, copy: boo
         raise ReviewError(f"{manifest_path} cannot be applied to {src}:\n  " + "\n  ".join(problems))
 
     moves, changes_df = corrected_plan(files, manifest)
-    tmp = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = _temp_for(dst)
     for rel, target in moves:
         (tmp / target).parent.mkdir(parents=True, exist_ok=True)
-        fetch(src, rel, tmp / target, copy=copy)
-    tmp.mkdir(parents=True, exist_ok=True)
-    changes_df.to_csv(tmp / "CHANGES.csv", index=False)
+        fetch(src, rel, tmp / target, hardlink=hardlink)
+    (tmp / CHANGES_REL).parent.mkdir(parents=True, exist_ok=True)
+    changes_df.to_csv(tmp / CHANGES_REL, index=False)
     if dst.exists():
         dst.rmdir()
     os.rename(tmp, dst)
