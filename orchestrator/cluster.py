@@ -2,6 +2,7 @@
 resources, and checking that every node sees the run directory."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -21,8 +22,9 @@ class ResourceError(ValueError):
 WRITER_CPUS = 1
 
 
-def init_ray(address: str | None = None) -> bool:
-    """Connect to a cluster (`--address`, `RAY_ADDRESS`) or start a local Ray; True if started."""
+def init_ray(address: str | None = None, notice=None) -> bool:
+    """Connect to a cluster (`--address`, `RAY_ADDRESS`) or start a private local Ray; True if
+    started. `notice(text)` is told when a running cluster is not joined."""
     import ray
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     # Ray Data warns "no available CPUs, the job will hang" whenever the trainings hold
@@ -35,11 +37,58 @@ def init_ray(address: str | None = None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
         return True
-    # A private local cluster: no dashboard (nothing will connect to it), and no token-auth
-    # notice; worker errors reach the driver through the board, with their tracebacks.
-    ray.init(num_cpus=(os.cpu_count() or 1) + WRITER_CPUS, include_dashboard=False,
-             log_to_driver=False, logging_level=logging.ERROR)
+    running = running_cluster()
+    if running and notice is not None:
+        notice(f"a Ray cluster started with `ray start` is running on this machine ({running});"
+               " this run starts a private one of its own. To run on that cluster instead, "
+               "pass --address auto")
+    # A private local cluster, started even when `ray start` is up here (address="local":
+    # joining a cluster happens on purpose, with --address), on loopback only, and without a
+    # dashboard: nothing outside this process connects to it. Worker errors reach the driver
+    # through the board, with their tracebacks.
+    with loopback_only():
+        ray.init(address="local", num_cpus=(os.cpu_count() or 1) + WRITER_CPUS,
+                 include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
     return True
+
+
+# Ray gives a node the machine's network address, and its servers (GCS, raylet, object
+# manager, workers, agents) listen there and on every interface. Told that this machine is
+# no cluster (what Ray does by default on macOS and Windows), it uses 127.0.0.1 instead, and
+# every server of the node listens on loopback only (tests/test_cluster.py lists them). The
+# setting is read by the driver when it starts the node, and by the node's processes, which
+# inherit the environment at their start.
+NO_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def loopback_only():
+    old = os.environ.get(NO_CLUSTER_ENV)
+    os.environ[NO_CLUSTER_ENV] = "0"
+    try:
+        from ray._private import ray_constants  # read once, when ray was imported
+        old_flag = ray_constants.ENABLE_RAY_CLUSTER
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    except (ImportError, AttributeError):  # another Ray: the environment alone must do
+        ray_constants = old_flag = None
+    try:
+        yield
+    finally:
+        if ray_constants is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = old_flag
+        if old is None:
+            os.environ.pop(NO_CLUSTER_ENV, None)
+        else:
+            os.environ[NO_CLUSTER_ENV] = old
+
+
+def running_cluster() -> str | None:
+    """The address of a cluster `ray start` left running on this machine, or None."""
+    try:
+        from ray._private.utils import read_ray_address
+        return read_ray_address(None) or None
+    except Exception:  # noqa: BLE001 - a private helper of Ray's: its absence is not an error
+        return None
 
 
 def storage_error(run_dir: Path, unseen: list[str]) -> StorageError:
