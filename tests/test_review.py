@@ -21,12 +21,13 @@ from tests.conftest import tree_hash
 CLASSES = ["0", "1", "cat"]  # numeric class names must survive CSV round trips
 
 
-def make_run(tmp: Path, wrong: dict[str, str], repeats: int = 2) -> tuple[Path, Path]:
+def make_run(tmp: Path, wrong: dict[str, str], repeats: int = 2,
+             classes: list[str] = CLASSES) -> tuple[Path, Path]:
     """A dataset of 4 images per class and a finished run directory in which the images in
     `wrong` (relpath -> class) are predicted as that other class by every training."""
     data = tmp / "data"
     rng = np.random.default_rng(0)
-    for c in CLASSES:
+    for c in classes:
         (data / c / "sub").mkdir(parents=True)
         for i in range(4):
             sub = "sub/" if i == 3 else ""
@@ -77,8 +78,9 @@ def test_export_layout(run_data, tmp_path):
         ".dupes", "0", "1", "README.txt", "_remove", "_unsure", "before.txt", "cat"]
     assert (review / "0" / "1__2of2__img0.png").is_file()
     assert (review / "cat" / "0__2of2__img3.png").is_file()  # sub-folders are flattened
-    # hardlinked on the same filesystem: no copy, same inode
-    assert os.stat(review / "0" / "1__2of2__img0.png").st_ino == os.stat(data / "0/img0.png").st_ino
+    # copies, never links: editing a review image cannot edit the dataset
+    assert os.stat(review / "0" / "1__2of2__img0.png").st_ino != os.stat(data / "0/img0.png").st_ino
+    assert os.stat(data / "0/img0.png").st_nlink == 1
     lines = (review / "before.txt").read_text().splitlines()
     assert len(lines) == 5 and all(len(line.split("\t")) == 3 for line in lines)
     assert "0/1__2of2__img0.png" in {line.split("\t")[0] for line in lines}
@@ -86,9 +88,6 @@ def test_export_layout(run_data, tmp_path):
     assert tree_hash(data) == before_hash
     with pytest.raises(ReviewError, match="not empty"):
         export_review(run, review)
-    copied = export_review(run, tmp_path / "review2", threshold=">=2", copy=True)
-    assert len(copied) == 5
-    assert os.stat(tmp_path / "review2/0/1__2of2__img0.png").st_ino != os.stat(data / "0/img0.png").st_ino
 
 
 def test_every_action_becomes_a_manifest_row(run_data, tmp_path):
@@ -175,10 +174,13 @@ def test_apply_builds_identical_corrected_copies_and_never_touches_src(run_data,
     data, _, manifest = reviewed(run_data, tmp_path)
     before = tree_hash(data)
     changes = apply_manifest(manifest, data, tmp_path / "fixed1")
-    apply_manifest(manifest, data, tmp_path / "fixed2", copy=True)
+    apply_manifest(manifest, data, tmp_path / "fixed2", hardlink=True)
     assert tree_hash(data) == before
     one, two = tree_hash(tmp_path / "fixed1"), tree_hash(tmp_path / "fixed2")
-    assert one == two  # idempotent: same manifest, same tree
+    assert one == two  # idempotent: same manifest, same tree (copies or hardlinks)
+    inodes = {os.stat(p).st_ino for p in data.rglob("*") if p.is_file()}
+    assert not inodes & {os.stat(p).st_ino for p in (tmp_path / "fixed1").rglob("*")}
+    assert inodes & {os.stat(p).st_ino for p in (tmp_path / "fixed2").rglob("*")}
     # relabels move content to the new class; a namesake there keeps its name, the newcomer
     # is numbered (every class of this fixture has img0..img3, so each relabel meets one)
     assert one["1/img0__1.png"] == before["0/img0.png"] and one["1/img0.png"] == before["1/img0.png"]
@@ -187,10 +189,11 @@ def test_apply_builds_identical_corrected_copies_and_never_touches_src(run_data,
     assert not {"0/img0.png", "0/img1.png", "1/img2.png"} & set(one)
     assert "cat/sub/img3.png" not in one                  # removed
     assert one["cat/img1.png"] == before["cat/img1.png"]  # confirmed: unchanged
-    assert set(one) - {"CHANGES.csv"} == (set(before) - {"0/img0.png", "0/img1.png", "1/img2.png",
+    assert set(one) - {".dupes/CHANGES.csv"} == (set(before) - {"0/img0.png", "0/img1.png", "1/img2.png",
                                                          "cat/sub/img3.png"}) | {
         "1/img0__1.png", "cat/img1__1.png", "0/img2__1.png"}
-    on_disk = pd.read_csv(tmp_path / "fixed1" / "CHANGES.csv", dtype=str, keep_default_na=False)
+    on_disk = pd.read_csv(tmp_path / "fixed1" / ".dupes/CHANGES.csv", dtype=str,
+                          keep_default_na=False)
     assert on_disk.equals(changes.reset_index(drop=True).astype(str))
     assert sorted(changes["action"]) == ["relabel"] * 3 + ["remove"]
     with pytest.raises(ReviewError, match="not empty"):
@@ -233,7 +236,7 @@ def test_interrupted_apply_leaves_no_half_dataset(run_data, tmp_path, monkeypatc
     data, _, manifest = reviewed(run_data, tmp_path)
     before = tree_hash(data)
     calls = []
-    real = review_mod.link_or_copy
+    real = review_mod.copy_file
 
     def interrupted(src, dst, **kw):
         calls.append(dst)
@@ -241,14 +244,16 @@ def test_interrupted_apply_leaves_no_half_dataset(run_data, tmp_path, monkeypatc
             raise KeyboardInterrupt  # Ctrl-C in the middle of the copy
         return real(src, dst, **kw)
 
-    monkeypatch.setattr(review_mod, "link_or_copy", interrupted)
+    monkeypatch.setattr(review_mod, "copy_file", interrupted)
     with pytest.raises(KeyboardInterrupt):
         apply_manifest(manifest, data, tmp_path / "fixed")
     assert not (tmp_path / "fixed").exists()
     assert tree_hash(data) == before
-    monkeypatch.setattr(review_mod, "link_or_copy", real)
+    monkeypatch.setattr(review_mod, "copy_file", real)
+    assert list(tmp_path.glob(".fixed.tmp-*"))  # what the interruption left behind ...
     apply_manifest(manifest, data, tmp_path / "fixed")  # a rerun after the interruption works
-    assert (tmp_path / "fixed" / "CHANGES.csv").exists()
+    assert not list(tmp_path.glob(".fixed.tmp-*"))  # ... the rerun removed
+    assert (tmp_path / "fixed" / ".dupes/CHANGES.csv").exists()
 
 
 def test_export_uses_the_ledger_the_run_was_configured_with(run_data, tmp_path):

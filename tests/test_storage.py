@@ -230,7 +230,7 @@ def test_a_pass_from_a_bucket_to_a_bucket_resumes_on_another_machine(s3, tmp_pat
     fixed = tmp_path / "fixed"
     _dupes("apply", str(review / "manifest.csv"), "--data", f"s3://{BUCKET}/data",
            "--out", str(fixed), env=machine_c, cwd=tmp_path)
-    changes = pd.read_csv(fixed / "CHANGES.csv")
+    changes = pd.read_csv(fixed / ".dupes/CHANGES.csv")
     assert (changes["action"] == "relabel").sum() == len(exported) - 1
     assert sum(1 for p in fixed.rglob("*.png")) == sum(1 for p in data.rglob("*.png"))
     machine_d = {**s3, "DUPES_MIRROR": str(tmp_path / "mirror-d")}
