@@ -56,9 +56,12 @@ def board_nodes(address: str) -> set[str]:
         ray.shutdown()
 
 
-@pytest.mark.parametrize("mode", ["resident", "streamed"])
-def test_pass_finishes_after_a_node_is_removed(cluster, tmp_path, mode):
+def test_pass_finishes_after_a_node_is_removed(cluster, tmp_path):
+    """Streamed: each worker reads the cache's shards itself, the path a lost node can
+    break. (A resident pass recovers through the same queue and restart; a killed worker
+    in resident mode is tested in test_end_to_end. Both modes here cost 105 s each.)"""
     c, (node_a, node_b) = cluster
+    mode = "streamed"
     data = write_digit_dataset(tmp_path / "data", classes=(0, 1, 7), per_class=30)
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "orchestrator.cli", "run", str(data), "--out", str(run),
