@@ -35,13 +35,19 @@ def test_the_readmes_cluster_commands_work_as_written():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "VIRTUAL_ENV"))}
     env["PATH"] = ":".join(p for p in env["PATH"].split(":") if ".venv" not in p)
     run = ROOT / "runs" / "on-ray"
-    subprocess.run(["rm", "-rf", str(run)], check=True)
-    try:
-        shell = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=ROOT, env=env,
-                               capture_output=True, text=True, timeout=500)
-    finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, env=env)
-    logs = shell.stdout + shell.stderr
+    for attempt in range(2):
+        subprocess.run(["rm", "-rf", str(run)], check=True)
+        try:
+            shell = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=ROOT,
+                                   env=env, capture_output=True, text=True, timeout=500)
+        finally:
+            subprocess.run([RAY, "stop", "--force"], capture_output=True, timeout=120, env=env)
+        logs = shell.stdout + shell.stderr
+        # Ray's job server waits 10 s for the head's agent after `ray start`; on a loaded
+        # machine it can take longer ("No available agent ... try again later"): as a user
+        # would, try once more
+        if "No available agent" not in logs:
+            break
     try:
         assert shell.returncode == 0, logs[-5000:]
         assert "succeeded" in logs.lower()
