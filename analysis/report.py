@@ -250,3 +250,47 @@ def trials_view(table, *, metric: str, scheduler: str, searched: list[str]) -> T
         cells += [f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in searched]
         view.add_row(*cells)
     return view
+
+
+def format_duration(seconds: float) -> str:
+    """`42 s`, `12.5 min`, `2 h 05 min`."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+def plan_table(plan: dict) -> Table:
+    """The plan of a pass (`orchestrator.plan.Plan` as a dict) and its estimated wall time."""
+    probe = plan["probe"]
+    table = Table(title=f"plan: {plan['trainings']} trainings, about "
+                        f"{format_duration(plan['estimate_s'])}", show_header=False,
+                  title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    aug = (("flips, " if plan["flip"] else "no flips, ") + f"shifts up to {plan['translate']} px")
+    rows = [
+        ("data", f"{plan['n_images']:,} images, {plan['n_classes']} classes, "
+                 f"{plan['image_size']}x{plan['image_size']}x{plan['channels']} "
+                 f"({plan['aspect']}), {plan['data_mode']}"),
+        ("model", f"{plan['model']} (width {plan['width']})" if plan["model"] == "smallcnn"
+         else plan["model"]),
+        ("training", f"{plan['epochs']} epochs, batch {plan['batch_size']}, {aug}"),
+        ("slots", f"{plan['slots']} at a time"),
+        ("measured", f"{probe['train_rate']:,.0f} training images/s and "
+                     f"{probe['predict_rate']:,.0f} predicted/s per training "
+                     f"({probe['seconds']:.1f} s probe on {probe['images']} images)"),
+        ("estimate", f"{format_duration(plan['training_s'])} per training"
+                     + (f", sanity check {format_duration(plan['sanity_s'])}"
+                        if plan["sanity_s"] else "")
+                     + f"; the pass about {format_duration(plan['estimate_s'])}"),
+    ]
+    if plan.get("budget_s"):
+        rows.append(("budget", plan["budget_note"]))
+    for k, v in rows:
+        table.add_row(k, v)
+    return table

@@ -21,7 +21,8 @@ from orchestrator.storage import parse_local_path, parse_location
 from trainers.hyp import Hyp
 
 EXIT_OK, EXIT_FAILED_TRAININGS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-PASS_FIELDS = ("repeats", "seed", "train_seed", "split", "sanity", "epoch_losses", "ledger")
+PASS_FIELDS = ("repeats", "budget", "seed", "train_seed", "split", "sanity", "epoch_losses",
+               "ledger")
 RESOURCE_FIELDS = ("cpus_per_training", "gpus_per_training", "resources_per_training", "data_mode",
                    "max_failures", "address")
 

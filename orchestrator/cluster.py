@@ -28,7 +28,9 @@ def init_ray(address: str | None = None, notice=None) -> bool:
     import ray
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     # Ray Data warns "no available CPUs, the job will hang" whenever the trainings hold
-    # theirs, although WRITER_CPUS keeps one free for it: that warning is noise here.
+    # theirs, although WRITER_CPUS keeps one free for it, and logs every write: noise here.
+    # Ray Data sets its logger's level itself, from RAY_DATA_LOG_LEVEL (a user's wins).
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
     for name in ("ray.data", "ray.train", "ray.tune"):
         logging.getLogger(name).setLevel(logging.ERROR)
     if ray.is_initialized():
@@ -47,8 +49,14 @@ def init_ray(address: str | None = None, notice=None) -> bool:
     # dashboard: nothing outside this process connects to it. Worker errors reach the driver
     # through the board, with their tracebacks.
     with loopback_only():
-        ray.init(address="local", num_cpus=(os.cpu_count() or 1) + WRITER_CPUS,
-                 include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        try:
+            ray.init(address="local", num_cpus=(os.cpu_count() or 1) + WRITER_CPUS,
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+        except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception on a failed start
+            raise ResourceError(f"a private local Ray could not start ({e}). Its logs are in "
+                                "/tmp/ray/session_latest/logs; a machine short of memory or "
+                                "CPU, or a full /tmp, are the usual causes. Try again, or "
+                                "pass --address to use a running cluster") from None
     return True
 
 

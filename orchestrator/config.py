@@ -35,6 +35,11 @@ def _resources(text: str) -> dict:
     return value
 
 
+def _duration(text: str) -> float:
+    from orchestrator.plan import parse_duration
+    return parse_duration(text)
+
+
 def opt(default, help: str, **meta):
     return field(default=default, metadata={"help": help, **meta})
 
@@ -71,6 +76,12 @@ class RunConfig:
                             "keep its losses and margins in RUN/epochs/ for training-dynamics "
                             "scores and the live top losses; 1 = every epoch (each costs about "
                             "a third of a training epoch), 0 = off", min=0, metavar="K")
+    budget: float | None = opt(None, "wall time for the whole pass, e.g. 10m, 2h, 1h30m: the "
+                               "epochs are chosen to fit it from a short training measured "
+                               "before the pass (shown with the plan), and a budget nothing "
+                               "fits stops the pass before any training; none: --epochs as "
+                               "given", parse=_duration, resume=True,
+                               metavar="DURATION")
     ledger: str | None = opt(None, "ledger of labels a technician confirmed (a path or a "
                              "bucket URI); none: dupes-ledger.csv beside the run directory",
                              parse=parse_location, resume=True)

@@ -131,7 +131,7 @@ def launch(run: Run, cfg: RunConfig, prep: Prepared, todo: list[Item],
 
 
 def collect(run: Run, launched: Launch, prep: Prepared, todo: list[Item],
-            console: Console) -> tuple[dict[Item, str], dict]:
+            console: Console, planned_s: float | None = None) -> tuple[dict[Item, str], dict]:
     """Write each finished training as it comes, until the Ray Train run ends; returns the
     failures and the launch/teardown timings."""
     import ray
@@ -153,7 +153,7 @@ def collect(run: Run, launched: Launch, prep: Prepared, todo: list[Item],
              "the end of the pass uploads them again")
 
     def progress_file(running: bool) -> None:  # for `dupes status RUN`
-        run.save_progress(state, running=running)
+        run.save_progress(state, running=running, eta_s=progress.eta(state))
 
     def sheet(running: bool) -> None:
         live_sheet(run.path, state, prep)
@@ -161,7 +161,8 @@ def collect(run: Run, launched: Launch, prep: Prepared, todo: list[Item],
     run.on_upload_error = uploads_failed
     jobs = [Every(2.0, progress_file), Every(LIVE_SHEET_S, sheet, at_end=False)]
     names = dict(zip(prep.index["sample_id"].tolist(), prep.index["relpath"].tolist()))
-    with RunProgress(console, todo, names=names) as progress:
+    with RunProgress(console, todo, names=names, slots=launched.slots,
+                     planned_s=planned_s) as progress:
         while True:
             running = launched.thread.is_alive()
             state, results, failed = ray.get(board.poll.remote())
@@ -190,11 +191,11 @@ def collect(run: Run, launched: Launch, prep: Prepared, todo: list[Item],
 
 
 def run_trainings(run: Run, cfg: RunConfig, prep: Prepared, todo: list[Item],
-                  console: Console) -> dict:
+                  console: Console, *, planned_s: float | None = None) -> dict:
     """Train every (repeat, fold) in `todo` on the connected Ray; returns failures, slots and
-    timings."""
+    timings. `planned_s`, the plan's time per training, drives the ETA until one finished."""
     launched = launch(run, cfg, prep, todo, console)
-    failures, timings = collect(run, launched, prep, todo, console)
+    failures, timings = collect(run, launched, prep, todo, console, planned_s)
     if launched.errors:
         e = launched.errors[0]
         failures[(-1, -1)] = f"{type(e).__name__}: {e}"

@@ -178,7 +178,7 @@ def run_pass(run: Run, cfg: RunConfig, console: Console, *,
     with ray_session(cfg.address, run,
                      notice=lambda text: console.print(f"[yellow]note:[/] {text}",
                                                        highlight=False)) as timings:
-        prep, planned, outcome = _scan_and_train(run, cfg, console, stale_local)
+        prep, planned, outcome = _scan_and_train(run, cfg, console, stale_local, t_start)
     prep.timings.update(timings)
     t_analysis = time.perf_counter()
     return _analyse(run, prep, planned, outcome, console, t_start=t_start,
@@ -205,7 +205,52 @@ def ray_session(address: str | None, run: Run, notice=None):
             ray.shutdown()
 
 
-def _scan_and_train(run: Run, cfg: RunConfig, console: Console, stale_local: int):
+def make_pass_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console: Console, *,
+                   fresh: bool, spent_s: float, sanity: bool):
+    """Measure one slot with a short training, print the plan and its estimate, and settle
+    what `auto` and `--budget` leave open (a fresh pass only: a resumed one keeps what its
+    finished trainings used). Returns the configuration to train with, and the plan."""
+    import ray
+
+    from analysis.report import plan_table
+    from orchestrator.cache import stratified_sample
+    from orchestrator.cluster import plan_resources
+    from orchestrator.plan import BudgetError, make_plan, probe
+
+    slots, cpt, gpt = plan_resources(cfg, ray.cluster_resources(), len(todo))
+    labels = prep.index["label"].to_numpy()
+    sample = stratified_sample(labels, 1024, seed=cfg.seed)
+    classes = run.read_json("classes.json")
+    device = "cuda" if gpt > 0 and _cuda() else "cpu"
+    rates = probe(prep.images.gather(sample), labels[sample], cfg.hyp, threads=max(1, int(cpt)),
+                  device=device, seed=cfg.seed)
+    try:
+        plan, hyp = make_plan(cfg.hyp, n_images=len(prep.index), n_classes=len(prep.classes),
+                              image_size=classes["image_size"], channels=classes["channels"],
+                              aspect=classes.get("aspect", "pad"), data_mode=cfg.data_mode,
+                              trainings=len(todo), slots=slots, rates=rates,
+                              epoch_losses=cfg.epoch_losses,
+                              budget_s=cfg.budget if fresh else None, spent_s=spent_s,
+                              sanity=sanity)
+    except BudgetError as e:
+        raise BudgetError(f"{e}. Nothing was trained; `dupes run --resume {run} --budget "
+                          "DURATION` keeps this run's scan") from None
+    console.print(plan_table(plan.to_dict()))
+    run.write_json("plan.json", {**plan.to_dict(), "made": time.time(), "spent_s": spent_s},
+                   publish=True)
+    if fresh and hyp != cfg.hyp:  # the resolved model, the budget's epochs: recorded
+        cfg = dataclasses.replace(cfg, hyp=hyp)
+        run.save_config(cfg)
+    return cfg, plan
+
+
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def _scan_and_train(run: Run, cfg: RunConfig, console: Console, stale_local: int,
+                    t_start: float):
     from orchestrator.driver import run_trainings
 
     prep = prepare(run, cfg, console)
@@ -218,8 +263,14 @@ def _scan_and_train(run: Run, cfg: RunConfig, console: Console, stale_local: int
                       "attempt")
     planned = all_trainings(cfg.repeats)
     done = run.completed()
+    todo = [i for i in planned if i not in done]
     passed = run.exists("sanity.json") and run.read_json("sanity.json")["ok"]
-    if cfg.sanity and not done and not passed:  # a failed check is run again, not skipped
+    will_check = cfg.sanity and not done and not passed  # a failed check is run again
+    plan = None
+    if todo:  # before the sanity check: a budget that cannot be met stops the pass here
+        cfg, plan = make_pass_plan(run, cfg, prep, todo, console, fresh=not done,
+                                   spent_s=time.perf_counter() - t_start, sanity=will_check)
+    if will_check:
         from orchestrator.cache import stratified_sample
         labels = prep.index["label"].to_numpy()
         sample = stratified_sample(labels, SANITY_SAMPLE, seed=cfg.seed)
@@ -228,14 +279,13 @@ def _scan_and_train(run: Run, cfg: RunConfig, console: Console, stale_local: int
             raise SanityError(f"the sanity check failed (see above and "
                               f"{run.file('sanity.json')}); fix the cause, or resume with "
                               f"`dupes run --resume {run} --no-sanity` to train anyway")
-    todo = [i for i in planned if i not in done]
+    outcome: dict = {"failures": {}, "slots": 0, "timings": {}}
     if run.on_bucket:  # the scan, splits and cache: a resume on another machine needs them
         run.push()
-    outcome: dict = {"failures": {}, "slots": 0, "timings": {}}
     if todo:
         if done:
             console.print(f"resuming: {len(done)} of {len(planned)} trainings already done")
-        outcome = run_trainings(run, cfg, prep, todo, console)
+        outcome = run_trainings(run, cfg, prep, todo, console, planned_s=plan.training_s)
     else:
         console.print(f"all {len(planned)} trainings already done")
     return prep, planned, outcome

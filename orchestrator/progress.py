@@ -66,12 +66,33 @@ def live_top_losses(progress: dict, *, names: dict | None = None, k: int = 8) ->
     return table
 
 
+def eta_seconds(items: list[tuple[int, int]], progress: dict, *, slots: int,
+                planned_s: float | None) -> float | None:
+    """Wall time left for the trainings: the work left (a pending training counts 1, a
+    running one the share of its epochs still to do) in waves of `slots`, at the measured
+    mean time of the finished trainings, or the plan's estimate until one has finished."""
+    done_s = [p["seconds"] for i in items if (p := progress.get(i, {})).get("status") == "done"
+              and p.get("seconds")]
+    per = sum(done_s) / len(done_s) if done_s else planned_s
+    if per is None:
+        return None
+    left = 0.0
+    for i in items:
+        p = progress.get(i, {})
+        if p.get("status") in ("done", "failed"):
+            continue
+        epochs = p.get("epochs") or 0
+        left += 1 - (p.get("epoch", 0) / epochs if epochs else 0)
+    return left * per / max(1, min(slots, len(items)))
+
+
 class RunProgress:
     """Shows progress while trainings run; call `update(progress)` as often as you like."""
 
     def __init__(self, console: Console, items: list[tuple[int, int]], *,
-                 names: dict | None = None):
+                 names: dict | None = None, slots: int = 1, planned_s: float | None = None):
         self.console, self.items, self.names = console, sorted(items), names
+        self.slots, self.planned_s = slots, planned_s
         self.live = console.is_terminal and not console.is_dumb_terminal
         self._shown: dict = {}
         self._last_line = 0.0
@@ -92,9 +113,18 @@ class RunProgress:
         done = sum(progress.get(i, {}).get("status") in ("done", "failed") for i in self.items)
         bar = Table.grid(padding=(0, 1))
         bar.add_row(f"[bold]{done}/{len(self.items)} trainings[/]",
-                    ProgressBar(total=len(self.items), completed=done, width=40))
+                    ProgressBar(total=len(self.items), completed=done, width=40),
+                    self.eta_text(progress))
         top = live_top_losses(progress, names=self.names)
         return Group(bar, progress_table(self.items, progress), *([top] if top else []))
+
+    def eta(self, progress: dict) -> float | None:
+        return eta_seconds(self.items, progress, slots=self.slots, planned_s=self.planned_s)
+
+    def eta_text(self, progress: dict) -> str:
+        from analysis.report import format_duration
+        left = self.eta(progress)
+        return "" if left is None else f"about {format_duration(left)} left"
 
     def update(self, progress: dict) -> None:
         if self._live is not None:
@@ -121,7 +151,9 @@ class RunProgress:
                        for i in self.items if progress.get(i, {}).get("status") == "running"
                        and "epoch" in progress[i]]
             if running:
-                self.console.print("running: " + "; ".join(running), highlight=False)
+                eta = self.eta_text(progress)
+                self.console.print("running: " + "; ".join(running)
+                                   + (f" ({eta})" if eta else ""), highlight=False)
             top = current_top(progress, 3)
             if top:
                 names = self.names or {}
@@ -138,6 +170,7 @@ STALE_S = 120.0
 def show_status(run, console: Console) -> None:
     """Where a `Run` stands, from its progress file and its committed partitions (for a
     bucket run, the markers in the bucket): works while it runs, from any machine."""
+    from analysis.report import format_duration
     from orchestrator.passes import all_trainings
 
     planned = all_trainings(run.config().repeats)
@@ -152,8 +185,12 @@ def show_status(run, console: Console) -> None:
                           f"gone). `dupes run --resume {run.location}` continues the run",
                           highlight=False)
         else:
+            left = saved.get("eta_s")
+            eta = f", about {format_duration(max(0.0, left - age))} left" \
+                if saved["running"] and left is not None else ""
             console.print(f"progress saved {saved['updated']} ({age:.0f} s ago; "
-                          f"{'running' if saved['running'] else 'stopped'})", highlight=False)
+                          f"{'running' if saved['running'] else 'stopped'}{eta})",
+                          highlight=False)
     for item in run.completed():
         state.setdefault(item, {})["status"] = "done"  # the partitions are the truth
     done = sum(p.get("status") == "done" for p in state.values())

@@ -313,11 +313,11 @@ class Run:
         return rundir.epoch_batches(self.path, columns=columns)
 
     # -- progress and the end --------------------------------------------------------------
-    def save_progress(self, state: dict, *, running: bool) -> None:
+    def save_progress(self, state: dict, *, running: bool, eta_s: float | None = None) -> None:
         """Where every training stands, for `dupes status` on any machine that sees the run."""
         self.write_json("progress.json", {
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "updated_unix": time.time(),
-            "running": running,
+            "running": running, "eta_s": eta_s,
             "trainings": [{"repeat": r, "fold": f, **{k: v for k, v in p.items() if k != "error"},
                            **({"error": p["error"].strip().splitlines()[-1][:300]}
                               if "error" in p else {})} for (r, f), p in sorted(state.items())]})

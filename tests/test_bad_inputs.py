@@ -122,6 +122,8 @@ def _flag_cases(d: Path, t: Path) -> dict[str, tuple[list, str]]:
         "report-not-a-run": (["report", d], "not a run directory"),
         "status-missing": (["status", t / "nowhere"], "nowhere"),
         "top-losses-k-zero": (["top-losses", d, "--k", "0"], "--k"),
+        "budget-not-a-duration": (["run", d, "--budget", "10x"], "--budget"),
+        "budget-zero": (["run", d, "--budget", "0m"], "--budget"),
     }
 
 
@@ -210,6 +212,25 @@ def test_a_bad_file_is_skipped_with_its_reason_and_the_pass_goes_on(bad_pass, re
 
 
 @pytest.mark.slow
+def test_the_plan_and_what_auto_resolved_to_are_recorded(bad_pass):
+    config = json.loads((bad_pass["run"] / "config.json").read_text())
+    plan = json.loads((bad_pass["run"] / "plan.json").read_text())
+    assert config["hyp"]["model"] == plan["model"] == "smallcnn"  # never "auto" on record
+    assert plan["trainings"] == 4 and plan["estimate_s"] > 0 and plan["probe"]["train_rate"] > 0
+
+
+@pytest.mark.slow
+def test_a_budget_nothing_fits_stops_before_any_training(tmp_path, capsys):
+    data = write_digit_dataset(tmp_path / "data", per_class=10)
+    before = source_state(data)
+    code, text = dupes(capsys, "run", data, "--out", tmp_path / "r", "--budget", "1s",
+                       "--no-sanity")
+    assert code == 2 and "--budget 1.0 s cannot be met" in text and "Give --budget" in text, text
+    assert not (tmp_path / "r" / "predictions").exists()
+    assert source_state(data) == before
+
+
+@pytest.mark.slow
 def test_unusual_but_valid_images_are_used(bad_pass):
     index = pd.read_parquet(bad_pass["run"] / "index.parquet")
     assert set(bad_pass["good"]) <= set(index["relpath"])
@@ -240,6 +261,8 @@ def test_damaged_partitions_are_retrained_in_the_folder_the_user_names(bad_pass,
     assert code == 0, text
     assert "r00 f1 is trained again" in text and "r01 f0 is trained again" in text
     assert "resuming: 2 of 4 trainings already done" in text
+    # the plan of what is left, with its estimate, comes before any training
+    assert text.index("plan: 2 trainings, about") < text.index("training r00 f1 running")
     preds = rundir.read_predictions(moved, columns=["sample_id"]).to_pandas()
     n = len(pd.read_parquet(moved / "index.parquet"))
     assert len(preds) == 2 * n and (preds.groupby("sample_id").size() == 2).all()

@@ -1,0 +1,106 @@
+"""How close the plan's estimate, printed before the first training, is to the pass's wall.
+
+    .venv/bin/python benchmarks/plan_estimate.py [--cases demo mnist mnist-budget-3m]
+
+Each case is a whole `dupes run` on PNG class folders written to a temp dir (nothing is
+committed): the demo's digits (scikit-learn, 1,797 images at 8 px), MNIST's and
+Fashion-MNIST's 10k test images (../shared/data), and MNIST with `--budget 3m`. The plan
+(plan.json) holds the time spent before it and its estimate of the rest; estimated wall =
+spent + estimate, against the pass's wall from summary.json. Prints a table and writes
+benchmarks/results/plan_estimate.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+OUT = ROOT / "benchmarks" / "results" / "plan_estimate.json"
+FAST = ["--width", "16", "--epochs", "6", "--lr", "0.2", "--progressive", "0.5",
+        "--no-flip", "--translate", "1"]  # benchmarks/train_speed.py's settings
+CASES = {
+    "demo": ("digits", ["--no-flip", "--translate", "1"]),  # the demo's hyperparameters
+    "mnist": ("mnist_test", FAST),
+    "fmnist": ("fashion_mnist_test", FAST),
+    "mnist-budget-3m": ("mnist_test", ["--no-flip", "--translate", "1", "--width", "16",
+                                       "--lr", "0.2", "--budget", "3m"]),
+}
+
+
+def write_pngs(name: str, out: Path) -> int:
+    if name == "digits":
+        from sklearn.datasets import load_digits
+        d = load_digits()
+        images = np.round(d.images * (255 / 16)).astype(np.uint8)
+        labels, classes = d.target, [str(c) for c in range(10)]
+    else:
+        d = np.load(SHARED / f"{name}.npz")
+        images, labels, classes = d["images"], d["labels"], [str(c) for c in d["classes"]]
+    for i, (img, label) in enumerate(zip(images, labels)):
+        folder = out / classes[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / f"{i:05d}.png")
+    return len(labels)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    args = p.parse_args()
+    results = []
+    for case in args.cases:
+        data, flags = CASES[case]
+        tmp = Path(tempfile.mkdtemp(prefix="dupes-plan-"))
+        try:
+            n = write_pngs(data, tmp / "data")
+            res = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run",
+                                  str(tmp / "data"), "--out", str(tmp / "run"), *flags],
+                                 cwd=ROOT, capture_output=True, text=True)
+            if res.returncode != 0:
+                raise SystemExit(f"{case} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+            plan = json.loads((tmp / "run" / "plan.json").read_text())
+            summary = json.loads((tmp / "run" / "summary.json").read_text())
+            estimated = plan["spent_s"] + plan["estimate_s"]
+            acc = [json.loads(f.read_text())["heldout_accuracy"]
+                   for f in (tmp / "run" / "trainings").glob("*.json")]
+            results.append({
+                "case": case, "images": n, "flags": " ".join(flags), "model": plan["model"],
+                "epochs": plan["epochs"], "slots": plan["slots"],
+                "train_rate": round(plan["probe"]["train_rate"]),
+                "estimated_wall_s": round(estimated, 1), "wall_s": round(summary["wall_s"], 1),
+                "error": round(estimated / summary["wall_s"] - 1, 3),
+                "heldout_acc_mean": round(float(np.mean(acc)), 4),
+                "heldout_acc_min": round(float(np.min(acc)), 4)})
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    table = Table(title="the plan's estimate against the pass's wall (2 cores, no GPU)")
+    for col in ("case", "images", "model", "epochs", "train img/s", "estimated", "actual",
+                "error", "held-out acc (mean/min)"):
+        table.add_column(col, justify="left" if col in ("case", "model") else "right")
+    for r in results:
+        table.add_row(r["case"], f"{r['images']:,}", r["model"], str(r["epochs"]),
+                      f"{r['train_rate']:,}", f"{r['estimated_wall_s']:.0f} s",
+                      f"{r['wall_s']:.0f} s", f"{r['error']:+.0%}",
+                      f"{r['heldout_acc_mean']:.3f} / {r['heldout_acc_min']:.3f}")
+    Console().print(table)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(OUT.read_text())["results"] if OUT.exists() else []
+    merged = {r["case"]: r for r in previous} | {r["case"]: r for r in results}
+    OUT.write_text(json.dumps({"benchmark": "plan_estimate", "results": list(merged.values())},
+                              indent=2) + "\n")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()

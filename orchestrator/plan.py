@@ -1,0 +1,193 @@
+"""The plan of a pass, shown before any training: what each training will be (the model that
+`auto` resolved to, size, epochs, batch, augmentation), how many run at once, and how long the
+whole pass will take, from a short training measured on this machine (the probe). With a
+`--budget`, the epochs are chosen here to fit it, or the pass stops before spending it.
+
+The estimate: every training trains E epochs on its half (N/2 images) and predicts the other
+half once, plus once per recorded epoch (`--epoch-losses`); the trainings run in waves of
+`slots` at a time; and a fixed cost is added for Ray Train's launch and the analysis.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from analysis.report import format_duration
+from trainers.hyp import Hyp
+
+# Ray Train's launch, the last writes and the analysis: measured 9-11 s launch here
+# (BENCHMARKS.md, orchestration overhead) plus a few seconds of analysis and report.
+FIXED_S = 15.0
+PROBE_IMAGES = 512    # training images of the probe: its cost must not grow with N
+MIN_EPOCHS, MAX_EPOCHS = 2, 60  # what --budget may choose
+
+
+class BudgetError(ValueError):
+    """A --budget that no setting can meet; the message says what would."""
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `90s`, `10m`, `2h`, `1h30m` or a plain number of seconds."""
+    t = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        seconds = float(t)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", t)
+        if not parts or "".join(n + u for n, u in parts) != t:
+            raise ValueError(f"not a duration: {text!r}; write e.g. 90s, 10m, 2h or 1h30m")
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"a duration must be > 0, got {text!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One slot's speed, measured: a short training with the pass's settings and threads."""
+
+    train_rate: float     # training images per second (one training)
+    predict_rate: float   # held-out images per second (with TTA when the pass uses it)
+    seconds: float        # what the probe cost
+    images: int           # training images it used
+
+
+def probe(images, labels: np.ndarray, hyp: Hyp, *, threads: int, device: str = "cpu",
+          seed: int = 0) -> Probe:
+    """Train 2 epochs on up to PROBE_IMAGES images and predict as many, with `threads` torch
+    threads (what one training gets); the second epoch is timed (the first pays for warm-up)."""
+    import torch
+
+    from trainers.train import train
+
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(labels))[:2 * PROBE_IMAGES]
+    half = max(1, len(pick) // 2)
+    tr, ev = np.sort(pick[:half]), np.sort(pick[half:] if len(pick) > half else pick[:half])
+    marks: list[float] = []
+    h = replace(hyp, epochs=2, progressive=0.0)
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        t0 = time.perf_counter()
+        train(h, images, labels, tr, ev, seed=seed, device=device,
+              on_epoch=lambda info: marks.append(time.perf_counter()))
+        end = time.perf_counter()
+    finally:
+        torch.set_num_threads(old)
+    epoch_s = max(marks[1] - marks[0], 1e-6)
+    predict_s = max(end - marks[1], 1e-6)
+    return Probe(train_rate=len(tr) / epoch_s, predict_rate=len(ev) / predict_s,
+                 seconds=end - t0, images=len(tr))
+
+
+def progressive_factor(progressive: float) -> float:
+    """Time of a progressive-resizing training relative to a full-size one: the first 75% of
+    epochs ramp from `progressive` x size up, and compute follows the pixels."""
+    if progressive <= 0 or progressive >= 1:
+        return 1.0
+    ramp = np.linspace(progressive, 1.0, 16) ** 2
+    return 0.75 * float(ramp.mean()) + 0.25
+
+
+def training_seconds(hyp: Hyp, n_images: int, rates: Probe, epoch_losses: int) -> float:
+    """One training: E epochs on its half, and the held-out half predicted at the end and at
+    every recorded epoch."""
+    half = n_images / 2
+    recorded = (hyp.epochs - 1) // epoch_losses if epoch_losses > 0 else 0
+    return (hyp.epochs * half / rates.train_rate * progressive_factor(hyp.progressive)
+            + (1 + recorded) * half / rates.predict_rate)
+
+
+def sanity_seconds(hyp: Hyp, n_images: int, image_size: int, rates: Probe) -> float:
+    """The preflight check's two short trainings (trainers/sanity.py), at the probe's speed."""
+    from trainers.sanity import MAX_EPOCHS as CHECK_MAX, MIN_STEPS
+
+    n = min(n_images, 400 if image_size > 64 else 2000)
+    half = n // 2
+    steps = max(1, -(-half // hyp.batch_size))
+    epochs = min(CHECK_MAX, max(4, min(hyp.epochs, 8), -(-MIN_STEPS // steps)))
+    return (60 * min(32, n_images) + epochs * half) / rates.train_rate + \
+        (n - half) / rates.predict_rate
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the pass will do and how long it should take."""
+
+    n_images: int
+    n_classes: int
+    image_size: int
+    channels: int
+    aspect: str
+    model: str            # resolved: never "auto"
+    epochs: int
+    batch_size: int
+    width: int
+    flip: bool
+    translate: int
+    data_mode: str
+    trainings: int        # still to run
+    slots: int
+    training_s: float     # one training, estimated
+    sanity_s: float       # the preflight check still to run, estimated (0 if none)
+    estimate_s: float     # the rest of the pass: sanity check, trainings, fixed cost
+    probe: dict           # Probe as a dict
+    budget_s: float | None = None
+    budget_note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_plan(hyp: Hyp, *, n_images: int, n_classes: int, image_size: int, channels: int,
+              aspect: str, data_mode: str, trainings: int, slots: int, rates: Probe,
+              epoch_losses: int, budget_s: float | None = None, spent_s: float = 0.0,
+              sanity: bool = False) -> tuple[Plan, Hyp]:
+    """The plan and the hyperparameters it settles (the resolved model; with a budget, the
+    epochs that fit in what is left of it after `spent_s` and the sanity check, if one is to
+    run). BudgetError if none fit."""
+    from trainers.models import resolve_model
+
+    hyp = replace(hyp, model=resolve_model(hyp.model, image_size))
+    waves = math.ceil(trainings / max(1, slots))
+    check_s = sanity_seconds(hyp, n_images, image_size, rates) if sanity else 0.0
+    note = ""
+    if budget_s is not None:
+        hyp, note = fit_budget(hyp, budget_s - spent_s - check_s - FIXED_S, waves=waves,
+                               n_images=n_images, rates=rates, epoch_losses=epoch_losses,
+                               budget_s=budget_s)
+        check_s = sanity_seconds(hyp, n_images, image_size, rates) if sanity else 0.0
+    one = training_seconds(hyp, n_images, rates, epoch_losses)
+    plan = Plan(n_images, n_classes, image_size, channels, aspect, hyp.model, hyp.epochs,
+                hyp.batch_size, hyp.width, hyp.flip, hyp.translate, data_mode, trainings, slots,
+                one, check_s, check_s + waves * one + FIXED_S, asdict(rates), budget_s, note)
+    return plan, hyp
+
+
+def fit_budget(hyp: Hyp, left_s: float, *, waves: int, n_images: int, rates: Probe,
+               epoch_losses: int, budget_s: float) -> tuple[Hyp, str]:
+    """The most epochs (MIN_EPOCHS to MAX_EPOCHS) whose trainings fit in `left_s` seconds."""
+    def wall(epochs: int) -> float:
+        return waves * training_seconds(replace(hyp, epochs=epochs), n_images, rates,
+                                        epoch_losses)
+
+    fits = [e for e in range(MIN_EPOCHS, MAX_EPOCHS + 1) if wall(e) <= left_s]
+    if not fits:
+        need = wall(MIN_EPOCHS) + (budget_s - left_s)
+        raise BudgetError(
+            f"--budget {format_duration(budget_s)} cannot be met: {MIN_EPOCHS} epochs of every "
+            f"training alone take about {format_duration(wall(MIN_EPOCHS))} here "
+            f"({waves} wave(s) of trainings at {rates.train_rate:,.0f} training images/s "
+            f"each). Give --budget {format_duration(need * 1.1)} or more, or fewer --repeats, "
+            "a smaller --image-size or a smaller --width")
+    epochs = max(fits)
+    return replace(hyp, epochs=epochs), (f"{epochs} epochs fit the budget of "
+                                         f"{format_duration(budget_s)}")

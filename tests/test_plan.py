@@ -1,0 +1,85 @@
+"""The plan of a pass: durations, the estimate, fitting a --budget, the ETA, the plan table."""
+import pytest
+from rich.console import Console
+
+from analysis.report import format_duration, plan_table
+from orchestrator.plan import (FIXED_S, MAX_EPOCHS, MIN_EPOCHS, BudgetError, Probe, make_plan,
+                               parse_duration, progressive_factor, training_seconds)
+from orchestrator.progress import eta_seconds
+from trainers.hyp import Hyp
+
+RATES = Probe(train_rate=1000.0, predict_rate=4000.0, seconds=2.0, images=512)
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("10m", 600),
+                                           ("2h", 7200), ("1h30m", 5400), ("1.5m", 90),
+                                           (" 3M ", 180)])
+def test_durations_parse(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0", "0s", "-5m", "10x", "m", "5m10", "nan", "1e3",
+                                  "10 minutes"])
+def test_bad_durations_say_how_to_write_one(text):
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_a_training_costs_its_epochs_and_its_predictions():
+    hyp = Hyp(epochs=10, progressive=0.0)
+    # 10,000 images: 10 epochs of 5,000 at 1,000/s, and 5,000 predicted at 4,000/s at the end
+    # and after epochs 5 (every 5th, the last excepted)
+    assert training_seconds(hyp, 10_000, RATES, epoch_losses=5) == pytest.approx(50 + 2 * 1.25)
+    assert training_seconds(hyp, 10_000, RATES, epoch_losses=0) == pytest.approx(50 + 1.25)
+    assert 0.5 < progressive_factor(0.5) < 0.8 and progressive_factor(0) == 1.0
+
+
+def _plan(**kw):
+    args = dict(n_images=10_000, n_classes=10, image_size=28, channels=1, aspect="pad",
+                data_mode="auto", trainings=20, slots=2, rates=RATES, epoch_losses=0)
+    return make_plan(Hyp(epochs=20), **{**args, **kw})
+
+
+def test_the_plan_resolves_the_model_and_estimates_waves_of_trainings():
+    plan, hyp = _plan()
+    assert hyp.model == plan.model == "smallcnn" and hyp.epochs == 20
+    assert plan.estimate_s == pytest.approx(10 * plan.training_s + FIXED_S)
+    assert _plan(image_size=96)[0].model == "resnet18"
+    assert _plan(slots=20)[0].estimate_s == pytest.approx(plan.training_s + FIXED_S)
+
+
+def test_a_budget_picks_the_most_epochs_that_fit_or_refuses_with_what_would():
+    plan, hyp = _plan(budget_s=600)
+    assert MIN_EPOCHS <= hyp.epochs < 20 and plan.epochs == hyp.epochs
+    assert plan.estimate_s <= 600
+    longer, _ = _plan(budget_s=1200)
+    assert longer.epochs > plan.epochs
+    assert "fit the budget of 10.0 min" in plan.budget_note
+    assert _plan(budget_s=10 ** 7)[0].epochs == MAX_EPOCHS
+    with pytest.raises(BudgetError, match="cannot be met.*Give --budget"):
+        _plan(budget_s=30)
+    # what is already spent (the scan) and the sanity check count against the budget
+    assert _plan(budget_s=600, spent_s=200)[0].epochs < plan.epochs
+    assert _plan(budget_s=600, sanity=True)[0].epochs <= plan.epochs
+
+
+def test_eta_uses_the_plan_until_trainings_finish_then_their_measured_time():
+    items = [(r, f) for r in range(2) for f in (0, 1)]
+    assert eta_seconds(items, {}, slots=2, planned_s=10.0) == pytest.approx(20.0)
+    half = {(0, 0): {"status": "running", "epoch": 5, "epochs": 10}}
+    assert eta_seconds(items, half, slots=2, planned_s=10.0) == pytest.approx(17.5)
+    done = {(0, 0): {"status": "done", "seconds": 30.0}, (0, 1): {"status": "failed"}}
+    assert eta_seconds(items, done, slots=2, planned_s=10.0) == pytest.approx(30.0)
+    assert eta_seconds(items, {}, slots=2, planned_s=None) is None
+
+
+def test_the_plan_table_names_model_estimate_and_budget():
+    plan, _ = _plan(budget_s=600)
+    console = Console(record=True, width=140)
+    console.print(plan_table(plan.to_dict()))
+    text = console.export_text()
+    for part in ("smallcnn", f"{plan.epochs} epochs", "2 at a time", "1,000 training images/s",
+                 f"about {format_duration(plan.estimate_s)}", "fit the budget"):
+        assert part in text, text
+    assert format_duration(5) == "5.0 s" and format_duration(600) == "10.0 min"
+    assert format_duration(7500) == "2 h 05 min"
