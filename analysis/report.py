@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
+from analysis.quality import quality_warnings
 from analysis.run_analysis import Analysis
 
 
@@ -144,10 +146,22 @@ def second_opinion_table(analysis: Analysis) -> Table | None:
     return table
 
 
+def quality_text(analysis: Analysis) -> Text | None:
+    """The model-quality gate, first in the report when it fires (`analysis.quality`)."""
+    warnings = quality_warnings(analysis)
+    if not warnings:
+        return None
+    text = Text("the votes of this run may not be trustworthy:\n", style="bold yellow")
+    for w in warnings:
+        text.append(f"  - {w}\n")
+    return text
+
+
 def report(analysis: Analysis, *, seconds: dict | None = None, top: int = 20) -> Group:
     """The whole report: accuracy per training and fit, dupes per threshold, the second
     opinion, error analysis, confusions among dupes, top dupes."""
-    parts = [accuracy_table(analysis, seconds), fit_table(analysis), threshold_table(analysis),
+    parts = [quality_text(analysis), accuracy_table(analysis, seconds), fit_table(analysis),
+             threshold_table(analysis),
              second_opinion_table(analysis), class_errors_table(analysis),
              pairs_table(analysis), confused_table(analysis), dupes_table(analysis, top=top)]
     return Group(*[p for p in parts if p is not None])

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
+from analysis.quality import quality_warnings
 from analysis.report import report
 from analysis.rule import DupeRule
 from analysis.run_analysis import Analysis, analyze, dupes_export_table
@@ -324,6 +325,7 @@ def summarise(run: Run, prep: Prepared, planned: list, analysis: Analysis, secon
         "n_prediction_rows": int(analysis.n_prediction_rows),
         "n_dupes": int(len(analysis.dupes)), "threshold": str(analysis.threshold),
         "dupes_per_threshold": analysis.per_threshold,
+        "quality_warnings": quality_warnings(analysis),
         "heldout_accuracy_mean": float(analysis.accuracy["accuracy"].mean()),
         "compute_s": float(sum(seconds.values())),
         "slots": int(outcome["slots"]),

@@ -192,3 +192,51 @@ def test_thumbnails_scale_images_as_the_sheet_tiles_do():
     tile = np.asarray(contact_sheet([checker], [["x"]], columns=1, tile=64))[6:70, 6:70, 0]
     np.testing.assert_array_equal(tile, thumb)  # the HTML shows what the sheets show
     assert len(np.unique(np.asarray(fit(checker, 40)))) > 2  # 1.4x: smoothed, not blocky
+
+
+def _random_run(n: int, classes: int, accuracy: float, seed: int = 0):
+    """n samples, 2 repeats x 2 folds, predictions right with probability `accuracy`."""
+    rng = np.random.default_rng(seed)
+    names = [f"c{i}" for i in range(classes)]
+    labels = rng.integers(0, classes, n)
+    index = pd.DataFrame({"sample_id": np.arange(n), "relpath": [f"x/{i}.png" for i in range(n)],
+                          "label": labels.astype(np.int16),
+                          "class_name": [names[c] for c in labels]})
+    cols = {k: [] for k in ("sample_id", "repeat", "fold", "label", "pred", "loss", "probs")}
+    for r in range(2):
+        fold = rng.integers(0, 2, n)
+        for s in range(n):
+            right = rng.random() < accuracy
+            pred = labels[s] if right else (labels[s] + 1 + rng.integers(0, classes - 1)) % classes
+            p = np.full(classes, 0.2 / (classes - 1))
+            p[pred] = 0.8
+            for k, v in zip(cols, (s, r, fold[s], labels[s], pred, -np.log(p[labels[s]]), p)):
+                cols[k].append(v)
+    table = pa.table({
+        "sample_id": pa.array(cols["sample_id"], pa.int64()),
+        "repeat": pa.array(cols["repeat"], pa.int16()), "fold": pa.array(cols["fold"], pa.int8()),
+        "label": pa.array(cols["label"], pa.int16()), "pred": pa.array(cols["pred"], pa.int16()),
+        "loss": pa.array(cols["loss"], pa.float32()),
+        "probs": pa.FixedSizeListArray.from_arrays(
+            pa.array(np.concatenate(cols["probs"]), pa.float32()), classes)})
+    return index, table, names
+
+
+def test_the_quality_gate_fires_on_near_chance_models_and_stays_quiet_on_good_ones():
+    from analysis.quality import quality_warnings
+
+    weak = analyze(*_random_run(400, 10, accuracy=0.2), rule=DupeRule("2", min_ratio=0))
+    warnings = quality_warnings(weak)
+    assert len(warnings) == 1 and "held-out accuracy 0.2" in warnings[0], warnings
+    assert "dupes tune" in warnings[0]
+    # two classes: every wrong vote is for the same class, and most images get flagged
+    flagged = quality_warnings(analyze(*_random_run(400, 2, accuracy=0.3),
+                                       rule=DupeRule("2", min_ratio=0)))
+    assert len(flagged) == 2 and "are flagged" in flagged[1], flagged
+    text = render(report(weak))
+    assert text.index("may not be trustworthy") < text.index("held-out accuracy per training")
+    good = analyze(*_random_run(400, 10, accuracy=0.95), rule=DupeRule("2", min_ratio=0))
+    assert quality_warnings(good) == []
+    assert "trustworthy" not in render(report(good))
+    with pytest.raises(ValueError, match="min_lift"):
+        quality_warnings(good, min_lift=2)
