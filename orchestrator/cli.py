@@ -175,6 +175,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     imp.add_argument("review", type=Path, help="review folder made by `dupes review export`")
     imp.add_argument("--ledger", type=parse_location, default=None,
                      help="ledger to update (default: the one chosen at export)")
+    imp.add_argument("--accept-untouched", action="store_true",
+                     help="accept the suggestions of the files left in place even when they are "
+                          "most of the review (without it, such an import is refused: it is "
+                          "what a folder nobody reviewed looks like)")
 
     app = sub.add_parser("apply", help="build a corrected copy of a dataset from a manifest",
                          description="Copy DATA to OUT with the manifest's relabels and "
@@ -348,7 +352,8 @@ def cmd_review(args, console: Console) -> int:
         console.print(f"exported {len(table)} image(s) for review to {args.out.resolve()}; "
                       f"instructions in {args.out.resolve() / 'README.txt'}", highlight=False)
         return EXIT_OK
-    manifest, problems = import_review(args.review, ledger=args.ledger)
+    manifest, problems = import_review(args.review, ledger=args.ledger,
+                                       accept_untouched=args.accept_untouched)
     if problems:
         console.print(problems_table(problems))
         return EXIT_BAD_INPUT

@@ -209,8 +209,15 @@ def list_review_tree(review: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["review_path", "sha1"])
 
 
-def import_review(review: Path, *, ledger: Path | None = None) -> tuple[pd.DataFrame, list[Problem]]:
-    """Read back the technician's actions. With problems, nothing is written."""
+# An import where most exported files were left where the export put them accepts every
+# suggestion for them: the method's rule, but also what a folder nobody reviewed looks like.
+UNTOUCHED_MIN, UNTOUCHED_SHARE = 10, 0.5
+
+
+def import_review(review: Path, *, ledger: Path | None = None,
+                  accept_untouched: bool = False) -> tuple[pd.DataFrame, list[Problem]]:
+    """Read back the technician's actions. With problems, nothing is written. A review in
+    which most files are untouched is refused unless `accept_untouched`."""
     review = Path(review).resolve()
     meta = _read_meta(review)
     exported = review / META_DIR / "exported.csv"
@@ -225,6 +232,15 @@ def import_review(review: Path, *, ledger: Path | None = None) -> tuple[pd.DataF
     manifest, problems = diff_review(before, after, meta["classes"], specials=specials)
     if problems:
         return manifest, problems
+    untouched = len(set(before["review_path"]) & set(after["review_path"]))
+    if not accept_untouched and untouched >= UNTOUCHED_MIN \
+            and untouched > UNTOUCHED_SHARE * len(before):
+        raise ReviewError(
+            f"{untouched} of {len(before)} exported images in {review} are still where the "
+            "export put them, and leaving a file accepts its suggested class: this import "
+            f"would relabel all {untouched}. If nobody has reviewed the folder yet, review it "
+            "first (README.txt there); if leaving them was the decision, run again with "
+            "--accept-untouched")
     rundir.write_text(review / "after.txt",
                       "".join(f"{p}\t{h}\n" for p, h in zip(after["review_path"], after["sha1"])))
     where = ledger_mod.ledger_path(review, meta["ledger"], ledger)

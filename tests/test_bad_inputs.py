@@ -518,3 +518,20 @@ def test_status_tells_a_dead_driver_from_a_live_one(tmp_path, capsys):
     rundir.write_json(run / "progress.json", {**progress, "updated_unix": time.time()})
     code, text = dupes(capsys, "status", run)
     assert code == 0 and "no heartbeat" not in text and "running" in text, text
+
+
+def test_an_import_nobody_touched_is_refused_with_the_count(tmp_path, capsys):
+    images = [f"{c}/{sub}img{i}.png" for c in ("0", "1", "cat") for i, sub in
+              enumerate(["", "", "", "sub/"])]
+    others = {"0": "1", "1": "cat", "cat": "0"}
+    wrong = {rel: others[rel.split("/")[0]] for rel in images[:10]}
+    data, run = make_run(tmp_path, wrong)
+    review = tmp_path / "review"
+    assert dupes(capsys, "review", "export", run, "--out", review, "--threshold", ">=2")[0] == 0
+    code, text = dupes(capsys, "review", "import", review)
+    assert code == 2 and "10 of 10 exported images" in text and "--accept-untouched" in text, text
+    assert not (review / "manifest.csv").exists()
+    code, text = dupes(capsys, "review", "import", review, "--accept-untouched")
+    assert code == 0, text
+    manifest = pd.read_csv(review / "manifest.csv", dtype=str)
+    assert (manifest["action"] == "relabel").sum() == 10

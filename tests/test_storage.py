@@ -224,7 +224,7 @@ def test_a_pass_from_a_bucket_to_a_bucket_resumes_on_another_machine(s3, tmp_pat
     # suggestion; the confirmation goes to the ledger beside the run in the bucket, where
     # the next round finds it from any machine; the corrected copy is built from the bucket
     (review / exported.iloc[-1]["review_path"]).unlink()
-    _dupes("review", "import", str(review), env=machine_c, cwd=tmp_path)
+    _dupes("review", "import", str(review), "--accept-untouched", env=machine_c, cwd=tmp_path)
     ledger = pd.read_csv(io.BytesIO(read_object(f"s3://{BUCKET}/runs/dupes-ledger.csv")))
     assert ledger["relpath"].tolist() == [exported.iloc[-1]["relpath"]]
     fixed = tmp_path / "fixed"
