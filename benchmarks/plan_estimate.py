@@ -84,6 +84,7 @@ def main() -> None:
                 "heldout_acc_min": round(float(np.min(acc)), 4)})
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        save(results)  # after every case: a long series keeps what it measured
     table = Table(title="the plan's estimate against the pass's wall (2 cores, no GPU)")
     for col in ("case", "images", "model", "epochs", "train img/s", "estimated", "actual",
                 "error", "held-out acc (mean/min)"):
@@ -94,12 +95,16 @@ def main() -> None:
                       f"{r['wall_s']:.0f} s", f"{r['error']:+.0%}",
                       f"{r['heldout_acc_mean']:.3f} / {r['heldout_acc_min']:.3f}")
     Console().print(table)
+    print(f"wrote {OUT}")
+
+
+def save(results: list[dict]) -> None:
+    """Merge into the results file, case by case (cases not run now keep their last row)."""
     OUT.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(OUT.read_text())["results"] if OUT.exists() else []
     merged = {r["case"]: r for r in previous} | {r["case"]: r for r in results}
     OUT.write_text(json.dumps({"benchmark": "plan_estimate", "results": list(merged.values())},
                               indent=2) + "\n")
-    print(f"wrote {OUT}")
 
 
 if __name__ == "__main__":
