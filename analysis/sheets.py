@@ -1,19 +1,34 @@
 """Contact sheets: a grid of image tiles, each captioned with what a reviewer needs to judge
-it at a glance (given class, suggested class, votes, held-out loss, p(given))."""
+it at a glance and to find it on disk (its file, given class, suggested class, votes,
+held-out loss, p(given)). A caption line never runs into the next tile: it is cut to the
+tile's width (a path from its start, since its end names the file)."""
 from __future__ import annotations
 
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
-CAPTION_LINES = 3
+CAPTION_LINES = 4
 
 
 def tile_caption(row) -> list[str]:
-    """The caption lines of one votes-table row (given, suggested, votes, loss, p(given))."""
+    """The caption lines of one votes-table row: its file (relpath), given -> suggested,
+    votes and loss, p(given)."""
     suggested = row.suggested_class or "-"
-    return [f"given {row.given_class} -> {suggested}"[:28],
+    return [str(row.relpath), f"given {row.given_class} -> {suggested}",
             f"votes {int(row.top_wrong_votes)}/{int(row.n_evals)} loss {row.mean_loss:.2f}",
             f"p(given) {row.mean_prob_given:.3f}"]
+
+
+def fit_line(text: str, font, width: float, *, keep_end: bool = False) -> str:
+    """`text` cut to `width` pixels in `font`, marked with "..": at its end, or at its start
+    with `keep_end` (a path, whose end is the file's name)."""
+    if font.getlength(text) <= width:
+        return text
+    for cut in range(1, len(text)):
+        short = ".." + text[cut:] if keep_end else text[:-cut] + ".."
+        if font.getlength(short) <= width:
+            return short
+    return ""
 
 
 def fit(img: Image.Image, px: int) -> Image.Image:
@@ -58,6 +73,7 @@ def contact_sheet(images: list[Image.Image | None], captions: list[list[str]], *
             im = fit(img.convert("RGB"), tile)
             sheet.paste(im, (x + (tile - im.width) // 2, y + (tile - im.height) // 2))
         for j, line in enumerate(cap[:CAPTION_LINES]):
+            line = fit_line(str(line), font, tile, keep_end=j == 0 and "/" in str(line))
             draw.text((x, y + tile + 2 + j * line_h), line, fill="black", font=font)
     return sheet
 

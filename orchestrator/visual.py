@@ -113,7 +113,7 @@ def live_sheet(run_dir: Path, state: dict, prep, *, tiles: int = 24) -> None:
     for _, sid, _ in rows:
         img = prep.images[sid]
         images.append(Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img))
-    captions = [[prep.index["relpath"].iat[sid][-26:], f"given {prep.classes[label[sid]]}",
+    captions = [[prep.index["relpath"].iat[sid], f"given {prep.classes[label[sid]]}",
                  f"loss {loss:.2f} r{r}f{f} ep {state[(r, f)].get('epoch', '?')}"]
                 for loss, sid, (r, f) in rows]
     sheet = contact_sheet(images, captions, title="highest held-out losses now (live)")

@@ -134,6 +134,25 @@ def test_contact_sheet_grid_captions_and_placeholders():
     assert [(g, s, len(d)) for g, s, d in dupe_pairs(dupes)] == [("a", "b", 2), ("b", "a", 1)]
 
 
+def test_every_tile_names_its_file_and_no_caption_runs_into_the_next_tile():
+    from PIL import ImageFont
+
+    from analysis.sheets import fit_line, tile_caption
+
+    row = pd.DataFrame({"relpath": ["plankton/very/deep/folder/structure/IFCB_D2019_0042.png"],
+                        "given_class": ["Chaetoceros_socialis_with_a_long_name"],
+                        "suggested_class": ["Guinardia_delicatula"], "top_wrong_votes": [9],
+                        "n_evals": [10], "mean_loss": [3.21], "mean_prob_given": [0.021]})
+    caption = tile_caption(next(row.itertuples()))
+    assert caption[0].endswith("IFCB_D2019_0042.png") and "votes 9/10" in caption[2]
+    font = ImageFont.load_default(size=11)
+    for i, line in enumerate(caption):
+        fitted = fit_line(line, font, 128, keep_end=i == 0)
+        assert font.getlength(fitted) <= 128, fitted
+    assert fit_line(caption[0], font, 128, keep_end=True).endswith("0042.png")
+    assert fit_line("short", font, 128) == "short"
+
+
 def test_progress_shows_the_current_top_held_out_losses():
     from orchestrator.progress import RunProgress, live_top_losses, progress_table
 
