@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+import urllib.parse
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,10 @@ th,td{border:1px solid #ddd;padding:3px 6px;text-align:right;vertical-align:midd
 th{background:#f4f4f4;cursor:pointer;user-select:none;position:sticky;top:0}
 th.sorted-asc::after{content:" \\25B2"} th.sorted-desc::after{content:" \\25BC"}
 td.l,th.l{text-align:left} td img{display:block;image-rendering:pixelated}
+td img:hover{transform:scale(4);transform-origin:left center;position:relative;z-index:2;
+ box-shadow:0 0 6px #0006;background:#fff}
+.filters{display:flex;gap:12px;align-items:center;font-size:13px;margin:6px 0}
+.filters input[type=text]{width:22em}
 .cards{display:flex;gap:16px;flex-wrap:wrap}
 .card{border:1px solid #ddd;border-radius:6px;padding:8px 14px;min-width:120px}
 .card b{display:block;font-size:20px}
@@ -40,6 +45,15 @@ document.querySelectorAll('table.sortable').forEach(t=>{
    return isNaN(f)?v:f};
   rows.sort((a,b)=>{const x=key(a),y=key(b);return (x>y?1:x<y?-1:0)*(asc?1:-1)});
   rows.forEach(r=>body.appendChild(r));}));});
+document.querySelectorAll('.filters').forEach(f=>{
+ const t=document.getElementById(f.dataset.table), q=f.querySelector('.q'),
+  v=f.querySelector('.v'), c=f.querySelector('.c'), n=f.querySelector('.n');
+ const apply=()=>{const text=q.value.toLowerCase(), min=parseFloat(v.value)||0; let shown=0;
+  [...t.tBodies[0].rows].forEach(r=>{const ok=r.textContent.toLowerCase().includes(text)
+   && parseFloat(r.dataset.votes)>=min && !(c.checked && r.dataset.confirmed==='1');
+   r.style.display=ok?'':'none'; shown+=ok;});
+  n.textContent=shown+' shown';};
+ [q,v,c].forEach(e=>e.addEventListener('input',apply)); apply();});
 """
 
 
@@ -60,19 +74,36 @@ def _thumb(thumbs: dict, sample_id: int) -> str:
             else '<td class="l muted">-</td>')
 
 
-def _table(title: str, header: list[tuple[str, bool]], rows: list[str], *,
-           note: str = "") -> str:
+def _table(title: str, header: list[tuple[str, bool]], rows: list, *, note: str = "",
+           table_id: str = "", filters: bool = False) -> str:
+    """A sortable table; a row is its cells' HTML, or (tr attributes, cells). With `filters`,
+    a filter bar above it (text, minimum votes, hide confirmed) for `_sample_rows` rows."""
     th = "".join(f'<th class="{"l" if left else ""}">{_esc(h)}</th>' for h, left in header)
-    body = "\n".join(f"<tr>{r}</tr>" for r in rows)
+    body = "\n".join(f"<tr {r[0]}>{r[1]}</tr>" if isinstance(r, tuple) else f"<tr>{r}</tr>"
+                     for r in rows)
+    bar = (f'<div class="filters" data-table="{table_id}"><input class="q" type="text" '
+           'placeholder="filter: file, class, pair ..."><label>votes at least <input class="v" '
+           'type="number" min="0" value="0" style="width:4em"></label><label><input class="c" '
+           'type="checkbox"> hide confirmed</label><span class="n muted"></span></div>'
+           if filters else "")
+    ident = f' id="{table_id}"' if table_id else ""
     return (f"<h2>{_esc(title)}</h2>" + (f"<p class=muted>{_esc(note)}</p>" if note else "")
-            + f'<table class="sortable"><thead><tr>{th}</tr></thead><tbody>{body}'
+            + bar + f'<table class="sortable"{ident}><thead><tr>{th}</tr></thead><tbody>{body}'
               "</tbody></table>")
 
 
-def _sample_rows(df: pd.DataFrame, thumbs: dict) -> list[str]:
+def _file_cell(relpath: str, link_base: str | None) -> str:
+    """The file's path, a link to it when the dataset is a local folder."""
+    if link_base is None:
+        return f'<td class="l">{_esc(relpath)}</td>'
+    href = "file://" + urllib.parse.quote(f"{link_base.rstrip('/')}/{relpath}")
+    return f'<td class="l"><a href="{_esc(href)}">{_esc(relpath)}</a></td>'
+
+
+def _sample_rows(df: pd.DataFrame, thumbs: dict, link_base: str | None = None) -> list[str]:
     rows = []
     for r in df.itertuples():
-        cells = [_thumb(thumbs, r.sample_id), f'<td class="l">{_esc(r.relpath)}</td>',
+        cells = [_thumb(thumbs, r.sample_id), _file_cell(r.relpath, link_base),
                  f'<td class="l">{_esc(r.given_class)}</td>',
                  f'<td class="l">{_esc(r.suggested_class or "-")}</td>',
                  f'<td data-v="{int(r.top_wrong_votes)}">{int(r.top_wrong_votes)}/'
@@ -83,7 +114,9 @@ def _sample_rows(df: pd.DataFrame, thumbs: dict) -> list[str]:
                  _num(float(getattr(r, "aum", np.nan)), ".3f"),
                  '<td class="flag">yes</td>' if getattr(r, "cl_issue", False) else "<td></td>",
                  _num(float(getattr(r, "combined", np.nan)), ".3f")]
-        rows.append("".join(cells))
+        confirmed = int(bool(getattr(r, "confirmed", False)))
+        rows.append((f'data-votes="{int(r.top_wrong_votes)}" data-confirmed="{confirmed}"',
+                     "".join(cells)))
     return rows
 
 
@@ -121,12 +154,14 @@ def confusion_html(confusion: np.ndarray, classes: list[str], *, max_classes: in
 
 
 def html_report(analysis: Analysis, *, thumbs: dict[int, str] | None = None,
-                title: str = "dupes report", top: int = 200, sheets: list[str] | None = None
-                ) -> str:
+                title: str = "dupes report", top: int = 200, sheets: list[str] | None = None,
+                link_base: str | None = None) -> str:
     """The whole report as one HTML document.
 
-    `thumbs` maps sample_id to an image data URI (missing ones show '-'); `top` caps the
-    dupes and top-loss tables; `sheets` names contact-sheet PNGs written beside the report.
+    Every dupe is listed, with a filter bar; `thumbs` maps sample_id to an image data URI
+    (missing ones show '-'); `top` caps the top-loss table; `sheets` names contact-sheet PNGs
+    written beside the report; `link_base`, the dataset's local folder, makes every file
+    name a link to the file.
     """
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
@@ -149,14 +184,14 @@ def html_report(analysis: Analysis, *, thumbs: dict[int, str] | None = None,
                         [f'<td class="l">{_esc(t)}</td><td>{c:,}</td>'
                          f"<td>{c / max(len(votes), 1):.2%}</td>"
                          for t, c in analysis.per_threshold.items()]))
-    shown = f", the first {top:,}" if len(dupes) > top else ""
-    parts.append(_table(f"dupes ({analysis.threshold}): {len(dupes):,} images{shown}",
-                        SAMPLE_HEADER, _sample_rows(dupes.head(top), thumbs),
-                        note="click a column to sort; combined: the measured best ranking "
-                             "(BENCHMARKS.md), as a percentile (1 = most suspect)"))
+    parts.append(_table(f"dupes ({analysis.threshold}): {len(dupes):,} images",
+                        SAMPLE_HEADER, _sample_rows(dupes, thumbs, link_base),
+                        note="every dupe; click a column to sort, point at an image to enlarge "
+                             "it; combined: the measured best ranking (BENCHMARKS.md), as a "
+                             "percentile (1 = most suspect)", table_id="dupes", filters=True))
     ranked = highest_losses(votes, k=top)
     parts.append(_table(f"top {len(ranked)} held-out losses", SAMPLE_HEADER,
-                        _sample_rows(ranked, thumbs),
+                        _sample_rows(ranked, thumbs, link_base),
                         note="every loss is out-of-sample: from models that never saw the image"))
     if sheets:
         parts.append("<h2>contact sheets</h2><ul>" + "".join(

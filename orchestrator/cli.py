@@ -114,9 +114,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="also write a self-contained HTML report (inline thumbnails, "
                           "sortable tables, confusion matrix) to PATH (default RUN/report.html) "
                           "and PNG contact sheets to sheets/ beside it")
-    rep.add_argument("--html-top", type=flags.positive(int), default=200,
-                     help="images in the HTML report's dupes and top-loss tables "
-                          "(default %(default)s)")
+    rep.add_argument("--html-top", type=flags.positive(int), default=1000,
+                     help="thumbnails for the first N dupes, and rows of the top-loss table, "
+                          "in the HTML report (every dupe is listed) (default %(default)s)")
 
     tl = sub.add_parser("top-losses", parents=[run_flags()],
                         help="the images with the highest held-out loss",

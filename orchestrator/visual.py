@@ -78,7 +78,7 @@ def write_sheets(analysis: Analysis, data_dir: Path | str, out_dir: Path, *,
 
 
 def write_html(analysis: Analysis, run, *, out: Path | None = None,
-               top: int = 200, sheets: bool = True) -> tuple[Path, list[Path]]:
+               top: int = 1000, sheets: bool = True) -> tuple[Path, list[Path]]:
     """RUN/report.html (self-contained) and RUN/sheets/*.png of a `Run`; returns their paths
     (a bucket run's mirror: `Run.push` publishes them)."""
     run_dir = run.path
@@ -89,8 +89,10 @@ def write_html(analysis: Analysis, run, *, out: Path | None = None,
               for s, im in zip(shown["sample_id"], load_images(data_dir, shown["relpath"]))}
     written = write_sheets(analysis, data_dir, out.parent / "sheets") if sheets else []
     rel = [p.relative_to(out.parent).as_posix() for p in written]
+    local = storage.local_path(data_dir, "")  # None for a bucket: no file links
     page = html_report(analysis, thumbs={k: v for k, v in thumbs.items() if v}, top=top,
-                       title=f"dupes report: {Path(run.location).name} ({data_dir})", sheets=rel)
+                       title=f"dupes report: {Path(run.location).name} ({data_dir})", sheets=rel,
+                       link_base=str(Path(local).resolve()) if local is not None else None)
     rundir.write_text(out, page)
     return out, written
 

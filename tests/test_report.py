@@ -97,7 +97,7 @@ def test_html_report_is_one_valid_page_with_thumbnails_and_escaped_names(tables)
 
         def handle_starttag(self, tag, attrs):
             self.tags.append((tag, dict(attrs)))
-            if tag not in ("meta", "img", "br"):
+            if tag not in ("meta", "img", "br", "input"):  # void elements
                 self.stack.append(tag)
 
         def handle_endtag(self, tag):
@@ -114,6 +114,20 @@ def test_html_report_is_one_valid_page_with_thumbnails_and_escaped_names(tables)
     assert 'href="sheets/top_losses.png"' in page and "confusion matrix" in page
     with pytest.raises(ValueError, match="top"):
         html_report(a, top=0)
+
+
+def test_the_html_report_lists_every_dupe_with_links_and_filters():
+    from analysis.html import html_report
+
+    a = analyze(*_random_run(300, 2, accuracy=0.3), rule=DupeRule("2", min_ratio=0))
+    assert len(a.dupes) > 20
+    page = html_report(a, top=5, link_base="/data/my set")
+    dupes_table = page[page.index('id="dupes"'):page.index("held-out losses")]
+    assert dupes_table.count("<tr data-votes=") == len(a.dupes)  # not cut at `top`
+    first = a.dupes["relpath"].iloc[0]
+    assert f'href="file:///data/my%20set/{first}"' in page
+    assert 'class="filters" data-table="dupes"' in page and "hide confirmed" in page
+    assert "href=\"file://" not in html_report(a, top=5)  # a bucket dataset: no links
 
 
 def test_contact_sheet_grid_captions_and_placeholders():
