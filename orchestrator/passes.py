@@ -220,11 +220,12 @@ def make_pass_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console
 
     slots, cpt, gpt = plan_resources(cfg, ray.cluster_resources(), len(todo))
     labels = prep.index["label"].to_numpy()
-    sample = stratified_sample(labels, 1024, seed=cfg.seed)
+    sample = stratified_sample(labels, 2048, seed=cfg.seed)
     classes = run.read_json("classes.json")
     device = "cuda" if gpt > 0 and _cuda() else "cpu"
     rates = probe(prep.images.gather(sample), labels[sample], cfg.hyp, threads=max(1, int(cpt)),
                   device=device, seed=cfg.seed)
+    spent_s += rates.seconds
     try:
         plan, hyp = make_plan(cfg.hyp, n_images=len(prep.index), n_classes=len(prep.classes),
                               image_size=classes["image_size"], channels=classes["channels"],

@@ -19,10 +19,11 @@ import numpy as np
 from analysis.report import format_duration
 from trainers.hyp import Hyp
 
-# Ray Train's launch, the last writes and the analysis: measured 9-11 s launch here
-# (BENCHMARKS.md, orchestration overhead) plus a few seconds of analysis and report.
-FIXED_S = 15.0
-PROBE_IMAGES = 512    # training images of the probe: its cost must not grow with N
+# What a pass costs besides its trainings' compute: Ray Train's launch (9-10 s measured,
+# BENCHMARKS.md) and teardown, each training's hand-out and Ray Data write, the analysis, the
+# HTML report and contact sheets. 30 s is what was left over on 2 cores in
+# benchmarks/plan_estimate.py (the demo: 32 s, MNIST test: 29 s).
+FIXED_S = 30.0
 MIN_EPOCHS, MAX_EPOCHS = 2, 60  # what --budget may choose
 
 
@@ -58,21 +59,27 @@ class Probe:
     images: int           # training images it used
 
 
+def probe_images(image_size: int) -> int:
+    """Training images of the probe: enough for a second of work on small images, few on
+    large ones (a ResNet on a CPU trains tens of 128-px images a second); never more with N."""
+    return 1024 if image_size <= 32 else 512 if image_size <= 64 else 128
+
+
 def probe(images, labels: np.ndarray, hyp: Hyp, *, threads: int, device: str = "cpu",
           seed: int = 0) -> Probe:
-    """Train 2 epochs on up to PROBE_IMAGES images and predict as many, with `threads` torch
-    threads (what one training gets); the second epoch is timed (the first pays for warm-up)."""
+    """Train 3 epochs on a sample and predict as many images, with `threads` torch threads
+    (what one training gets); epochs 2 and 3 are timed (the first pays for warm-up)."""
     import torch
 
     from trainers.train import train
 
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    pick = rng.permutation(len(labels))[:2 * PROBE_IMAGES]
+    pick = rng.permutation(len(labels))[:2 * probe_images(int(np.shape(images)[1]))]
     half = max(1, len(pick) // 2)
     tr, ev = np.sort(pick[:half]), np.sort(pick[half:] if len(pick) > half else pick[:half])
     marks: list[float] = []
-    h = replace(hyp, epochs=2, progressive=0.0)
+    h = replace(hyp, epochs=3, progressive=0.0)
     old = torch.get_num_threads()
     torch.set_num_threads(max(1, threads))
     try:
@@ -82,8 +89,8 @@ def probe(images, labels: np.ndarray, hyp: Hyp, *, threads: int, device: str = "
         end = time.perf_counter()
     finally:
         torch.set_num_threads(old)
-    epoch_s = max(marks[1] - marks[0], 1e-6)
-    predict_s = max(end - marks[1], 1e-6)
+    epoch_s = max((marks[2] - marks[0]) / 2, 1e-6)
+    predict_s = max(end - marks[2], 1e-6)
     return Probe(train_rate=len(tr) / epoch_s, predict_rate=len(ev) / predict_s,
                  seconds=end - t0, images=len(tr))
 
