@@ -228,3 +228,17 @@ def test_sanity_gives_a_tiny_dataset_enough_steps_to_judge_its_labels():
     assert healthy.ok and f"after {MIN_STEPS} epochs on 30 images" in healthy.detail
     shuffled = learnability_check(images, np.random.default_rng(1).permutation(labels), hyp)
     assert not shuffled.ok
+
+
+def test_a_model_too_weak_for_the_check_is_told_apart_from_labels_that_do_not_follow():
+    # a learning rate far too small: the short training cannot beat chance, but the small CNN
+    # with default settings on the same images can, so the labels are not to blame
+    from trainers.sanity import learnability_check
+    images, labels = _digits(n=200, classes=3)
+    slow = learnability_check(images, labels, Hyp(flip=False, translate=1, lr=1e-6))
+    assert not slow.ok and slow.warning, slow
+    assert "labels do follow the images" in slow.cause and "--model smallcnn" in slow.cause
+    shuffled = learnability_check(images, np.random.default_rng(2).permutation(labels),
+                                  Hyp(flip=False, translate=1, lr=1e-6))
+    assert not shuffled.ok and not shuffled.warning  # the baseline fails too: the labels
+    assert "did not either" in shuffled.detail

@@ -85,9 +85,35 @@ MIN_STEPS = 60    # optimizer steps of the learnability check's short training, 
 MAX_EPOCHS = 100  # ... and at most this many epochs to get them
 
 
+BASELINE_PX = 32  # the baseline of a failed check: the small CNN on images this size at most
+
+
+def baseline_hyp(hyp: Hyp) -> Hyp:
+    """What the baseline trains: the small CNN with the default optimisation, keeping the
+    augmentation and batch the user chose (they say what keeps a label)."""
+    return Hyp(model="smallcnn", flip=hyp.flip, translate=hyp.translate,
+               batch_size=hyp.batch_size, tta=hyp.tta)
+
+
+def _smaller(images: np.ndarray, px: int) -> np.ndarray:
+    """uint8 N x H x W x C images at most `px` on a side (area averaging)."""
+    import torch
+
+    if images.shape[1] <= px:
+        return images
+    x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(x, size=(px, px), mode="area")
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
 def learnability_check(images, labels, hyp: Hyp, *, n: int = 2000, epochs: int | None = None,
-                       seed: int = 0, device: str = "cpu") -> Check:
-    """A short training on a small split must beat the majority class on held-out images."""
+                       seed: int = 0, device: str = "cpu", baseline: bool = True) -> Check:
+    """A short training on a small split must beat the majority class on held-out images.
+
+    When it does not, the same check runs once more with `baseline_hyp` on images of at most
+    BASELINE_PX: if that beats chance, the labels do follow the images and the chosen model
+    or settings are what failed (too weak or too slow for this data here), which is a
+    warning with what to change, not a verdict on the labels."""
     from trainers.train import train
 
     rng = np.random.default_rng(seed)
@@ -105,10 +131,26 @@ def learnability_check(images, labels, hyp: Hyp, *, n: int = 2000, epochs: int |
     acc = float((out.pred == labels[ev]).mean())
     chance = float(np.bincount(labels[ev]).max() / len(ev))
     need = chance + 0.5 * (1 - chance) * 0.5  # a quarter of the way from chance to perfect
-    return Check("beats chance", acc >= need, f"held-out accuracy {acc:.3f} after {h.epochs} "
-                 f"epochs on {len(tr)} images (majority class {chance:.3f}, needed {need:.3f})",
-                 "the labels do not follow the images: a shuffled or wrong label column, classes "
-                 "that are not visually distinct, or a learning rate far too high")
+    check = Check("beats chance", acc >= need, f"held-out accuracy {acc:.3f} after {h.epochs} "
+                  f"epochs on {len(tr)} images (majority class {chance:.3f}, needed "
+                  f"{need:.3f})", "the labels do not follow the images: a shuffled or wrong "
+                  "label column, classes that are not visually distinct, or a learning rate "
+                  "far too high")
+    small = _smaller(np.asarray(images), BASELINE_PX)
+    if check.ok or not baseline or (baseline_hyp(hyp) == hyp and small.shape == images.shape):
+        return check
+    base = learnability_check(small, labels, baseline_hyp(hyp), n=n, seed=seed, device=device,
+                              baseline=False)
+    if not base.ok:
+        check.detail += f"; the small CNN at {small.shape[1]} px did not either ({base.detail})"
+        return check
+    return Check("beats chance", False, check.detail + f"; the small CNN at {small.shape[1]} "
+                 f"px does ({base.detail.split(' after')[0]})",
+                 f"the labels do follow the images (the small CNN with default settings at "
+                 f"{small.shape[1]} px learns them), but this model and these settings did not "
+                 "in a short training: too weak or too slow for this data on this hardware. "
+                 "Try --model smallcnn, a smaller --image-size, --pretrained, or more epochs "
+                 "(--budget); the run goes on", warning=True)
 
 
 def sanity(images: np.ndarray, labels: np.ndarray, classes: list[str], hyp: Hyp, *,
