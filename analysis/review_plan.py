@@ -37,26 +37,23 @@ MANIFEST_COLUMNS = ["sample_id", "relpath", "sha1", "old_label", "new_label", "a
 
 
 def export_names(dupes: pd.DataFrame) -> pd.Series:
-    """Review file name of every dupe: `<suggested>__<votes>of<n>__<original file name>`.
+    """Review file name of every dupe, in the dupes' order (most suspect first):
+    `<rank>__<suggested>__<votes>of<n>__<original file name>`.
 
-    Names must be unique across the whole review tree (a file moved to another folder is
-    recognised by its name alone), so a name used twice gets the sample id before its suffix.
+    The zero-padded rank makes a file manager list each folder most suspect first, whatever
+    the votes' digits (`10of10` would sort before `8of10`). Names are unique across the whole
+    review tree (a file moved to another folder is recognised by its name alone): the rank
+    sees to that.
     """
     need = {"sample_id", "relpath", "suggested_class", "votes", "n_evals"}
     missing = sorted(need - set(dupes.columns))
     if missing:
         raise ValueError(f"dupes table lacks columns {missing}")
-    base = [PurePosixPath(r).name for r in dupes["relpath"]]
-    names = [f"{s}__{v}of{n}__{b}" for s, v, n, b in
-             zip(dupes["suggested_class"], dupes["votes"], dupes["n_evals"], base)]
-    counts = pd.Series(names).value_counts()
-    out = []
-    for name, sid in zip(names, dupes["sample_id"]):
-        if counts[name] > 1:
-            p = PurePosixPath(name)
-            name = f"{p.stem}.s{sid}{p.suffix}"
-        out.append(name)
-    return pd.Series(out, index=dupes.index, name="review_name")
+    width = len(str(max(1, len(dupes))))
+    names = [f"{i:0{width}d}__{s}__{v}of{n}__{PurePosixPath(r).name}" for i, (s, v, n, r) in
+             enumerate(zip(dupes["suggested_class"], dupes["votes"], dupes["n_evals"],
+                           dupes["relpath"]), start=1)]
+    return pd.Series(names, index=dupes.index, name="review_name")
 
 
 @dataclass

@@ -161,8 +161,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     exp = rsub.add_parser("export", parents=[run_flags(), rule_flags(("threshold", "min_ratio"))],
                           help="write the dupes of RUN into a review folder tree",
                           description="Write RUN's dupes into REVIEW/<given class>/"
-                          "<suggested>__<votes>of<n>__<file name>, as copies (reflinks where "
-                          "the file system has them): editing one never edits the dataset.")
+                          "<rank>__<suggested>__<votes>of<n>__<file name> (rank 1 = most "
+                          "suspect), as copies (reflinks where the file system has them): "
+                          "editing one never edits the dataset.")
     exp.add_argument("--out", type=parse_local_path, required=True,
                      help="review folder (new or empty)")
     exp.add_argument("--include-confirmed", action="store_true",

@@ -25,8 +25,9 @@ README = """\
 Review of possibly mislabeled images (dupes run {run})
 
 Every image here sits in the folder of the class it is labelled as now. Its file name starts
-with the class the models suggested and how many of the held-out predictions voted for it:
-    <suggested class>__<votes>of<evaluations>__<original file name>
+with its rank (1 = the most suspect: sorted by name, each folder lists those first), the
+class the models suggested and how many of the held-out predictions voted for it:
+    <rank>__<suggested class>__<votes>of<evaluations>__<original file name>
 
 For each image, do ONE of these with your file manager:
   - delete the file            -> the label is right: keep it (remembered, not asked again)

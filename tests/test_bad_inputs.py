@@ -27,7 +27,7 @@ from PIL import Image
 from orchestrator import rundir
 from orchestrator.cli import main
 from tests.conftest import write_digit_dataset
-from tests.test_review import WRONG, make_run
+from tests.test_review import WRONG, at, make_run
 
 # -- helpers -------------------------------------------------------------------------------
 
@@ -308,7 +308,7 @@ def _review_cases():
         return ["review", "import", v], "extra.png"
 
     def import_renamed(t, d, r, v, c):
-        (v / "0" / "1__2of2__img0.png").rename(v / "0" / "mine.png")
+        at(v, "0/img0.png").rename(v / "0" / "mine.png")
         return ["review", "import", v], "mine.png"
 
     def import_ledger_inside_data(t, d, r, v, c):
@@ -415,7 +415,7 @@ def test_review_and_corrected_copies_never_share_a_file_with_the_dataset(reviewe
                                                                          capsys):
     data, run, review, before = reviewed_run
     # the technician rotates an image in the review folder and leaves it there (relabel)
-    left = review / "0" / "cat__2of2__img1.png"
+    left = at(review, "0/img1.png")
     Image.open(left).rotate(90).save(left)
     manifest = _manifest(tmp_path, data, review, capsys)
     assert source_state(data) == before

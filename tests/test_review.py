@@ -59,6 +59,12 @@ def make_run(tmp: Path, wrong: dict[str, str], repeats: int = 2,
     return data, run
 
 
+def at(review: Path, relpath: str) -> Path:
+    """Where the export put a dataset file in a review folder (its name carries a rank)."""
+    table = pd.read_csv(review / ".dupes" / "exported.csv", dtype=str, keep_default_na=False)
+    return review / table.set_index("relpath").loc[relpath, "review_path"]
+
+
 WRONG = {"0/img0.png": "1", "0/img1.png": "cat", "1/img2.png": "0", "cat/sub/img3.png": "0",
          "cat/img1.png": "1"}
 
@@ -76,14 +82,19 @@ def test_export_layout(run_data, tmp_path):
     assert len(table) == 5
     assert sorted(p.name for p in review.iterdir()) == [
         ".dupes", "0", "1", "README.txt", "_remove", "_unsure", "before.txt", "cat"]
-    assert (review / "0" / "1__2of2__img0.png").is_file()
-    assert (review / "cat" / "0__2of2__img3.png").is_file()  # sub-folders are flattened
+    assert at(review, "0/img0.png").is_file()
+    # names begin with the rank in the dupes' order: a file manager lists the most suspect first
+    names = sorted(p.name for p in review.rglob("*.png"))
+    assert names == [p.split("/")[-1] for p in table["review_path"]]
+    assert names[0].startswith("1__") and "__2of2__" in names[0]
+    assert at(review, "cat/sub/img3.png").is_file()  # sub-folders are flattened
     # copies, never links: editing a review image cannot edit the dataset
-    assert os.stat(review / "0" / "1__2of2__img0.png").st_ino != os.stat(data / "0/img0.png").st_ino
+    assert os.stat(at(review, "0/img0.png")).st_ino != os.stat(data / "0/img0.png").st_ino
     assert os.stat(data / "0/img0.png").st_nlink == 1
     lines = (review / "before.txt").read_text().splitlines()
     assert len(lines) == 5 and all(len(line.split("\t")) == 3 for line in lines)
-    assert "0/1__2of2__img0.png" in {line.split("\t")[0] for line in lines}
+    assert at(review, "0/img0.png").relative_to(review).as_posix() in {
+        line.split("\t")[0] for line in lines}
     assert "delete the file" in (review / "README.txt").read_text()
     assert tree_hash(data) == before_hash
     with pytest.raises(ReviewError, match="not empty"):
@@ -94,11 +105,11 @@ def test_every_action_becomes_a_manifest_row(run_data, tmp_path):
     data, run = run_data
     review = tmp_path / "review"
     export_review(run, review, threshold=">=2")
-    (review / "0" / "1__2of2__img0.png").unlink()                                 # confirm
+    at(review, "0/img0.png").unlink()                                 # confirm
     # 0/img1.png stays in place                                                   # relabel -> cat
-    shutil.move(review / "1" / "0__2of2__img2.png", review / "cat")               # relabel -> cat
-    shutil.move(review / "cat" / "0__2of2__img3.png", review / "_remove")         # remove
-    shutil.move(review / "cat" / "1__2of2__img1.png", review / "_unsure")         # unsure
+    shutil.move(at(review, "1/img2.png"), review / "cat")               # relabel -> cat
+    shutil.move(at(review, "cat/sub/img3.png"), review / "_remove")         # remove
+    shutil.move(at(review, "cat/img1.png"), review / "_unsure")         # unsure
     (review / "_unsure" / ".DS_Store").write_bytes(b"junk a file manager leaves")  # ignored
     manifest, problems = import_review(review)
     assert problems == []
@@ -114,18 +125,18 @@ def test_every_action_becomes_a_manifest_row(run_data, tmp_path):
 
 
 @pytest.mark.parametrize("break_it, expect", [
-    (lambda r: (r / "0" / "1__2of2__img0.png").rename(r / "0" / "renamed.png"), "rename it back"),
+    (lambda r: at(r, "0/img0.png").rename(r / "0" / "renamed.png"), "rename it back"),
     (lambda r: (r / "1" / "new.png").write_bytes(b"new"), "not a file this review exported"),
-    (lambda r: (r / "dog").mkdir() or shutil.move(r / "0" / "1__2of2__img0.png", r / "dog"),
+    (lambda r: (r / "dog").mkdir() or shutil.move(at(r, "0/img0.png"), r / "dog"),
      "not a class folder"),
-    (lambda r: shutil.copy(r / "0" / "1__2of2__img0.png", r / "_unsure"), "copied instead of moved"),
-    (lambda r: shutil.move(r / "0" / "1__2of2__img0.png", r / "stray.png"), "not a class folder"),
+    (lambda r: shutil.copy(at(r, "0/img0.png"), r / "_unsure"), "copied instead of moved"),
+    (lambda r: shutil.move(at(r, "0/img0.png"), r / "stray.png"), "not a class folder"),
 ])
 def test_uninterpretable_review_writes_nothing(run_data, tmp_path, break_it, expect):
     _, run = run_data
     review = tmp_path / "review"
     export_review(run, review, threshold=">=2")
-    (review / "1" / "0__2of2__img2.png").unlink()  # a valid confirm that must not be recorded
+    at(review, "1/img2.png").unlink()  # a valid confirm that must not be recorded
     break_it(review)
     manifest, problems = import_review(review)
     assert problems and any(expect in p.fix or expect in p.issue for p in problems)
@@ -137,7 +148,7 @@ def test_ledger_across_two_rounds(run_data, tmp_path):
     data, run = run_data
     first = tmp_path / "review1"
     export_review(run, first, threshold=">=2")
-    (first / "0" / "1__2of2__img0.png").unlink()  # confirmed correct
+    at(first, "0/img0.png").unlink()  # confirmed correct
     assert import_review(first)[1] == []
     analysis, _ = load_analysis(run, threshold=">=2")
     confirmed = analysis.dupes.set_index("relpath")["confirmed"]
@@ -164,8 +175,8 @@ def reviewed(run_data, tmp_path) -> tuple[Path, Path, Path]:
     data, run = run_data
     review = tmp_path / "review"
     export_review(run, review, threshold=">=2")
-    shutil.move(review / "cat" / "0__2of2__img3.png", review / "_remove")
-    (review / "cat" / "1__2of2__img1.png").unlink()
+    shutil.move(at(review, "cat/sub/img3.png"), review / "_remove")
+    at(review, "cat/img1.png").unlink()
     assert import_review(review)[1] == []
     return data, run, review / "manifest.csv"
 
@@ -263,7 +274,7 @@ def test_export_uses_the_ledger_the_run_was_configured_with(run_data, tmp_path):
     rundir.write_json(run / "config.json", {**config, "ledger": str(custom)})
     first = tmp_path / "review1"
     export_review(run, first, threshold=">=2")
-    (first / "0" / "1__2of2__img0.png").unlink()
+    at(first, "0/img0.png").unlink()
     assert import_review(first)[1] == []
     assert custom.exists() and not (run.parent / "dupes-ledger.csv").exists()
     again = export_review(run, tmp_path / "review2", threshold=">=2")
