@@ -186,6 +186,18 @@ def plan_resources(cfg: RunConfig, cluster: dict, n_todo: int) -> tuple[int, flo
     return max(1, min(slots, n_todo)), float(cpt), float(gpt)
 
 
+def like_a_training(fn, *args, cpus: float, gpus: float, resources: dict | None = None,
+                    **kwargs):
+    """`fn(*args, **kwargs)` run once as a Ray task with one training's resources, so it runs
+    where a training would (a GPU worker of a GPU cluster, not its CPU head) and measures what
+    a training gets; returns its result."""
+    import ray
+
+    task = ray.remote(fn).options(num_cpus=cpus, num_gpus=gpus, resources=resources or None,
+                                  max_retries=0)
+    return ray.get(task.remote(*args, **kwargs))
+
+
 def on_this_node():
     """A scheduling strategy that keeps a task or actor on the driver's node."""
     import ray

@@ -215,17 +215,19 @@ def make_pass_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console
 
     from analysis.report import plan_table
     from orchestrator.cache import stratified_sample
-    from orchestrator.cluster import plan_resources
-    from orchestrator.plan import BudgetError, make_plan, probe
+    from orchestrator.cluster import like_a_training, plan_resources
+    from orchestrator.plan import BudgetError, make_plan, probe, probe_images
 
     slots, cpt, gpt = plan_resources(cfg, ray.cluster_resources(), len(todo))
     labels = prep.index["label"].to_numpy()
-    sample = stratified_sample(labels, 2048, seed=cfg.seed)
     classes = run.read_json("classes.json")
-    device = "cuda" if gpt > 0 and _cuda() else "cpu"
-    rates = probe(prep.images.gather(sample), labels[sample], cfg.hyp, threads=max(1, int(cpt)),
-                  device=device, seed=cfg.seed)
-    spent_s += rates.seconds
+    sample = stratified_sample(labels, 2 * probe_images(classes["image_size"]), seed=cfg.seed)
+    t0 = time.perf_counter()
+    rates = like_a_training(probe, prep.images.gather(sample), labels[sample], cfg.hyp,
+                            threads=max(1, int(cpt)), device="cuda" if gpt > 0 else "cpu",
+                            seed=cfg.seed, cpus=cpt, gpus=gpt,
+                            resources=cfg.resources_per_training)
+    spent_s += time.perf_counter() - t0
     try:
         plan, hyp = make_plan(cfg.hyp, n_images=len(prep.index), n_classes=len(prep.classes),
                               image_size=classes["image_size"], channels=classes["channels"],
@@ -244,11 +246,6 @@ def make_pass_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console
         cfg = dataclasses.replace(cfg, hyp=hyp)
         run.save_config(cfg)
     return cfg, plan
-
-
-def _cuda() -> bool:
-    import torch
-    return torch.cuda.is_available()
 
 
 def _scan_and_train(run: Run, cfg: RunConfig, console: Console, stale_local: int,
