@@ -1,6 +1,7 @@
 """The plan of a pass, shown before any training: what each training will be (the model that
 `auto` resolved to, size, epochs, batch, augmentation), how many run at once, and how long the
-whole pass will take, from a short training measured on this machine (the probe). With a
+whole pass will take, from a short training measured where the trainings run (the probe,
+a Ray task with one training's resources: `passes.make_pass_plan`). With a
 `--budget`, the epochs are chosen here to fit it, or the pass stops before spending it.
 
 The estimate: every training trains E epochs on its half (N/2 images) and predicts the other
