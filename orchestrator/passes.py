@@ -223,10 +223,13 @@ def make_pass_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console
     classes = run.read_json("classes.json")
     sample = stratified_sample(labels, 2 * probe_images(classes["image_size"]), seed=cfg.seed)
     t0 = time.perf_counter()
-    rates = like_a_training(probe, prep.images.gather(sample), labels[sample], cfg.hyp,
-                            threads=max(1, int(cpt)), device="cuda" if gpt > 0 else "cpu",
-                            seed=cfg.seed, cpus=cpt, gpus=gpt,
-                            resources=cfg.resources_per_training)
+    args = (prep.images.gather(sample), labels[sample], cfg.hyp)
+    kwargs = dict(threads=max(1, int(cpt)), device="cuda" if gpt > 0 else "cpu", seed=cfg.seed)
+    if sum(n.get("Alive", False) for n in ray.nodes()) == 1:
+        rates = probe(*args, **kwargs)  # one machine: here, without a task's worker start
+    else:
+        rates = like_a_training(probe, *args, **kwargs, cpus=cpt, gpus=gpt,
+                                resources=cfg.resources_per_training)
     spent_s += time.perf_counter() - t0
     try:
         plan, hyp = make_plan(cfg.hyp, n_images=len(prep.index), n_classes=len(prep.classes),
