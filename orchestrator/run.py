@@ -68,6 +68,10 @@ class Run:
             remote = RemoteRun(str(location))
             if remote.exists():
                 raise RunError(f"run directory {location} exists: {hint}")
+            if storage.list_tree(remote.uri):  # as for a folder: a run never shares its
+                # prefix, and `discard_unstarted` may then remove everything under it
+                raise RunError(f"run directory {location} holds objects but no run: choose "
+                               "an empty prefix for --out")
             shutil.rmtree(remote.local, ignore_errors=True)  # our cache of a run never begun
             run = cls(location, remote)
         else:

@@ -264,7 +264,11 @@ def escapes(root, relpath: str) -> str | None:
 
 
 def same_tree(a, b) -> bool:
-    """Whether one of two locations lies inside the other (never for a bucket and a path)."""
+    """Whether one of two locations lies inside the other: two folders, or two prefixes of a
+    bucket (never a bucket and a path)."""
+    if is_uri(a) and is_uri(b):
+        a, b = str(a).rstrip("/") + "/", str(b).rstrip("/") + "/"
+        return a.startswith(b) or b.startswith(a)
     if is_uri(a) or is_uri(b):
         return False
     a, b = Path(a).resolve(), Path(b).resolve()

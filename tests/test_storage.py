@@ -111,6 +111,21 @@ def test_scan_of_a_bucket_dataset_equals_the_local_scan(s3, tmp_path):
     assert len(bucket.skipped) == 2
 
 
+def test_a_bucket_run_is_never_created_in_a_prefix_that_holds_objects(s3, tmp_path):
+    from orchestrator.run import Run, RunError
+    from orchestrator.storage import same_tree
+
+    data = write_digit_dataset(tmp_path / "data", classes=(0, 1), per_class=2)
+    upload_tree(data, f"s3://{BUCKET}/datasets/kept")
+    before = list_tree(f"s3://{BUCKET}/datasets/kept")
+    with pytest.raises(RunError, match="holds objects but no run"):
+        Run.create(f"s3://{BUCKET}/datasets/kept")
+    assert list_tree(f"s3://{BUCKET}/datasets/kept").keys() == before.keys()
+    assert same_tree(f"s3://{BUCKET}/datasets/kept/runs/r1", f"s3://{BUCKET}/datasets/kept")
+    assert not same_tree(f"s3://{BUCKET}/datasets/kept2", f"s3://{BUCKET}/datasets/kept")
+    assert not same_tree(f"s3://{BUCKET}/datasets/kept", tmp_path)
+
+
 def test_a_bucket_dataset_scans_into_bucket_shards_with_ray_data(s3, tmp_path, monkeypatch):
     """The scan's tasks read the dataset from the bucket and write the shards there (several
     shards: a Ray Data job, not the one-shard path in the driver)."""
