@@ -242,13 +242,13 @@ def import_review(review: Path, *, ledger: Path | None = None,
             f"would relabel all {untouched}. If nobody has reviewed the folder yet, review it "
             "first (README.txt there); if leaving them was the decision, run again with "
             "--accept-untouched")
-    rundir.write_text(review / "after.txt",
-                      "".join(f"{p}\t{h}\n" for p, h in zip(after["review_path"], after["sha1"])))
     where = ledger_mod.ledger_path(review, meta["ledger"], ledger)
     if meta.get("data_dir") and storage.same_tree(where, meta["data_dir"]):
         raise ReviewError(f"the ledger {where} would be written inside the dataset "
                           f"{meta['data_dir']}, which is only ever read: pass --ledger with a "
                           "path outside it")
+    rundir.write_text(review / "after.txt",
+                      "".join(f"{p}\t{h}\n" for p, h in zip(after["review_path"], after["sha1"])))
     rundir.write_csv(review / "manifest.csv", manifest)
     confirmed = manifest[manifest["action"] == "confirm"].rename(columns={"old_label": "class_name"})
     ledger_mod.add_confirmed(where, confirmed, str(review))

@@ -409,6 +409,8 @@ def test_a_bad_review_or_manifest_exits_2_naming_it(case, reviewed_run, tmp_path
     assert names in text, text
     assert source_state(data) == before
     assert not (tmp_path / "fixed").exists() and not (data / "fixed").exists()
+    if case.startswith("import_"):  # a refused import writes nothing into the review either
+        assert not (review / "after.txt").exists() and not (review / "manifest.csv").exists()
 
 
 def test_review_and_corrected_copies_never_share_a_file_with_the_dataset(reviewed_run, tmp_path,
