@@ -2,6 +2,7 @@
 so an interrupted run leaves either the old file or the new one, never half of one."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -190,23 +191,18 @@ def read_predictions(run_dir: Path, columns: list[str] | None = None) -> pa.Tabl
         return dataset.to_table(columns=columns)
 
 
-class _damaged:
+@contextlib.contextmanager
+def _damaged(run_dir: Path):
     """Turns a prediction file that cannot be read into an error that says the fix."""
-
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, e, tb):
-        if kind is not None and issubclass(kind, (pa.ArrowException, OSError)) \
-                and not issubclass(kind, FileNotFoundError):
-            raise DamagedPartition(
-                f"a prediction file of {self.run_dir} cannot be read ({str(e).splitlines()[0]}):"
-                f" `dupes run --resume {self.run_dir}` checks every partition and retrains the "
-                "damaged ones") from None
-        return False
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError) as e:
+        raise DamagedPartition(
+            f"a prediction file of {run_dir} cannot be read ({str(e).splitlines()[0]}): "
+            f"`dupes run --resume {run_dir}` checks every partition and retrains the damaged "
+            "ones") from None
 
 
 def read_prediction_columns(run_dir: Path, *, batch_rows: int = 1 << 18,

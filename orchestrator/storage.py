@@ -318,11 +318,7 @@ class ShardStore:
         return read_bytes(self._at(name))
 
     def exists(self, name: str) -> bool:
-        if is_uri(self.root):
-            import pyarrow.fs as pafs
-            fs, base = resolve(self.root)
-            return fs.get_file_info(join(base, name)).type == pafs.FileType.File
-        return (Path(self.root) / name).is_file()
+        return is_file(self.root, name)
 
     def names(self) -> set[str]:
         if is_uri(self.root):
