@@ -68,15 +68,15 @@ def probe_images(image_size: int) -> int:
 
 def probe(images, labels: np.ndarray, hyp: Hyp, *, threads: int, device: str = "cpu",
           seed: int = 0) -> Probe:
-    """Train 3 epochs on a sample and predict as many images, with `threads` torch threads
-    (what one training gets); epochs 2 and 3 are timed (the first pays for warm-up)."""
+    """Train 3 epochs on half of `images` (a sample: twice `probe_images`) and predict the
+    other half, with `threads` torch threads (what one training gets); epochs 2 and 3 are
+    timed (the first pays for warm-up)."""
     import torch
 
     from trainers.train import train
 
     labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    pick = rng.permutation(len(labels))[:2 * probe_images(int(np.shape(images)[1]))]
+    pick = np.random.default_rng(seed).permutation(len(labels))
     half = max(1, len(pick) // 2)
     tr, ev = np.sort(pick[:half]), np.sort(pick[half:] if len(pick) > half else pick[:half])
     marks: list[float] = []
@@ -116,14 +116,12 @@ def training_seconds(hyp: Hyp, n_images: int, rates: Probe, epoch_losses: int) -
 
 def sanity_seconds(hyp: Hyp, n_images: int, image_size: int, rates: Probe) -> float:
     """The preflight check's two short trainings (trainers/sanity.py), at the probe's speed."""
-    from trainers.sanity import MAX_EPOCHS as CHECK_MAX, MIN_STEPS
+    from trainers.sanity import OVERFIT_BATCH, OVERFIT_EPOCHS, learnability_size
 
-    n = min(n_images, 400 if image_size > 64 else 2000)
+    n, epochs = learnability_size(n_images, image_size, hyp)
     half = n // 2
-    steps = max(1, -(-half // hyp.batch_size))
-    epochs = min(CHECK_MAX, max(4, min(hyp.epochs, 8), -(-MIN_STEPS // steps)))
-    return (60 * min(32, n_images) + epochs * half) / rates.train_rate + \
-        (n - half) / rates.predict_rate
+    return (OVERFIT_EPOCHS * min(OVERFIT_BATCH, n_images) + epochs * half) / rates.train_rate \
+        + (n - half) / rates.predict_rate
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,11 @@ def input_checks(images: np.ndarray, labels: np.ndarray, classes: list[str]) -> 
     return out
 
 
-def overfit_check(images, labels, hyp: Hyp, *, batch: int = 32, epochs: int = 60,
-                  seed: int = 0, device: str = "cpu") -> Check:
+OVERFIT_BATCH, OVERFIT_EPOCHS = 32, 60  # the overfit check: images, epochs
+
+
+def overfit_check(images, labels, hyp: Hyp, *, batch: int = OVERFIT_BATCH,
+                  epochs: int = OVERFIT_EPOCHS, seed: int = 0, device: str = "cpu") -> Check:
     """Train on one small balanced batch without augmentation: the loss must fall near zero."""
     from trainers.train import train
 
@@ -86,6 +89,19 @@ MAX_EPOCHS = 100  # ... and at most this many epochs to get them
 
 
 BASELINE_PX = 32  # the baseline of a failed check: the small CNN on images this size at most
+
+
+def learnability_size(n_images: int, image_size: int, hyp: Hyp, *, n: int = 2000
+                      ) -> tuple[int, int]:
+    """(images, epochs) of the learnability check's short training on `n_images` images: a
+    sample of up to `n` (400 for images above 64 px), half trained on; a few epochs, but
+    enough optimizer steps: a tiny dataset (30 training images, batches of 128) would
+    otherwise get 8 steps and fail for want of training, not of labels."""
+    if image_size > 64:
+        n = min(n, 400)  # large images train slowly on a CPU head node: a smaller sample
+    n = min(n, n_images)
+    steps_per_epoch = max(1, -(-(n // 2) // hyp.batch_size))
+    return n, min(MAX_EPOCHS, max(4, min(hyp.epochs, 8), -(-MIN_STEPS // steps_per_epoch)))
 
 
 def baseline_hyp(hyp: Hyp) -> Hyp:
@@ -117,16 +133,11 @@ def learnability_check(images, labels, hyp: Hyp, *, n: int = 2000, epochs: int |
     from trainers.train import train
 
     rng = np.random.default_rng(seed)
-    if images.shape[1] > 64:
-        n = min(n, 400)  # large images train slowly on a CPU head node: a smaller sample
+    n, auto_epochs = learnability_size(len(labels), images.shape[1], hyp, n=n)
     pick = rng.permutation(len(labels))[:n]
     half = len(pick) // 2
     tr, ev = pick[:half], pick[half:]
-    # a few epochs, but enough optimizer steps: a tiny dataset (30 training images, batches
-    # of 128) would otherwise get 8 steps and fail for want of training, not of labels
-    steps_per_epoch = max(1, -(-len(tr) // hyp.batch_size))
-    h = replace(hyp, epochs=epochs or min(MAX_EPOCHS, max(4, min(hyp.epochs, 8),
-                                                          -(-MIN_STEPS // steps_per_epoch))))
+    h = replace(hyp, epochs=epochs or auto_epochs)
     out = train(h, images, labels, tr, ev, seed=seed, device=device)
     acc = float((out.pred == labels[ev]).mean())
     chance = float(np.bincount(labels[ev]).max() / len(ev))
@@ -136,9 +147,11 @@ def learnability_check(images, labels, hyp: Hyp, *, n: int = 2000, epochs: int |
                   f"{need:.3f})", "the labels do not follow the images: a shuffled or wrong "
                   "label column, classes that are not visually distinct, or a learning rate "
                   "far too high")
-    small = _smaller(np.asarray(images), BASELINE_PX)
-    if check.ok or not baseline or (baseline_hyp(hyp) == hyp and small.shape == images.shape):
+    if check.ok or not baseline:
         return check
+    small = _smaller(np.asarray(images), BASELINE_PX)
+    if baseline_hyp(hyp) == hyp and small.shape == images.shape:
+        return check  # the baseline would be this very training again
     base = learnability_check(small, labels, baseline_hyp(hyp), n=n, seed=seed, device=device,
                               baseline=False)
     if not base.ok:
