@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import types
 import typing
 from dataclasses import MISSING, fields, is_dataclass, replace
 from functools import cache
+
+from trainers.hyp import bound_error
 
 
 def flag_name(name: str) -> str:
@@ -41,12 +42,8 @@ def _number(kind, meta: dict):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a {kind.__name__}: {text}") from None
-        if isinstance(value, float) and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-        if "gt" in meta and not value > meta["gt"]:
-            raise argparse.ArgumentTypeError(f"must be > {meta['gt']:g}, got {text}")
-        if "min" in meta and not value >= meta["min"]:
-            raise argparse.ArgumentTypeError(f"must be >= {meta['min']:g}, got {text}")
+        if (why := bound_error(value, meta)) is not None:
+            raise argparse.ArgumentTypeError(f"{why}, got {text}")
         return value
     return parse
 

@@ -16,6 +16,18 @@ MODELS = ("auto", "smallcnn", "resnet18", "resnet50", "efficientnet_b0", "convne
 DATA_MODES = ("auto", "resident", "streamed")
 
 
+def bound_error(value, meta) -> str | None:
+    """What is wrong with a number against a field's bounds (`gt`, `min`), or None: the one
+    rule the command line's flags and a hyperparameter file are both checked by."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return "must be a finite number"
+    if "gt" in meta and not value > meta["gt"]:
+        return f"must be > {meta['gt']:g}"
+    if "min" in meta and not value >= meta["min"]:
+        return f"must be >= {meta['min']:g}"
+    return None
+
+
 def hp(default, help: str, **meta):
     """A hyperparameter: its default and what the flag's help says (unit included); `meta`
     may bound it (`gt`, `min`) or list its `choices`."""
@@ -74,13 +86,8 @@ class Hyp:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 if "choices" in meta and v not in meta["choices"]:
                     bad.append(f"{f.name}={v!r} (one of {', '.join(meta['choices'])})")
-                continue
-            if v != v or v in (float("inf"), float("-inf")):
-                bad.append(f"{f.name}={v} (must be finite)")
-            elif "gt" in meta and not v > meta["gt"]:
-                bad.append(f"{f.name}={v} (must be > {meta['gt']})")
-            elif "min" in meta and not v >= meta["min"]:
-                bad.append(f"{f.name}={v} (must be >= {meta['min']})")
+            elif (why := bound_error(v, meta)) is not None:
+                bad.append(f"{f.name}={v} ({why})")
         if bad:
             raise ValueError("invalid hyperparameters: " + "; ".join(bad))
 
