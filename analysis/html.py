@@ -100,7 +100,9 @@ def _file_cell(relpath: str, link_base: str | None) -> str:
     return f'<td class="l"><a href="{_esc(href)}">{_esc(relpath)}</a></td>'
 
 
-def _sample_rows(df: pd.DataFrame, thumbs: dict, link_base: str | None = None) -> list[str]:
+def _sample_rows(df: pd.DataFrame, thumbs: dict, link_base: str | None = None
+                 ) -> list[tuple[str, str]]:
+    """(tr attributes for the filter bar, cells) of every row of a votes table."""
     rows = []
     for r in df.itertuples():
         cells = [_thumb(thumbs, r.sample_id), _file_cell(r.relpath, link_base),

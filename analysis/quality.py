@@ -26,12 +26,10 @@ def quality_warnings(analysis: Analysis, *, min_lift: float = MIN_LIFT,
         raise ValueError(f"min_lift and max_flagged must be in (0, 1), got {min_lift}, "
                          f"{max_flagged}")
     out = []
-    given = analysis.votes["given_class"] if "given_class" in analysis.votes else None
     n = len(analysis.votes)
     if n == 0 or analysis.accuracy.empty:
         return out
-    chance = float(given.value_counts(normalize=True).max()) if given is not None else \
-        1.0 / max(1, len(analysis.classes))
+    chance = float(analysis.votes["given_class"].value_counts(normalize=True).max())
     accuracy = float(np.average(analysis.accuracy["accuracy"], weights=analysis.accuracy["n"]))
     need = chance + min_lift * (1 - chance)
     if accuracy < need:

@@ -147,7 +147,7 @@ def second_opinion_table(analysis: Analysis) -> Table | None:
 
 
 def quality_text(analysis: Analysis) -> Text | None:
-    """The model-quality gate, first in the report when it fires (`analysis.quality`)."""
+    """The model-quality gate (`analysis/quality.py`), first in the report when it fires."""
     warnings = quality_warnings(analysis)
     if not warnings:
         return None

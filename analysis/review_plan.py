@@ -32,6 +32,8 @@ def special_dirs(classes: list[str]) -> tuple[str, str]:
             name = "_" + name
         out.append(name)
     return out[0], out[1]
+
+
 ACTIONS = ("confirm", "relabel", "remove", "unsure")
 MANIFEST_COLUMNS = ["sample_id", "relpath", "sha1", "old_label", "new_label", "action"]
 

@@ -366,9 +366,8 @@ def cmd_review(args, console: Console) -> int:
 
 
 def cmd_apply(args, console: Console) -> int:
-    from orchestrator.review_files import apply_manifest
-
     from analysis.review_plan import CHANGES_REL
+    from orchestrator.review_files import apply_manifest
 
     if args.hardlink and args.copy:
         raise UsageError("--hardlink and --copy contradict each other: give one")
