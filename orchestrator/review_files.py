@@ -58,8 +58,13 @@ def _sha1(f) -> str:
 
 
 def sha1_of(path: Path) -> str:
-    with open(path, "rb") as f:
-        return _sha1(f)
+    """sha1 of a local file; "" for one that cannot be read or is not a regular file (a FIFO
+    dropped into a review folder must not hang the import: it is then found by its name)."""
+    try:
+        with storage.open_regular(path) as f:
+            return _sha1(f)
+    except OSError:
+        return ""
 
 
 FICLONE = 0x40049409  # Linux ioctl: the copy shares the source's blocks, copy-on-write

@@ -311,6 +311,10 @@ def _review_cases():
         at(v, "0/img0.png").rename(v / "0" / "mine.png")
         return ["review", "import", v], "mine.png"
 
+    def import_fifo_in_review(t, d, r, v, c):
+        os.mkfifo(v / "0" / "pipe.png")  # a plain open() of it would wait forever
+        return ["review", "import", v], "pipe.png"
+
     def import_ledger_inside_data(t, d, r, v, c):
         return ["review", "import", v, "--ledger", d / "ledger.csv"], "inside the dataset"
 
@@ -384,6 +388,7 @@ def _review_cases():
 
     return {f.__name__: f for f in [
         import_not_review, import_truncated_meta, import_exported_gone, import_new_file,
+        import_fifo_in_review,
         import_renamed, import_ledger_inside_data, export_out_inside_data,
         export_out_not_empty, export_not_a_run, apply_binary_manifest, apply_missing_manifest,
         apply_missing_columns, apply_out_inside_data, apply_out_is_file, apply_data_missing,
