@@ -242,3 +242,44 @@ def test_a_model_too_weak_for_the_check_is_told_apart_from_labels_that_do_not_fo
                                   Hyp(flip=False, translate=1, lr=1e-6))
     assert not shuffled.ok and not shuffled.warning  # the baseline fails too: the labels
     assert "did not either" in shuffled.detail
+
+
+def _shapes(n=1200, size=16, seed=0):
+    """Four classes that look the same mirrored (a horizontal bar, a vertical bar, a plus, a
+    hollow square), anywhere in the image, on noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 60, (n, size, size, 1)).astype(np.uint8)
+    y = np.arange(n) % 4
+    for i, c in enumerate(y):
+        r, q = rng.integers(3, size - 3, 2)
+        if c in (0, 2):
+            x[i, r, 2:-2] = 255
+        if c in (1, 2):
+            x[i, 2:-2, q] = 255
+        if c == 3:
+            x[i, 3:-3, 3], x[i, 3:-3, -4], x[i, 3, 3:-3], x[i, -4, 3:-3] = 255, 255, 255, 255
+    return x, y
+
+
+def test_the_mirror_check_keeps_flips_for_symmetric_classes_and_drops_them_for_digits():
+    from sklearn.datasets import load_digits
+
+    from trainers.sanity import mirror_check
+
+    d = load_digits()
+    digits = mirror_check((d.images * 255 / 16).astype(np.uint8)[..., None], d.target)
+    assert digits.accuracy > 0.8 and digits.kept < 0.6
+    flip, why = digits.decision()
+    assert not flip and why.startswith("off: mirroring changes")
+    shapes = mirror_check(*_shapes())
+    assert shapes.accuracy > 0.8 and shapes.kept > 0.9
+    assert shapes.decision()[0] and shapes.decision()[1].startswith("on: mirroring keeps")
+
+
+def test_a_mirror_check_too_weak_to_tell_turns_flips_off():
+    from trainers.sanity import Mirror
+
+    flip, why = Mirror(accuracy=0.2, mirrored_accuracy=0.2, chance=0.1, seconds=1).decision()
+    assert not flip and "too weak to tell" in why
+    assert Mirror(0.9, 0.88, 0.1, 1).decision()[0]
+    assert not Mirror(0.9, 0.5, 0.1, 1).decision()[0]
