@@ -305,6 +305,8 @@ def plan_table(plan: dict) -> Table:
     ]
     if plan.get("budget_s"):
         rows.append(("budget", plan["budget_note"]))
+    for name, why in (plan.get("chosen") or {}).items():  # what no flag set, and why
+        rows.append((f"{name}", why))
     for k, v in rows:
         table.add_row(k, v)
     return table

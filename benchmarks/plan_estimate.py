@@ -25,17 +25,51 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 OUT = ROOT / "benchmarks" / "results" / "plan_estimate.json"
 FAST = ["--width", "16", "--epochs", "6", "--lr", "0.2", "--progressive", "0.5",
         "--no-flip", "--translate", "1"]  # benchmarks/train_speed.py's settings
+# the small CNN's defaults before they were sized to the data (issue #14), as flags; with
+# --repeats 1 (2 trainings at once): the whole pass would take 10 times as long
+BEFORE = ["--width", "32", "--epochs", "20", "--lr", "0.05", "--label-smoothing", "0",
+          "--flip", "--translate", "2", "--progressive", "0", "--repeats", "1"]
 CASES = {
     "demo": ("digits", ["--no-flip", "--translate", "1"]),  # the demo's hyperparameters
     "mnist": ("mnist_test", FAST),
     "fmnist": ("fashion_mnist_test", FAST),
-    "mnist-budget-3m": ("mnist_test", ["--no-flip", "--translate", "1", "--width", "16",
-                                       "--lr", "0.2", "--budget", "3m"]),
+    "mnist-budget-3m": ("mnist_test", ["--budget", "3m"]),
+    # no flags: the defaults sized to the data and the machine
+    "digits-defaults": ("digits", []),
+    "mnist-defaults": ("mnist_test", []),
+    "fmnist-defaults": ("fashion_mnist_test", []),
+    "cifar10k-defaults": ("cifar10_test", []),
+    "photos-defaults": ("photos", []),
+    "mnist-before": ("mnist_test", BEFORE),
+    "fmnist-before": ("fashion_mnist_test", BEFORE),
+    "cifar10k-before": ("cifar10_test", BEFORE),
 }
+PHOTOS, PHOTO_NOISE = 2000, 0.05  # CIFAR-10 test images as JPEGs of 32-200 px, 5% planted
+
+
+def write_photos(out: Path) -> list[str]:
+    """The first PHOTOS CIFAR-10 test images as JPEGs of random sizes (32-200 px a side, not
+    square), PHOTO_NOISE of them in a wrong class folder; returns the planted relpaths."""
+    d = np.load(SHARED / "cifar10_test.npz")
+    rng = np.random.default_rng(0)
+    classes = [str(c) for c in d["classes"]]
+    labels = d["labels"][:PHOTOS].copy()
+    planted = rng.choice(PHOTOS, int(PHOTO_NOISE * PHOTOS), replace=False)
+    labels[planted] = (labels[planted] + rng.integers(1, 10, len(planted))) % 10
+    rels = []
+    for i in range(PHOTOS):
+        w, h = rng.integers(32, 201, 2)
+        rel = f"{classes[labels[i]]}/{i:05d}.jpg"
+        (out / classes[labels[i]]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(d["images"][i]).resize((int(w), int(h)), Image.BICUBIC).save(
+            out / rel, quality=90)
+        rels.append(rel)
+    return [rels[i] for i in planted]
 
 
 def write_pngs(name: str, out: Path) -> int:
@@ -63,7 +97,8 @@ def main() -> None:
         data, flags = CASES[case]
         tmp = Path(tempfile.mkdtemp(prefix="dupes-plan-"))
         try:
-            n = write_pngs(data, tmp / "data")
+            planted = write_photos(tmp / "data") if data == "photos" else None
+            n = PHOTOS if planted else write_pngs(data, tmp / "data")
             res = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run",
                                   str(tmp / "data"), "--out", str(tmp / "run"), *flags],
                                  cwd=ROOT, capture_output=True, text=True)
@@ -74,7 +109,21 @@ def main() -> None:
             estimated = plan["spent_s"] + plan["estimate_s"]
             acc = [json.loads(f.read_text())["heldout_accuracy"]
                    for f in (tmp / "run" / "trainings").glob("*.json")]
-            results.append({
+            config = json.loads((tmp / "run" / "config.json").read_text())
+            sanity = tmp / "run" / "sanity.json"
+            extra = {"chosen": config.get("hyp_chosen", {}), "flip": config["hyp"]["flip"],
+                     "width": config["hyp"]["width"], "image_size": plan["image_size"],
+                     "trainings": len(acc),
+                     "sanity": json.loads(sanity.read_text()) if sanity.exists() else None,
+                     "log_head": res.stdout[:4000]}
+            if planted is not None:
+                import pandas as pd
+                from analysis.votes import precision_recall
+                dupes = pd.read_parquet(tmp / "run" / "dupes.parquet")
+                pr = precision_recall(dupes["relpath"].to_numpy(), np.array(planted))
+                extra.update(planted=len(planted), dupes=len(dupes),
+                             planted_precision=round(pr[0], 3), planted_recall=round(pr[1], 3))
+            results.append({**extra,
                 "case": case, "images": n, "flags": " ".join(flags), "model": plan["model"],
                 "epochs": plan["epochs"], "slots": plan["slots"],
                 "train_rate": round(plan["probe"]["train_rate"]),

@@ -119,13 +119,16 @@ class Cache:
 
 def build_cache(root, store: ShardStore, *, image_size: int | None, aspect: str,
                 min_per_class: int | None, seed: int, console: Console | None = None,
-                task_options: dict | None = None) -> Cache:
+                task_options: dict | None = None, max_auto_size: int = scanmod.AUTO_MAX
+                ) -> Cache:
     """Scan `root` into shards in `store` with a Ray Data job (Ray must be initialised);
-    `task_options` are the Ray options of its tasks (e.g. a scheduling strategy)."""
+    `task_options` are the Ray options of its tasks (e.g. a scheduling strategy); without an
+    `image_size`, the images' median size up to `max_auto_size`."""
     import ray.data
 
     found, rejects, classes = scanmod.list_files(root)
-    size, channels = scanmod.header_sample(root, [rel for _, rel in found])
+    size, channels = scanmod.header_sample(root, [rel for _, rel in found],
+                                           max_side=max_auto_size)
     size = image_size or size
     plan = Plan(str(root), int(size), int(channels), aspect, rows_per_shard(size, channels),
                 int(seed))

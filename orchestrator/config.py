@@ -49,7 +49,8 @@ class ScanSettings:
     """How a dataset becomes the training cache (`dupes run`, `sanity` and `tune` alike)."""
 
     image_size: int | None = opt(None, "training size in px (images are resized to a "
-                                 "square); none: the images' median size, at most 128 px",
+                                 "square); none: the images' median size, at most 128 px with "
+                                 "GPUs, 64 px without (the small CNN's sizes)",
                                  gt=0)
     min_per_class: int | None = opt(None, "drop classes with fewer usable images than this "
                                     "(reported); none: a class with fewer than 2 is an error",
@@ -104,6 +105,10 @@ class RunConfig:
     address: str | None = opt(None, "Ray cluster address; none: RAY_ADDRESS, else a private "
                               "local Ray", resume=True)
     config: str = ""                   # the --config file the hyperparameters came from
+    # the hyperparameters set by a flag, the --config file or the demo; the plan chooses the
+    # others from the data and the machine (orchestrator.plan.sized_defaults)
+    hyp_set: list = field(default_factory=list)
+    hyp_chosen: dict = field(default_factory=dict)  # {hyperparameter: what was chosen, why}
     scan: ScanSettings = field(default_factory=ScanSettings)
     rule: DupeRule = field(default_factory=DupeRule)
     hyp: Hyp = field(default_factory=Hyp)
@@ -155,10 +160,14 @@ def read_hyp_file(path: Path) -> dict:
 
 def hyp_from_args(args: argparse.Namespace, base: Hyp | None = None) -> Hyp:
     """Hyperparameters: `base` (the defaults), then the --config file's, then the flags."""
+    return replace(base or Hyp(), **_hyp_given(args))
+
+
+def _hyp_given(args: argparse.Namespace) -> dict:
     from orchestrator.flags import given
 
     file_hyp = read_hyp_file(args.config) if getattr(args, "config", None) else {}
-    return replace(base or Hyp(), **{**file_hyp, **given(args, Hyp)})
+    return {**file_hyp, **given(args, Hyp)}
 
 
 def scan_from_args(args: argparse.Namespace) -> ScanSettings:
@@ -171,9 +180,13 @@ def new_config(args: argparse.Namespace, *, data_dir: str, run_dir: str,
     """A new run's configuration: every default, then the flags given."""
     from orchestrator.flags import build
 
+    base = hyp or Hyp()
+    chosen = set(_hyp_given(args)) | {k for k, v in base.to_dict().items()
+                                      if v != getattr(Hyp(), k)}
     return build(RunConfig, args, data_dir=data_dir, run_dir=run_dir,
                  config=str(getattr(args, "config", None) or ""), scan=scan_from_args(args),
-                 rule=build(DupeRule, args), hyp=hyp_from_args(args, hyp))
+                 rule=build(DupeRule, args), hyp=hyp_from_args(args, hyp),
+                 hyp_set=sorted(chosen))
 
 
 def resume_config(saved: RunConfig, args: argparse.Namespace, *, run_dir: str

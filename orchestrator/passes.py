@@ -51,7 +51,10 @@ def prepare(run: Run, cfg: RunConfig, console: Console) -> Prepared:
     t0 = time.perf_counter()
     timings: dict = {}
     def scan():
+        import ray
+
         from orchestrator.cluster import scan_task_options
+        from orchestrator.scan import auto_max
 
         options = scan_task_options(cfg.data_dir)
         if options:
@@ -60,7 +63,9 @@ def prepare(run: Run, cfg: RunConfig, console: Console) -> Prepared:
                           highlight=False)
         return build_cache(cfg.data_dir, run.shard_store(), image_size=cfg.scan.image_size,
                            aspect=cfg.scan.aspect, min_per_class=cfg.scan.min_per_class,
-                           seed=cfg.seed, console=console, task_options=options)
+                           seed=cfg.seed, console=console, task_options=options,
+                           max_auto_size=auto_max(ray.cluster_resources().get("GPU", 0)
+                                                  or cfg.gpus_per_training or 0))
 
     if run.has_scan() and run.exists("splits.parquet"):
         index, classes, splits = run.index(), run.classes(), run.splits()
@@ -216,37 +221,50 @@ def make_pass_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console
     from analysis.report import plan_table
     from orchestrator.cache import stratified_sample
     from orchestrator.cluster import like_a_training, plan_resources
-    from orchestrator.plan import BudgetError, make_plan, probe, probe_images
+    from orchestrator.plan import (BudgetError, make_plan, probe, probe_images,
+                                   sized_defaults)
+    from trainers.sanity import Mirror
 
     slots, cpt, gpt = plan_resources(cfg, ray.cluster_resources(), len(todo))
     labels = prep.index["label"].to_numpy()
     classes = run.read_json("classes.json")
+    data = dict(n_images=len(prep.index), image_size=classes["image_size"],
+                channels=classes["channels"])
+    hyp, chosen = cfg.hyp, {}
+    if fresh:  # what no flag set is chosen from the data and the machine
+        hyp, chosen = sized_defaults(hyp, given=cfg.hyp_set, gpu=gpt > 0, **data)
+    mirror = fresh and "flip" not in cfg.hyp_set
     sample = stratified_sample(labels, 2 * probe_images(classes["image_size"]), seed=cfg.seed)
     t0 = time.perf_counter()
-    args = (prep.images.gather(sample), labels[sample], cfg.hyp)
-    kwargs = dict(threads=max(1, int(cpt)), device="cuda" if gpt > 0 else "cpu", seed=cfg.seed)
+    args = (prep.images.gather(sample), labels[sample], hyp)
+    kwargs = dict(threads=max(1, int(cpt)), device="cuda" if gpt > 0 else "cpu", seed=cfg.seed,
+                  mirror=mirror)
     if sum(n.get("Alive", False) for n in ray.nodes()) == 1:
         rates = probe(*args, **kwargs)  # one machine: here, without a task's worker start
     else:
         rates = like_a_training(probe, *args, **kwargs, cpus=cpt, gpus=gpt,
                                 resources=cfg.resources_per_training)
     spent_s += time.perf_counter() - t0
+    if mirror:
+        flip, why = Mirror(**rates.mirror).decision()
+        hyp, chosen["flip"] = dataclasses.replace(hyp, flip=flip), why
     try:
-        plan, hyp = make_plan(cfg.hyp, n_images=len(prep.index), n_classes=len(prep.classes),
-                              image_size=classes["image_size"], channels=classes["channels"],
+        plan, hyp = make_plan(hyp, n_classes=len(prep.classes), **data,
                               aspect=classes.get("aspect", "pad"), data_mode=cfg.data_mode,
                               trainings=len(todo), slots=slots, rates=rates,
                               epoch_losses=cfg.epoch_losses,
                               budget_s=cfg.budget if fresh else None, spent_s=spent_s,
-                              sanity=sanity)
+                              sanity=sanity, chosen=chosen)
     except BudgetError as e:
         raise BudgetError(f"{e}. Nothing was trained; `dupes run --resume {run} --budget "
                           "DURATION` keeps this run's scan") from None
     console.print(plan_table(plan.to_dict()))
     run.write_json("plan.json", {**plan.to_dict(), "made": time.time(), "spent_s": spent_s},
                    publish=True)
-    if fresh and hyp != cfg.hyp:  # the resolved model, the budget's epochs: recorded
-        cfg = dataclasses.replace(cfg, hyp=hyp)
+    if fresh:  # what auto, the data and the budget settled, recorded with the reasons
+        cfg = dataclasses.replace(cfg, hyp=hyp, hyp_chosen=plan.chosen,
+                                  scan=dataclasses.replace(cfg.scan,
+                                                           image_size=classes["image_size"]))
         run.save_config(cfg)
     return cfg, plan
 
@@ -277,7 +295,8 @@ def _scan_and_train(run: Run, cfg: RunConfig, console: Console, stale_local: int
         labels = prep.index["label"].to_numpy()
         sample = stratified_sample(labels, SANITY_SAMPLE, seed=cfg.seed)
         if not run_sanity(prep.images.gather(sample), labels[sample], prep.classes, cfg.hyp,
-                          console, out=run.file("sanity.json")):
+                          console, out=run.file("sanity.json"),
+                          expected_s=plan.sanity_s if plan else None):
             raise SanityError(f"the sanity check failed (see above and "
                               f"{run.file('sanity.json')}); fix the cause, or resume with "
                               f"`dupes run --resume {run} --no-sanity` to train anyway")
@@ -346,15 +365,18 @@ def summarise(run: Run, prep: Prepared, planned: list, analysis: Analysis, secon
 
 
 def run_sanity(images, labels, classes, hyp: Hyp, console: Console, *,
-               out: Path | None = None) -> bool:
+               out: Path | None = None, expected_s: float | None = None) -> bool:
     """Run the preflight checks in this process and print the verdict; True if it passed."""
     import torch
 
-    from analysis.report import sanity_table
+    from analysis.report import format_duration, sanity_table
     from trainers.sanity import sanity
 
     t0 = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    about = f", about {format_duration(expected_s)}" if expected_s else ""
+    console.print(f"sanity check ({hyp.model}, {len(labels):,} images{about}): overfit one "
+                  "batch, then a short training that must beat chance", highlight=False)
     verdict = sanity(np.asarray(images), np.asarray(labels), classes, hyp, device=device)
     console.print(sanity_table(verdict.checks))
     if out is not None:

@@ -52,12 +52,14 @@ def parse_duration(text: str) -> float:
 
 @dataclass(frozen=True)
 class Probe:
-    """One slot's speed, measured: a short training with the pass's settings and threads."""
+    """One slot's speed, measured: a short training with the pass's settings and threads; and,
+    when the flips are left to the data, whether mirroring keeps the labels."""
 
     train_rate: float     # training images per second (one training)
     predict_rate: float   # held-out images per second (with TTA when the pass uses it)
     seconds: float        # what the probe cost
     images: int           # training images it used
+    mirror: dict | None = None  # trainers.sanity.Mirror as a dict, when measured
 
 
 def probe_images(image_size: int) -> int:
@@ -67,12 +69,14 @@ def probe_images(image_size: int) -> int:
 
 
 def probe(images, labels: np.ndarray, hyp: Hyp, *, threads: int, device: str = "cpu",
-          seed: int = 0) -> Probe:
+          seed: int = 0, mirror: bool = False) -> Probe:
     """Train 3 epochs on half of `images` (a sample: twice `probe_images`) and predict the
     other half, with `threads` torch threads (what one training gets); epochs 2 and 3 are
-    timed (the first pays for warm-up)."""
+    timed (the first pays for warm-up). With `mirror`, `trainers.sanity.mirror_check` runs
+    too, on the same sample."""
     import torch
 
+    from trainers.sanity import mirror_check
     from trainers.train import train
 
     labels = np.asarray(labels)
@@ -88,12 +92,49 @@ def probe(images, labels: np.ndarray, hyp: Hyp, *, threads: int, device: str = "
         train(h, images, labels, tr, ev, seed=seed, device=device,
               on_epoch=lambda info: marks.append(time.perf_counter()))
         end = time.perf_counter()
+        mirrored = asdict(mirror_check(images, labels, seed=seed, device=device)) \
+            if mirror else None
     finally:
         torch.set_num_threads(old)
     epoch_s = max((marks[2] - marks[0]) / 2, 1e-6)
     predict_s = max(end - marks[2], 1e-6)
     return Probe(train_rate=len(tr) / epoch_s, predict_rate=len(ev) / predict_s,
-                 seconds=end - t0, images=len(tr))
+                 seconds=time.perf_counter() - t0, images=len(tr), mirror=mirrored)
+
+
+# The small CNN's defaults on CPUs, chosen from single trainings on MNIST's 10k test images
+# (5,000 trained, 5,000 predicted, 1 thread; BENCHMARKS.md "Defaults sized to the data"):
+# width 16 is as accurate as 24 or 32 at half their time or less; lr 0.2 (0.05 before) and
+# label smoothing 0.1 buy +0.5 pt at equal time; progressive resizing from half size is
+# 1.8x faster for -0.2 pt. Accuracy stops rising at about 60k training images seen (12
+# epochs of 5,000), so the epochs follow the size of the training half.
+SEEN_PER_TRAINING = 60_000   # training images one training sees (epochs x half)
+SIZED_EPOCHS = (4, 20)       # ... in this many epochs at least and at most
+CPU_SMALLCNN = dict(width=16, lr=0.2, batch_size=128, label_smoothing=0.1)
+
+
+def sized_defaults(hyp: Hyp, *, given, n_images: int, image_size: int, channels: int,
+                   gpu: bool) -> tuple[Hyp, dict]:
+    """The hyperparameters no flag, --config file or demo set (`given` names those that
+    were), chosen from the data and the machine; returns them with {name: "value: why"}.
+    The flips are chosen later, by the probe's mirror check."""
+    from trainers.models import resolve_model
+
+    model = resolve_model(hyp.model, image_size)
+    if gpu or model != "smallcnn":
+        return hyp, {}  # measured on CPUs only: the defaults stay where nothing was measured
+    half = max(1, n_images // 2)
+    epochs = int(np.clip(round(SEEN_PER_TRAINING / half), *SIZED_EPOCHS))
+    rule = {**CPU_SMALLCNN, "epochs": epochs,
+            "progressive": 0.5 if image_size >= 24 else 0.0,
+            "translate": 1 if image_size <= 16 else 2}
+    why = {"epochs": f"about {SEEN_PER_TRAINING:,} images seen per training "
+                     f"({half:,} per epoch), within {SIZED_EPOCHS[0]}-{SIZED_EPOCHS[1]}",
+           "progressive": "from half size" if image_size >= 24 else "off below 24 px",
+           "translate": f"{image_size} px images"}
+    free = {k: v for k, v in rule.items() if k not in set(given)}
+    chosen = {k: f"{v}: {why.get(k, 'the small CNN on CPUs')}" for k, v in free.items()}
+    return replace(hyp, **free), chosen
 
 
 def progressive_factor(progressive: float) -> float:
@@ -148,6 +189,7 @@ class Plan:
     probe: dict           # Probe as a dict
     budget_s: float | None = None
     budget_note: str = ""
+    chosen: dict | None = None  # {hyperparameter: "value: why"} of what no flag set
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -156,7 +198,7 @@ class Plan:
 def make_plan(hyp: Hyp, *, n_images: int, n_classes: int, image_size: int, channels: int,
               aspect: str, data_mode: str, trainings: int, slots: int, rates: Probe,
               epoch_losses: int, budget_s: float | None = None, spent_s: float = 0.0,
-              sanity: bool = False) -> tuple[Plan, Hyp]:
+              sanity: bool = False, chosen: dict | None = None) -> tuple[Plan, Hyp]:
     """The plan and the hyperparameters it settles (the resolved model; with a budget, the
     epochs that fit in what is left of it after `spent_s` and the sanity check, if one is to
     run). BudgetError if none fit."""
@@ -170,11 +212,13 @@ def make_plan(hyp: Hyp, *, n_images: int, n_classes: int, image_size: int, chann
         hyp, note = fit_budget(hyp, budget_s - spent_s - check_s - FIXED_S, waves=waves,
                                n_images=n_images, rates=rates, epoch_losses=epoch_losses,
                                budget_s=budget_s)
+        chosen = {**(chosen or {}), "epochs": f"{hyp.epochs}: {note}"}
         check_s = sanity_seconds(hyp, n_images, image_size, rates) if sanity else 0.0
     one = training_seconds(hyp, n_images, rates, epoch_losses)
     plan = Plan(n_images, n_classes, image_size, channels, aspect, hyp.model, hyp.epochs,
                 hyp.batch_size, hyp.width, hyp.flip, hyp.translate, data_mode, trainings, slots,
-                one, check_s, check_s + waves * one + FIXED_S, asdict(rates), budget_s, note)
+                one, check_s, check_s + waves * one + FIXED_S, asdict(rates), budget_s, note,
+                dict(chosen or {}))
     return plan, hyp
 
 

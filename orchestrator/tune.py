@@ -284,6 +284,7 @@ def run_search(settings: TuneSettings, *, resume: bool) -> tuple[pd.DataFrame, d
 
     from orchestrator.cache import build_cache, sharded_images
     from orchestrator.cluster import init_ray
+    from orchestrator.scan import auto_max
     from orchestrator.splits import make_splits
     from orchestrator.storage import ShardStore
 
@@ -295,7 +296,8 @@ def run_search(settings: TuneSettings, *, resume: bool) -> tuple[pd.DataFrame, d
         # resumed search; each trial reads it, the driver holds no pixels
         store = ShardStore(out / "cache")
         scan = build_cache(s.data_dir, store, image_size=s.scan.image_size,
-                           aspect=s.scan.aspect, min_per_class=s.scan.min_per_class, seed=s.seed)
+                           aspect=s.scan.aspect, min_per_class=s.scan.min_per_class, seed=s.seed,
+                           max_auto_size=auto_max(s.gpus_per_trial or 0))
         images = sharded_images(store, scan.placement, scan.n_shards)
         labels = scan.index["label"].to_numpy()
         folds = make_splits(labels, repeats=1, seed=s.seed)["fold"].to_numpy()

@@ -217,6 +217,15 @@ def test_the_plan_and_what_auto_resolved_to_are_recorded(bad_pass):
     plan = json.loads((bad_pass["run"] / "plan.json").read_text())
     assert config["hyp"]["model"] == plan["model"] == "smallcnn"  # never "auto" on record
     assert plan["trainings"] == 4 and plan["estimate_s"] > 0 and plan["probe"]["train_rate"] > 0
+    # the flags given are kept; what none set is chosen, with its reason, flips by the
+    # mirror check (digits: a mirrored digit is another one, or none)
+    assert {"width", "epochs", "batch_size"} <= set(config["hyp_set"])
+    assert (config["hyp"]["width"], config["hyp"]["epochs"]) == (8, 2)
+    chosen = config["hyp_chosen"]
+    assert "flip" not in config["hyp_set"] and config["hyp"]["flip"] is False
+    assert chosen["flip"].startswith("off: ") and plan["probe"]["mirror"]["accuracy"] >= 0
+    assert "lr" in chosen and not {"width", "epochs"} & set(chosen)
+    assert config["scan"]["image_size"] == plan["image_size"] == 8  # the resolved size
 
 
 @pytest.mark.slow

@@ -83,3 +83,32 @@ def test_the_plan_table_names_model_estimate_and_budget():
         assert part in text, text
     assert format_duration(5) == "5.0 s" and format_duration(600) == "10.0 min"
     assert format_duration(7500) == "2 h 05 min"
+
+
+def test_defaults_follow_the_data_and_keep_what_was_given():
+    from orchestrator.plan import SEEN_PER_TRAINING, SIZED_EPOCHS, sized_defaults
+
+    data = dict(n_images=10_000, image_size=28, channels=1, gpu=False)
+    hyp, chosen = sized_defaults(Hyp(), given=[], **data)
+    assert hyp.epochs == SEEN_PER_TRAINING // 5_000 and hyp.width == 16
+    assert hyp.progressive == 0.5 and set(chosen) >= {"epochs", "width", "lr", "progressive"}
+    assert chosen["epochs"].startswith(f"{hyp.epochs}: ")
+    # what a flag set stays, and is not reported as chosen
+    kept, chosen = sized_defaults(Hyp(width=48, epochs=3), given=["width", "epochs"], **data)
+    assert (kept.width, kept.epochs) == (48, 3) and not {"width", "epochs"} & set(chosen)
+    # tiny and huge datasets: the epochs stay within bounds; small images: no resizing
+    assert sized_defaults(Hyp(), given=[], **{**data, "n_images": 200})[0].epochs == SIZED_EPOCHS[1]
+    assert sized_defaults(Hyp(), given=[], **{**data, "n_images": 10**7})[0].epochs == \
+        SIZED_EPOCHS[0]
+    assert sized_defaults(Hyp(), given=[], **{**data, "image_size": 8})[0].progressive == 0
+    # measured on CPUs only: a GPU cluster or a torchvision model keeps the defaults
+    assert sized_defaults(Hyp(), given=[], **{**data, "gpu": True}) == (Hyp(), {})
+    assert sized_defaults(Hyp(), given=[], **{**data, "image_size": 96}) == (Hyp(), {})
+
+
+def test_the_plan_table_says_what_was_chosen_and_why():
+    plan, _ = _plan(chosen={"flip": "off: mirroring changes the labels (...)"})
+    console = Console(record=True, width=200)
+    console.print(plan_table(plan.to_dict()))
+    text = console.export_text()
+    assert "flip" in text and "off: mirroring changes the labels" in text
