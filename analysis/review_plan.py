@@ -158,6 +158,55 @@ def diff_review(before: pd.DataFrame, after: pd.DataFrame, classes: list[str], *
     return manifest.sort_values("sample_id", kind="stable").reset_index(drop=True), problems
 
 
+# What a technician decides for one image in the browser triage (`dupes review serve`), and
+# the file-manager move it stands for: the same manifest follows from either route.
+DECISIONS = {"confirm": "delete the file", "accept": "leave it where it is",
+             "relabel": "move it to another class folder", "remove": "move it into _remove/",
+             "unsure": "move it into _unsure/"}
+
+
+def decided_tree(before: pd.DataFrame, decisions: dict, classes: list[str], *,
+                 specials: tuple[str, str]) -> pd.DataFrame:
+    """The review tree as the file-manager route would leave it after `decisions`
+    ({review_path: {"decision": ..., "label": ...}}), for the decided files only: the
+    `after` listing `diff_review` reads (review_path, sha1).
+
+    Raises ValueError for an unknown decision, an unknown review path, or a relabel to a
+    class that is not one of `classes` or is the image's given class."""
+    remove_dir, unsure_dir = specials
+    rows = {r.review_path: r for r in before.itertuples(index=False)}
+    after = []
+    for path, d in decisions.items():
+        if path not in rows:
+            raise ValueError(f"{path} is not an exported image of this review")
+        kind, label = d.get("decision"), d.get("label")
+        if kind not in DECISIONS:
+            raise ValueError(f"unknown decision {kind!r} for {path}: valid choices are "
+                             f"{sorted(DECISIONS)}")
+        row = rows[path]
+        name = PurePosixPath(path).name
+        if kind == "relabel" and (label not in classes or label == row.given_class):
+            raise ValueError(f"relabel {path} to {label!r}: choose one of the classes other "
+                             f"than its given class {row.given_class!r} ({sorted(classes)})")
+        where = {"confirm": None, "accept": path, "relabel": f"{label}/{name}",
+                 "remove": f"{remove_dir}/{name}", "unsure": f"{unsure_dir}/{name}"}[kind]
+        if where is not None:
+            after.append((where, row.sha1))
+    return pd.DataFrame(after, columns=["review_path", "sha1"])
+
+
+def decisions_manifest(before: pd.DataFrame, decisions: dict, classes: list[str], *,
+                       specials: tuple[str, str]) -> pd.DataFrame:
+    """The manifest of the decided images: exactly what `diff_review` makes of the tree the
+    same decisions would leave in the file-manager route (images not decided yet are left
+    out: they change nothing and are asked again)."""
+    decided = before[before["review_path"].isin(list(decisions))]
+    after = decided_tree(before, decisions, classes, specials=specials)
+    manifest, problems = diff_review(decided, after, classes, specials=specials)
+    assert not problems, problems  # decided_tree only makes valid moves
+    return manifest
+
+
 def manifest_summary(manifest: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame]:
     """Counts per action (all ACTIONS, zeros included) and per (old -> new) relabel pair."""
     per_action = manifest["action"].value_counts().reindex(list(ACTIONS), fill_value=0)

@@ -180,6 +180,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                      help="accept the suggestions of the files left in place even when they are "
                           "most of the review (without it, such an import is refused: it is "
                           "what a folder nobody reviewed looks like)")
+    srv = rsub.add_parser("serve", help="triage a review folder in the browser, by keyboard",
+                          description="Serve a page on 127.0.0.1 that shows every image of "
+                          "REVIEW large, with its labels, votes and scores, and takes one "
+                          "decision per image from the keyboard (a accept the suggestion, k keep "
+                          "the label, c another class, r remove, u unsure, z undo). Each "
+                          "decision is saved at once: REVIEW/manifest.csv and the ledger are "
+                          "what `review import` gives for the same moves in a file manager. "
+                          "Stop with Ctrl-C; a later serve goes on where it stopped.")
+    srv.add_argument("review", type=Path, help="review folder made by `dupes review export`")
+    srv.add_argument("--port", type=int, default=8765,
+                     help="port on 127.0.0.1 (default 8765; 0 = any free port)")
+    srv.add_argument("--ledger", type=parse_location, default=None,
+                     help="ledger to update (default: the one chosen at export)")
 
     app = sub.add_parser("apply", help="build a corrected copy of a dataset from a manifest",
                          description="Copy DATA to OUT with the manifest's relabels and "
@@ -353,6 +366,8 @@ def cmd_review(args, console: Console) -> int:
         console.print(f"exported {len(table)} image(s) for review to {args.out.resolve()}; "
                       f"instructions in {args.out.resolve() / 'README.txt'}", highlight=False)
         return EXIT_OK
+    if args.review_command == "serve":
+        return serve_review(args, console)
     manifest, problems = import_review(args.review, ledger=args.ledger,
                                        accept_untouched=args.accept_untouched)
     if problems:
@@ -362,6 +377,26 @@ def cmd_review(args, console: Console) -> int:
     console.print(f"wrote {args.review.resolve() / 'manifest.csv'}; apply it with `dupes apply "
                   f"{args.review / 'manifest.csv'} --data <dataset> --out <new folder>`",
                   highlight=False)
+    return EXIT_OK
+
+
+def serve_review(args, console: Console) -> int:
+    import threading
+
+    from orchestrator.review_server import ReviewServer
+
+    server = ReviewServer(args.review, port=args.port, ledger=args.ledger).start()
+    console.print(f"review page: {server.url}\n(only this machine can open it; Ctrl-C stops "
+                  "the server, every decision is already saved)", highlight=False)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    t = server.triage
+    console.print(f"{len(t.decisions)} of {len(t.before)} images decided; manifest: "
+                  f"{t.review / 'manifest.csv'}", highlight=False)
     return EXIT_OK
 
 

@@ -57,6 +57,19 @@ def add_confirmed(path: Path | str, confirmed: pd.DataFrame, review: str) -> int
     return len(new)
 
 
+def withdraw_confirmed(path: Path | str, withdrawn: pd.DataFrame, review: str) -> int:
+    """Remove (sha1, class_name) rows that `review` added (an undone confirmation in the
+    browser triage); confirmations from other reviews stay. Returns how many went."""
+    ledger = read_ledger(path)
+    gone = set(zip(withdrawn["sha1"], withdrawn["class_name"]))
+    drop = np.fromiter(((s, c) in gone and r == str(review) for s, c, r in
+                        zip(ledger["sha1"], ledger["class_name"], ledger["review"])),
+                       dtype=bool, count=len(ledger))
+    if drop.any():
+        storage.write_bytes(path, ledger[~drop].to_csv(index=False).encode())
+    return int(drop.sum())
+
+
 def confirmed_mask(sha1: np.ndarray, class_name: np.ndarray, ledger: pd.DataFrame) -> np.ndarray:
     """True where an image (by content) was confirmed with the label it has now."""
     known = set(zip(ledger["sha1"], ledger["class_name"]))

@@ -239,6 +239,11 @@ def import_review(review: Path, *, ledger: Path | None = None,
     if problems:
         return manifest, problems
     untouched = len(set(before["review_path"]) & set(after["review_path"]))
+    if (review / META_DIR / "decisions.json").exists():
+        raise ReviewError(f"{review} was reviewed in the browser (`dupes review serve`): its "
+                          "decisions are in manifest.csv already, and an import would read "
+                          "the untouched folder as accepting every suggestion; apply "
+                          f"{review / 'manifest.csv'} instead")
     if not accept_untouched and untouched >= UNTOUCHED_MIN \
             and untouched > UNTOUCHED_SHARE * len(before):
         raise ReviewError(

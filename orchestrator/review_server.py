@@ -1,0 +1,220 @@
+"""The browser triage of a review folder (`dupes review serve REVIEW`): a local page, bound to
+127.0.0.1, that shows every exported image large with its labels, votes and scores and
+takes a decision per image from the keyboard.
+
+Every decision is written at once, atomically, to `REVIEW/.dupes/decisions.json`, and the
+manifest and ledger follow from it (`analysis.review_plan.decisions_manifest`: the same
+manifest the file-manager route gives for the same decisions), so a closed browser loses
+nothing and the next visit goes on where it stopped. The server is aiohttp (Ray's own
+dashboard server, installed with it); the page is one self-contained file, no build step,
+nothing fetched from the network.
+"""
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.review_plan import DECISIONS, REMOVE_DIR, UNSURE_DIR, decisions_manifest
+from orchestrator import ledger as ledger_mod
+from orchestrator import rundir, storage
+from orchestrator.review_files import META_DIR, ReviewError, _read_meta
+
+DECISIONS_FILE = "decisions.json"
+PAGE = Path(__file__).with_name("review_page.html")
+SCORE_COLUMNS = {"mean_loss": "mean held-out loss", "mean_prob_given": "p(given)",
+                 "mean_prob_suggested": "p(suggested)"}
+
+
+class Triage:
+    """One review folder's triage: its exported rows, the decisions so far, and what they
+    imply (manifest.csv, the ledger's confirmations), kept on disk after every decision."""
+
+    def __init__(self, review: Path, *, ledger: Path | None = None):
+        self.review = Path(review).resolve()
+        meta = _read_meta(self.review)
+        self.classes = [str(c) for c in meta["classes"]]
+        self.specials = (meta.get("remove_dir", REMOVE_DIR), meta.get("unsure_dir", UNSURE_DIR))
+        exported = self.review / META_DIR / "exported.csv"
+        try:
+            self.before = pd.read_csv(exported, dtype=str, keep_default_na=False)
+            self.before["sample_id"] = self.before["sample_id"].astype("int64")
+        except (ValueError, KeyError, OSError) as e:
+            raise ReviewError(f"{exported} is damaged or missing ({type(e).__name__}: {e}): "
+                              "export the review again (`dupes review export RUN --out NEW`)"
+                              ) from None
+        self.ledger = ledger_mod.ledger_path(self.review, meta["ledger"], ledger)
+        if meta.get("data_dir") and storage.same_tree(self.ledger, meta["data_dir"]):
+            raise ReviewError(f"the ledger {self.ledger} would be written inside the dataset "
+                              f"{meta['data_dir']}, which is only ever read: pass --ledger "
+                              "with a path outside it")
+        self.scores = _scores(meta.get("run_dir"), self.before)
+        path = self.review / META_DIR / DECISIONS_FILE
+        self.decisions: dict = rundir.read_json(path) if path.exists() else {}
+        self.lock = threading.Lock()
+
+    def items(self) -> list[dict]:
+        out = []
+        for i, row in enumerate(self.before.itertuples(index=False)):
+            out.append({"i": i, "review_path": row.review_path, "relpath": row.relpath,
+                        "given": row.given_class, "suggested": row.suggested_class,
+                        "votes": int(row.votes), "n_evals": int(row.n_evals),
+                        "scores": self.scores.get(int(row.sample_id), {}),
+                        "decision": self.decisions.get(row.review_path)})
+        return out
+
+    def state(self) -> dict:
+        return {"review": str(self.review), "classes": self.classes, "items": self.items(),
+                "decided": len(self.decisions), "total": len(self.before),
+                "manifest": str(self.review / "manifest.csv"), "ledger": str(self.ledger),
+                "actions": {k: v.replace("_remove", self.specials[0])
+                            .replace("_unsure", self.specials[1]) for k, v in DECISIONS.items()}}
+
+    def image(self, i: int) -> Path:
+        if not 0 <= i < len(self.before):
+            raise KeyError(i)
+        return self.review / self.before["review_path"].iloc[i]
+
+    def decide(self, review_path: str, decision: str | None, label: str | None = None) -> dict:
+        """Record (or, with `decision` None, withdraw) the decision for one image; then the
+        manifest and the ledger are brought in line. ValueError for an invalid decision."""
+        with self.lock:
+            new = dict(self.decisions)
+            if decision is None:
+                new.pop(review_path, None)
+            else:
+                new[review_path] = {"decision": decision, "label": label}
+            manifest = decisions_manifest(self.before, new, self.classes,
+                                          specials=self.specials)  # validates
+            old_confirmed = self._confirmed(self.decisions)
+            rundir.write_json(self.review / META_DIR / DECISIONS_FILE, new)
+            rundir.write_csv(self.review / "manifest.csv", manifest)
+            self.decisions = new
+            now = self._confirmed(new)
+            if len(now):
+                ledger_mod.add_confirmed(self.ledger, now, str(self.review))
+            undone = old_confirmed[~old_confirmed["sha1"].isin(now["sha1"])]
+            if len(undone):
+                ledger_mod.withdraw_confirmed(self.ledger, undone, str(self.review))
+            return {"decided": len(new), "total": len(self.before)}
+
+    def _confirmed(self, decisions: dict) -> pd.DataFrame:
+        keep = [p for p, d in decisions.items() if d.get("decision") == "confirm"]
+        rows = self.before[self.before["review_path"].isin(keep)]
+        return rows.rename(columns={"given_class": "class_name"})[
+            ["sha1", "class_name", "relpath"]]
+
+
+def _scores(run_dir: str | None, before: pd.DataFrame) -> dict[int, dict]:
+    """{sample_id: {score name: value}} from the run's dupes table when it is on this
+    machine; the triage works without (a review folder moved to another machine)."""
+    if not run_dir or storage.parse_location(run_dir) != Path(run_dir):
+        return {}
+    path = Path(run_dir) / "dupes.parquet"
+    try:
+        table = pd.read_parquet(path, columns=["sample_id", *SCORE_COLUMNS])
+    except Exception:  # gone, moved, or written by an older version: no scores then
+        return {}
+    table = table[table["sample_id"].isin(before["sample_id"])]
+    return {int(r["sample_id"]): {SCORE_COLUMNS[k]: round(float(r[k]), 4) for k in SCORE_COLUMNS}
+            for r in table.to_dict("records")}
+
+
+def make_app(triage: Triage, token: str):
+    """The aiohttp application: the page, the state, the images and the decisions; every
+    request but the page's needs the session's token (other local users and web pages the
+    browser has open must not decide for the technician)."""
+    from aiohttp import web
+
+    def checked(handler):
+        async def wrapped(request):
+            if request.headers.get("X-Token", request.query.get("token")) != token:
+                raise web.HTTPForbidden(text="wrong or missing token: open the URL printed by "
+                                             "`dupes review serve`")
+            return await handler(request)
+        return wrapped
+
+    async def page(request):
+        return web.Response(text=PAGE.read_text(), content_type="text/html",
+                            headers={"Cache-Control": "no-store"})
+
+    async def state(request):
+        return web.json_response(triage.state())
+
+    async def image(request):
+        try:
+            path = triage.image(int(request.match_info["i"]))
+        except (KeyError, ValueError):
+            raise web.HTTPNotFound() from None
+        if not path.is_file():
+            raise web.HTTPNotFound(text=f"{path} is gone from the review folder")
+        return web.FileResponse(path, headers={"Cache-Control": "no-store"})
+
+    async def decide(request):
+        try:
+            body = await request.json()
+            result = await asyncio.to_thread(triage.decide, str(body["review_path"]),
+                                             body.get("decision"), body.get("label"))
+        except (ValueError, KeyError, TypeError) as e:
+            return web.json_response({"error": str(e)}, status=400)
+        return web.json_response(result)
+
+    app = web.Application()
+    app.add_routes([web.get("/", page), web.get("/api/state", checked(state)),
+                    web.get("/img/{i}", checked(image)),
+                    web.post("/api/decide", checked(decide))])
+    return app
+
+
+class ReviewServer:
+    """The triage page served from a background thread, on 127.0.0.1 only."""
+
+    def __init__(self, review: Path, *, port: int = 0, ledger: Path | None = None):
+        self.triage = Triage(review, ledger=ledger)
+        self.token = secrets.token_urlsafe(16)
+        self.port = port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name="review-serve")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/?token={self.token}"
+
+    def start(self) -> "ReviewServer":
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise ReviewError(f"cannot serve on 127.0.0.1:{self.port} ({self._error}): pass "
+                              "another --port, or 0 for a free one") from None
+        return self
+
+    def _run(self) -> None:
+        from aiohttp import web
+
+        loop = self._loop = asyncio.new_event_loop()
+        runner = web.AppRunner(make_app(self.triage, self.token), access_log=None)
+        try:
+            loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, "127.0.0.1", self.port)
+            loop.run_until_complete(site.start())
+            self.port = runner.addresses[0][1]  # the port the OS chose for --port 0
+        except BaseException as e:  # a port in use: told to the caller, not swallowed
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
