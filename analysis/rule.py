@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 from analysis.thresholds import Threshold, parse_threshold
+from analysis.votes import RANKINGS
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,11 @@ class DupeRule:
     ignore_confirmed: bool = field(default=False, metadata={
         "help": "leave images a technician confirmed (the ledger) out of the dupes instead of "
                 "marking them"})
+    rank: str = field(default="combined", metadata={
+        "help": "what orders the dupes after their votes (the report, the HTML page, the "
+                "review's file names): combined (the measured best worst case, BENCHMARKS.md), "
+                "mean_loss, self_confidence, normalized_margin or aum",
+        "choices": tuple(RANKINGS)})
 
     def __post_init__(self):
         parse_threshold(self.threshold)  # raises ValueError listing the valid forms
@@ -37,6 +43,8 @@ class DupeRule:
                 and self.min_ratio >= 0):
             raise ValueError(f"min_ratio must be a finite number >= 0 (0 = votes alone), got "
                              f"{self.min_ratio}")
+        if self.rank not in RANKINGS:
+            raise ValueError(f"unknown rank {self.rank!r}: valid choices are {sorted(RANKINGS)}")
         object.__setattr__(self, "threshold", str(self.threshold))
         object.__setattr__(self, "min_ratio", float(self.min_ratio))
 
@@ -46,4 +54,4 @@ class DupeRule:
 
     def with_threshold(self, threshold: str | Threshold) -> "DupeRule":
         """The same rule at another vote threshold (the report's per-threshold counts)."""
-        return DupeRule(str(threshold), self.min_ratio, self.ignore_confirmed)
+        return DupeRule(str(threshold), self.min_ratio, self.ignore_confirmed, self.rank)

@@ -101,7 +101,7 @@ def select(analysis: Analysis, rule: DupeRule) -> Analysis:
     """The same analysis under another rule: only the selection runs again."""
     votes = analysis.votes
     dupes = select_dupes(votes[~votes["confirmed"]] if rule.ignore_confirmed else votes,
-                         rule.votes, min_ratio=rule.min_ratio)
+                         rule.votes, min_ratio=rule.min_ratio, rank=rule.rank)
     per_threshold = dupes_per_threshold(votes, [parse_threshold(t) for t in REPORT_THRESHOLDS],
                                         min_ratio=rule.min_ratio)
     per_threshold.setdefault(str(rule.votes), len(dupes))

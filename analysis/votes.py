@@ -129,14 +129,29 @@ def dupe_mask(votes: pd.DataFrame, threshold: Threshold, *, min_ratio: float) ->
     return hit
 
 
-def select_dupes(votes: pd.DataFrame, threshold: Threshold, *, min_ratio: float) -> pd.DataFrame:
+# What may order the dupes after their votes (`--rank`); for each, whether a high value is
+# suspect (loss, the combined rank) or a low one (cleanlab's quality scores, the margin).
+RANKINGS = {"combined": True, "mean_loss": True, "self_confidence": False,
+            "normalized_margin": False, "aum": False}
+
+
+def select_dupes(votes: pd.DataFrame, threshold: Threshold, *, min_ratio: float,
+                 rank: str = "combined") -> pd.DataFrame:
     """Rows of a vote table that are dupes (see `dupe_mask`), most votes first, then the
-    most suspect (`combined`, when the table has it; else the highest mean loss)."""
+    most suspect by `rank` (one of RANKINGS; a table without that column, or with it all
+    NaN, falls back to the highest mean loss)."""
+    if rank not in RANKINGS:
+        raise ValueError(f"unknown rank {rank!r}: valid choices are {sorted(RANKINGS)}")
     if "mean_loss" not in votes.columns:
         raise ValueError("vote table lacks columns ['mean_loss']; build it with count_votes()")
     hit = votes[dupe_mask(votes, threshold, min_ratio=min_ratio)]
-    then = "combined" if "combined" in hit and not hit["combined"].isna().all() else "mean_loss"
-    return hit.sort_values(["top_wrong_votes", then], ascending=[False, False], kind="stable")
+    if rank not in hit or hit[rank].isna().all():
+        rank = "mean_loss"
+    suspect = hit[rank] if RANKINGS[rank] else -hit[rank]
+    order = (hit.assign(_suspect=suspect.fillna(-np.inf))
+             .sort_values(["top_wrong_votes", "_suspect"], ascending=[False, False],
+                          kind="stable"))
+    return order.drop(columns="_suspect")
 
 
 def dupes_per_threshold(votes: pd.DataFrame, thresholds: list[Threshold], *,

@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/detection.py                      # 8 CPU passes, ~25 min
     .venv/bin/python benchmarks/detection.py --cases mnist-sym-10 # one case
     .venv/bin/python benchmarks/detection.py --evaluate-only      # re-score finished runs
+    .venv/bin/python benchmarks/detection.py --cases cifar-sym-10 cifar-asym-10 \
+        cifar-human-aggre cifar-human-random1 mnist-sym-10:1000 cifar-sym-10:2000
+                                                      # the wider ranking benchmark (#15)
 
 Each case takes a random subset of a training set from ../shared/data (nothing is
 committed), moves a share of the images to a wrong class folder, runs the whole `dupes run`
@@ -18,7 +21,9 @@ pass on the PNG folders, and scores every detector against the planted truth:
   (`num_label_issues`, k in the table), plus the average precision of the whole ranking.
 
 Noise kinds: `sym` moves an image to a uniformly chosen other class; `asym` moves it to its
-class's confusable partner (PAIRS below: a fixed, realistic class-pair mistake).
+class's confusable partner (PAIRS below: a fixed, realistic class-pair mistake); `human`
+(CIFAR-10 only) gives each image the label a CIFAR-10N annotator gave it (`aggre`: 9% wrong,
+`random1`: 17%). `:N` sets a case's images (few per class: weak models).
 Prints a table per case and writes benchmarks/results/detection.json.
 """
 from __future__ import annotations
@@ -41,19 +46,32 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data"
-DATASETS = {"mnist": "mnist_train.npz", "fmnist": "fashion_mnist_train.npz"}
+DATASETS = {"mnist": "mnist_train.npz", "fmnist": "fashion_mnist_train.npz",
+            "cifar": "cifar10_train.npz"}
+HUMAN = "cifar10_train_cifar10n_labels.npz"  # CIFAR-10N: real human label noise
 # class -> the class its images are mistaken for (asymmetric noise)
 PAIRS = {
     "mnist": {0: 6, 1: 7, 2: 7, 3: 8, 4: 9, 5: 6, 6: 5, 7: 1, 8: 3, 9: 4},
     # T-shirt<->Shirt, Pullover<->Coat, Sandal<->Sneaker, Boot->Sneaker, Trouser<->Dress, Bag->Pullover
     "fmnist": {0: 6, 6: 0, 2: 4, 4: 2, 5: 7, 7: 5, 9: 7, 1: 3, 3: 1, 8: 2},
+    # Patrini et al.'s truck->automobile, bird->airplane, deer->horse, cat<->dog, and a
+    # partner for every other class
+    "cifar": {9: 1, 2: 0, 4: 7, 3: 5, 5: 3, 0: 8, 8: 0, 1: 9, 6: 3, 7: 4},
 }
 # The CPU settings of benchmarks/train_speed.py (measured best for a 2-core budget) with 12
 # epochs instead of 6 (MNIST 10% noise: 97.3% accuracy against the true labels instead of
 # 96.7%), and held-out losses recorded every 3rd epoch for the training-dynamics scores.
 SETTINGS = ["--width", "16", "--epochs", "12", "--batch-size", "128", "--lr", "0.2",
             "--progressive", "0.5", "--no-flip", "--translate", "1", "--epoch-losses", "3"]
-ALL_CASES = [f"{d}-{k}-{r}" for d in DATASETS for k in ("sym", "asym") for r in (10, 20)]
+ALL_CASES = [f"{d}-{k}-{r}" for d in ("mnist", "fmnist") for k in ("sym", "asym")
+             for r in (10, 20)]
+# The wider ranking benchmark (issue #15): CIFAR-10 subsets with planted and with real human
+# noise (CIFAR-10N's `aggre` and `random1` label sets), and weak models (few images per
+# class: DATASET-KIND-PERCENT:N). These run with the defaults a pass chooses for the data
+# (only the held-out losses recorded every 3rd epoch, for the dynamics scores).
+WIDER_CASES = ["cifar-sym-10", "cifar-asym-10", "cifar-human-aggre", "cifar-human-random1",
+               "mnist-sym-10:1000", "cifar-sym-10:2000"]
+DEFAULTS = ["--epoch-losses", "3"]
 
 
 def noisy_labels(labels: np.ndarray, *, rate: float, kind: str, dataset: str,
@@ -73,18 +91,28 @@ def noisy_labels(labels: np.ndarray, *, rate: float, kind: str, dataset: str,
     return out
 
 
+def case_size(case: str, n: int) -> int:
+    """The images of a case: its own `:N`, else --n."""
+    return int(case.partition(":")[2] or n)
+
+
 def prepare_case(case: str, work: Path, *, n: int, seed: int) -> Path:
     """Write the case's PNG folders (noisy labels) and truth.csv; returns the case folder."""
-    dataset, kind, rate = case.split("-")
-    folder = work / case
+    dataset, kind, rate = case.partition(":")[0].split("-")
+    n = case_size(case, n)
+    folder = work / case.replace(":", "-n")
     if (folder / "truth.csv").exists():
         return folder
     d = np.load(DATA / DATASETS[dataset])
     classes = [str(c) for c in d["classes"]]
     pick = np.sort(np.random.default_rng(seed).choice(len(d["labels"]), size=n, replace=False))
     true = d["labels"][pick].astype(np.int64)
-    given = noisy_labels(true, rate=int(rate) / 100, kind=kind, dataset=dataset,
-                         n_classes=len(classes), seed=seed + 1)
+    if kind == "human":  # the labels CIFAR-10N's annotators gave
+        key = {"aggre": "aggre_label", "random1": "random_label1", "worse": "worse_label"}[rate]
+        given = np.load(DATA / HUMAN)[key][pick]
+    else:
+        given = noisy_labels(true, rate=int(rate) / 100, kind=kind, dataset=dataset,
+                             n_classes=len(classes), seed=seed + 1)
     rows = []
     folders = [c.replace("/", "-") for c in classes]  # "T-shirt/top" is one class, not two
     for i, (img, t, g) in enumerate(zip(d["images"][pick], true, given)):
@@ -97,7 +125,7 @@ def prepare_case(case: str, work: Path, *, n: int, seed: int) -> Path:
     return folder
 
 
-def run_case(folder: Path, log) -> float:
+def run_case(folder: Path, log, settings: list[str] = SETTINGS) -> float:
     """`dupes run` on the case (resumed if an earlier attempt was interrupted)."""
     run = folder / "run"
     if (run / "summary.json").exists():
@@ -105,7 +133,7 @@ def run_case(folder: Path, log) -> float:
     cmd = ([sys.executable, "-m", "orchestrator.cli", "run", "--resume", str(run)]
            if (run / "config.json").exists() else
            [sys.executable, "-m", "orchestrator.cli", "run", str(folder / "data"),
-            "--out", str(run), *SETTINGS])
+            "--out", str(run), *settings])
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     if res.returncode != 0:
@@ -204,7 +232,8 @@ def markdown(results: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--cases", nargs="+", default=ALL_CASES,
-                   help=f"cases as DATASET-KIND-PERCENT (default: {' '.join(ALL_CASES)})")
+                   help=f"cases as DATASET-KIND-PERCENT[:N] (default: {' '.join(ALL_CASES)}; "
+                        f"the wider ranking benchmark adds {' '.join(WIDER_CASES)})")
     p.add_argument("--n", type=int, default=10000, help="images per case (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="subset and noise seed (default 0)")
     p.add_argument("--work", type=Path, default=None,
@@ -224,18 +253,20 @@ def main() -> None:
     results = json.loads(args.out.read_text()) if args.out.exists() else {"cases": {}}
     for case in args.cases:
         folder = prepare_case(case, args.work, n=args.n, seed=args.seed)
+        settings = DEFAULTS if case in WIDER_CASES else SETTINGS
         if not args.evaluate_only:
             with open(folder / "run.log", "a") as log:
-                wall = run_case(folder, log)
+                wall = run_case(folder, log, settings)
             console.print(f"{case}: pass done in {wall:.0f} s", highlight=False)
         if args.train_only:
             continue
         rows = evaluate(folder / "run", folder / "truth.csv")
         summary = json.loads((folder / "run" / "summary.json").read_text())
         results["cases"][case if args.seed == 0 else f"{case}@seed{args.seed}"] = {
-            "n": args.n, "seed": args.seed, "wall_s": summary["wall_s"],
+            "n": case_size(case, args.n), "seed": args.seed, "wall_s": summary["wall_s"],
+            "settings": settings,
             "heldout_accuracy_mean": summary["heldout_accuracy_mean"], "detectors": rows}
-        table = Table(title=f"{case}: {args.n} images, held-out accuracy "
+        table = Table(title=f"{case}: {case_size(case, args.n)} images, held-out accuracy "
                             f"{summary['heldout_accuracy_mean']:.3f} (vs noisy labels)")
         for col in ("detector", "flagged", "precision", "recall", "F1", "AP"):
             table.add_column(col, justify="left" if col == "detector" else "right")

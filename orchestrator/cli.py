@@ -158,7 +158,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                             "dupes, let a person delete/move files, then `import` it into a "
                             "relabel manifest.")
     rsub = review.add_subparsers(dest="review_command", required=True)
-    exp = rsub.add_parser("export", parents=[run_flags(), rule_flags(("threshold", "min_ratio"))],
+    exp = rsub.add_parser("export", parents=[run_flags(),
+                                             rule_flags(("threshold", "min_ratio", "rank"))],
                           help="write the dupes of RUN into a review folder tree",
                           description="Write RUN's dupes into REVIEW/<given class>/"
                           "<rank>__<suggested>__<votes>of<n>__<file name> (rank 1 = most "

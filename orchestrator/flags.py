@@ -109,11 +109,11 @@ def add_flags(parser, cls, *, defaults=None, only: tuple[str, ...] | None = None
         default = getattr(defaults, f.name) if defaults is not None else default_of(f)
         shown = default_note or _default_text(default)
         text = meta["help"].replace("%", "%%")
-        if not (default is None and "none:" in text and default_note is None):
-            text += f" (default {shown})"  # else the help says what none means
         if meta.get("sized"):
             text += ("; when not given, a pass chooses it from the data and the machine "
                      "(printed with the plan)")
+        if not (default is None and "none:" in text and default_note is None):
+            text += f" (default {shown})"  # else the help says what none means
         kw: dict = {"help": text, "default": argparse.SUPPRESS, "dest": f.name}
         if "metavar" in meta:
             kw["metavar"] = meta["metavar"]

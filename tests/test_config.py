@@ -61,7 +61,11 @@ def test_no_flags_give_the_dataclass_defaults():
     assert cfg == RunConfig("/d", "/r")
     assert cfg.rule == DupeRule() and cfg.hyp == Hyp() and cfg.rule.min_ratio == 2.0
     demo = get_args_parser().parse_args(["demo"])
-    assert new_config(demo, data_dir="/d", run_dir="/r", hyp=DEMO_HYP).hyp.flip is False
+    demo_cfg = new_config(demo, data_dir="/d", run_dir="/r", hyp=DEMO_HYP)
+    # the demo sets its shifts; its flips are left to the mirror check, and so is the rest
+    assert demo_cfg.hyp.translate == 1 and demo_cfg.hyp_set == ["translate"]
+    assert new_config(get_args_parser().parse_args(["run", "--no-flip", "--lr", "0.1"]),
+                      data_dir="/d", run_dir="/r").hyp_set == ["flip", "lr"]
 
 
 def test_a_new_hyperparameter_is_a_flag_and_recorded_without_other_edits(tmp_path):

@@ -126,3 +126,25 @@ def test_probability_ratio_keeps_undecided_look_alikes_out_of_the_dupes():
         dupe_mask(votes, thr, min_ratio=-1)
     with pytest.raises(ValueError, match="min_ratio=0"):
         dupe_mask(votes.drop(columns="mean_prob_suggested"), thr, min_ratio=2)
+
+
+def test_the_dupes_order_follows_the_chosen_rank():
+    import pandas as pd
+
+    from analysis.thresholds import parse_threshold
+    from analysis.votes import RANKINGS, select_dupes
+
+    votes = pd.DataFrame({"sample_id": [0, 1, 2, 3], "top_wrong_votes": [9, 9, 9, 5],
+                          "mean_loss": [1.0, 3.0, 2.0, 9.0],
+                          "self_confidence": [0.1, 0.3, 0.05, 0.0],
+                          "combined": [0.5, 0.9, 0.7, 1.0],
+                          "mean_prob_given": [0.1] * 4, "mean_prob_suggested": [0.8] * 4})
+    pick = lambda rank: select_dupes(votes, parse_threshold(">=5"), min_ratio=2,  # noqa: E731
+                                     rank=rank)["sample_id"].tolist()
+    assert pick("combined") == [1, 2, 0, 3]  # votes first, then the most suspect
+    assert pick("mean_loss") == [1, 2, 0, 3]
+    assert pick("self_confidence") == [2, 0, 1, 3]  # a low quality score is suspect
+    assert pick("aum") == pick("mean_loss")  # no such column: the mean loss
+    with pytest.raises(ValueError, match="valid choices"):
+        pick("loudness")
+    assert set(RANKINGS) >= {"combined", "mean_loss", "self_confidence", "normalized_margin"}
