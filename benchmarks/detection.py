@@ -206,7 +206,20 @@ def evaluate(run: Path, truth_csv: Path) -> list[dict]:
         flagged[np.argsort(-suspect, kind="stable")[:k]] = True
         rows.append({"detector": f"top-k {name}", **prf(flagged, truth), "k": k,
                      "average_precision": average_precision(suspect, truth)})
+    from analysis.scores import combined_score
+    scores = votes.rename(columns={"top_wrong_votes": "votes"})
+    for mix in MIXES:  # candidates for the combined score: mean percentile ranks
+        suspect = np.nan_to_num(combined_score(scores, inputs=mix), nan=-np.inf)
+        flagged = np.zeros(len(votes), bool)
+        flagged[np.argsort(-suspect, kind="stable")[:k]] = True
+        rows.append({"detector": "top-k mix " + "+".join(mix), **prf(flagged, truth), "k": k,
+                     "average_precision": average_precision(suspect, truth)})
     return rows
+
+
+MIXES = [("normalized_margin", "self_confidence"), ("normalized_margin", "mean_loss"),
+         ("normalized_margin", "aum"), ("self_confidence", "aum"),
+         ("normalized_margin", "self_confidence", "aum")]
 
 
 def markdown(results: dict) -> str:
@@ -229,6 +242,25 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def ranking_markdown(results: dict) -> str:
+    """Average precision of every ranking score per case, with its mean and worst case: what
+    the default order of the dupes (`--rank`, the `combined` score) is chosen by."""
+    cases = list(results["cases"])
+    names = list(dict.fromkeys(r["detector"] for c in cases for r in
+                               results["cases"][c]["detectors"] if "average_precision" in r))
+    lines = ["| ranking | " + " | ".join(cases) + " | mean | worst |",
+             "|---" * (len(cases) + 3) + "|"]
+    for name in names:
+        aps = [next((r["average_precision"] for r in results["cases"][c]["detectors"]
+                     if r["detector"] == name), float("nan")) for c in cases]
+        lines.append(f"| {name.removeprefix('top-k ')} | "
+                     + " | ".join("" if a != a else f"{a:.3f}" for a in aps)
+                     + f" | {np.nanmean(aps):.3f} | {np.nanmin(aps):.3f} |")
+    acc = " | ".join(f"{results['cases'][c]['heldout_accuracy_mean']:.3f}" for c in cases)
+    lines.append(f"| held-out accuracy (vs given labels) | {acc} | | |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--cases", nargs="+", default=ALL_CASES,
@@ -245,7 +277,8 @@ def main() -> None:
                    help="print the saved results as Markdown tables (for BENCHMARKS.md) and exit")
     args = p.parse_args()
     if args.markdown:
-        print(markdown(json.loads(args.out.read_text())))
+        saved = json.loads(args.out.read_text())
+        print(markdown(saved) + "\n\n" + ranking_markdown(saved))
         return
     console = Console(width=130)
     args.work = args.work or Path(f"/tmp/dupes-detection/s{args.seed}")
