@@ -40,24 +40,26 @@ class Hyp:
 
     model: str = hp("auto", "smallcnn for small images, a torchvision classifier for larger; "
                     "auto picks smallcnn up to 64 px, else resnet18", choices=MODELS)
-    width: int = hp(32, "channels of the small CNN's first block", gt=0)
+    width: int = hp(32, "channels of the small CNN's first block", gt=0, sized=True)
     stem_pool: int = hp(1, "the small CNN average-pools its input by this factor first: a "
                         "cheap first look at large images; 1 = off", gt=0)
-    epochs: int = hp(20, "passes over the training half", gt=0)
-    batch_size: int = hp(128, "images per optimizer step", gt=0)
-    lr: float = hp(0.05, "peak of the one-cycle learning rate (SGD, Nesterov)", gt=0)
+    epochs: int = hp(20, "passes over the training half", gt=0, sized=True)
+    batch_size: int = hp(128, "images per optimizer step", gt=0, sized=True)
+    lr: float = hp(0.05, "peak of the one-cycle learning rate (SGD, Nesterov)", gt=0,
+                   sized=True)
     momentum: float = hp(0.9, "SGD momentum", min=0)
     weight_decay: float = hp(5e-4, "L2 weight decay per step, of conv and linear weights", min=0)
     label_smoothing: float = hp(0.0, "training label smoothing; the held-out loss is plain "
-                                "cross-entropy", min=0)
+                                "cross-entropy", min=0, sized=True)
     mixup: float = hp(0.0, "alpha of mixup's Beta(alpha, alpha) weight; 0 = off", min=0)
-    flip: bool = hp(True, "random left-right mirror (off for digits and text)")
-    translate: int = hp(2, "max random shift in px (reflect padding)", min=0)
+    flip: bool = hp(True, "random left-right mirror (a pass measures whether mirrored images "
+                    "keep their labels: not so for digits and text)", sized=True)
+    translate: int = hp(2, "max random shift in px (reflect padding)", min=0, sized=True)
     tta: bool = hp(True, "held-out predictions average the image and its mirror (only with "
                    "--flip: a mirrored digit is another digit)")
     progressive: float = hp(0.0, "progressive resizing: first epochs at this fraction of the "
                             "size, full size from 75% of training (measured on MNIST: 0.5 is "
-                            "1.8x faster, -0.2 pt accuracy); 0 = off", min=0)
+                            "1.8x faster, -0.2 pt accuracy); 0 = off", min=0, sized=True)
     crop_scale: float = hp(0.35, "random-resized-crop min area for images > 64 px; 0 = off",
                            min=0)
     pretrained: bool = hp(False, "start from torchvision's ImageNet weights of --model "
