@@ -270,6 +270,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="subset and noise seed (default 0)")
     p.add_argument("--work", type=Path, default=None,
                    help="where the cases' data and runs go (default /tmp/dupes-detection/sSEED)")
+    p.add_argument("--defaults", action="store_true",
+                   help="run every case with the defaults a pass sizes to the data (only "
+                        "--epoch-losses 3), saved as CASE@defaults")
     p.add_argument("--train-only", action="store_true", help="run the passes, score nothing")
     p.add_argument("--evaluate-only", action="store_true", help="score finished runs only")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "detection.json")
@@ -281,12 +284,13 @@ def main() -> None:
         print(markdown(saved) + "\n\n" + ranking_markdown(saved))
         return
     console = Console(width=130)
-    args.work = args.work or Path(f"/tmp/dupes-detection/s{args.seed}")
+    args.work = args.work or Path(f"/tmp/dupes-detection/s{args.seed}"
+                                  + ("-defaults" if args.defaults else ""))
     args.work.mkdir(parents=True, exist_ok=True)
     results = json.loads(args.out.read_text()) if args.out.exists() else {"cases": {}}
     for case in args.cases:
         folder = prepare_case(case, args.work, n=args.n, seed=args.seed)
-        settings = DEFAULTS if case in WIDER_CASES else SETTINGS
+        settings = DEFAULTS if args.defaults or case in WIDER_CASES else SETTINGS
         if not args.evaluate_only:
             with open(folder / "run.log", "a") as log:
                 wall = run_case(folder, log, settings)
@@ -295,7 +299,10 @@ def main() -> None:
             continue
         rows = evaluate(folder / "run", folder / "truth.csv")
         summary = json.loads((folder / "run" / "summary.json").read_text())
-        results["cases"][case if args.seed == 0 else f"{case}@seed{args.seed}"] = {
+        key = case if args.seed == 0 else f"{case}@seed{args.seed}"
+        if args.defaults and case not in WIDER_CASES:
+            key += "@defaults"
+        results["cases"][key] = {
             "n": case_size(case, args.n), "seed": args.seed, "wall_s": summary["wall_s"],
             "settings": settings,
             "heldout_accuracy_mean": summary["heldout_accuracy_mean"], "detectors": rows}
