@@ -157,13 +157,15 @@ def confusion_html(confusion: np.ndarray, classes: list[str], *, max_classes: in
 
 def html_report(analysis: Analysis, *, thumbs: dict[int, str] | None = None,
                 title: str = "dupes report", top: int = 200, sheets: list[str] | None = None,
-                link_base: str | None = None) -> str:
+                link_base: str | None = None,
+                settings: list[tuple[str, str]] | None = None) -> str:
     """The whole report as one HTML document.
 
     Every dupe is listed, with a filter bar; `thumbs` maps sample_id to an image data URI
     (missing ones show '-'); `top` caps the top-loss table; `sheets` names contact-sheet PNGs
     written beside the report; `link_base`, the dataset's local folder, makes every file
-    name a link to the file.
+    name a link to the file; `settings`, (setting, value) rows of what was trained
+    (`analysis.report.trained_settings`).
     """
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
@@ -198,6 +200,10 @@ def html_report(analysis: Analysis, *, thumbs: dict[int, str] | None = None,
     if sheets:
         parts.append("<h2>contact sheets</h2><ul>" + "".join(
             f'<li><a href="{_esc(s)}">{_esc(s)}</a></li>' for s in sheets) + "</ul>")
+    if settings:
+        parts.append(_table("what was trained", [("setting", True), ("value, and why", True)],
+                            [f'<td class="l">{_esc(k)}</td><td class="l">{_esc(v)}</td>'
+                             for k, v in settings]))
     if analysis.confusion is not None:
         parts.append(confusion_html(analysis.confusion, analysis.classes))
     if analysis.per_class is not None:

@@ -310,3 +310,22 @@ def plan_table(plan: dict) -> Table:
     for k, v in rows:
         table.add_row(k, v)
     return table
+
+
+def trained_settings(config: dict, classes: dict) -> list[tuple[str, str]]:
+    """(setting, value and why) of what the run trained: the resolved model, size and aspect
+    policy, and every hyperparameter the pass chose, with its reason (config.json's
+    `hyp_chosen`); the report shows them so a reader knows what the votes come from."""
+    hyp, chosen = config.get("hyp", {}), config.get("hyp_chosen") or {}
+    size, channels = classes.get("image_size"), classes.get("channels")
+    rows = [("model", str(hyp.get("model", "?")) + (f" (width {hyp.get('width')})"
+                                                   if hyp.get("model") == "smallcnn" else "")),
+            ("image size", f"{size}x{size}x{channels}, {classes.get('aspect', 'pad')}"),
+            ("training", f"{hyp.get('epochs')} epochs, batch {hyp.get('batch_size')}, "
+                         f"lr {hyp.get('lr')}, flips {'on' if hyp.get('flip') else 'off'}, "
+                         f"shifts {hyp.get('translate')} px")]
+    given = set(config.get("hyp_set") or [])
+    rows += [(name, why) for name, why in chosen.items()]
+    if given:
+        rows.append(("given", ", ".join(sorted(given))))
+    return rows

@@ -15,6 +15,7 @@ from PIL import Image, ImageOps
 
 from analysis.html import html_report
 from analysis.losses import highest_losses
+from analysis.report import trained_settings
 from analysis.run_analysis import Analysis
 from analysis.sheets import contact_sheet, dupe_pairs, fit, tile_caption
 from orchestrator import rundir, storage
@@ -92,7 +93,9 @@ def write_html(analysis: Analysis, run, *, out: Path | None = None,
     local = storage.local_path(data_dir, "")  # None for a bucket: no file links
     page = html_report(analysis, thumbs={k: v for k, v in thumbs.items() if v}, top=top,
                        title=f"dupes report: {Path(run.location).name} ({data_dir})", sheets=rel,
-                       link_base=str(Path(local).resolve()) if local is not None else None)
+                       link_base=str(Path(local).resolve()) if local is not None else None,
+                       settings=trained_settings(run.config().to_dict(),
+                                                 run.read_json("classes.json")))
     rundir.write_text(out, page)
     return out, written
 

@@ -273,3 +273,22 @@ def test_the_quality_gate_fires_on_near_chance_models_and_stays_quiet_on_good_on
     assert "trustworthy" not in render(report(good))
     with pytest.raises(ValueError, match="min_lift"):
         quality_warnings(good, min_lift=2)
+
+
+def test_the_report_says_what_was_trained_and_why():
+    from analysis.report import trained_settings
+
+    config = {"hyp": {"model": "smallcnn", "width": 16, "epochs": 12, "batch_size": 128,
+                      "lr": 0.2, "flip": False, "translate": 2},
+              "hyp_set": ["translate"],
+              "hyp_chosen": {"flip": "off: mirroring changes the labels (...)",
+                             "epochs": "12: about 60,000 images seen per training"}}
+    rows = dict(trained_settings(config, {"image_size": 28, "channels": 1, "aspect": "pad"}))
+    assert rows["model"] == "smallcnn (width 16)" and rows["image size"] == "28x28x1, pad"
+    assert rows["flip"].startswith("off: mirroring") and rows["given"] == "translate"
+    from analysis.html import html_report
+
+    a = analyze(*_random_run(60, 2, accuracy=0.5), rule=DupeRule("2", min_ratio=0))
+    page = html_report(a, top=5, settings=list(rows.items()))
+    assert "what was trained" in page and "mirroring changes the labels" in page
+    assert "what was trained" not in html_report(a, top=5)
