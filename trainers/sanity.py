@@ -183,9 +183,9 @@ def learnability_check(images, labels, hyp: Hyp, *, n: int = 2000, epochs: int |
 
 # Whether mirroring keeps the labels, from a model trained without flips: the share of its
 # above-chance held-out accuracy it keeps on the mirrored held-out images. Measured with
-# `mirror_check` (3 seeds each, `benchmarks/mirror_check.py`, BENCHMARKS.md): the
-# digits 0.23-0.36, MNIST 0.29-0.37, Fashion-MNIST 0.73-0.84 (shoes all point left: mirrored
-# ones are new to the model), CIFAR-10 1.01. Flips help only data without a preferred
+# `mirror_check` (3 seeds each, `benchmarks/mirror_check.py`, BENCHMARKS.md): the digits
+# 0.19-0.31, MNIST 0.35-0.41, Fashion-MNIST 0.77-0.83 (its shoes all point left: mirrored
+# ones are new to the model), CIFAR-10 0.98-1.00. Flips help only data without a preferred
 # orientation, so they need the photos' "as well as the originals".
 MIRROR_KEEPS = 0.9
 MIRROR_MIN_SKILL = 0.15  # above-chance accuracy below which the check cannot tell
