@@ -85,9 +85,11 @@ def test_combined_score_ranks_by_every_signal_and_skips_missing_ones():
     np.testing.assert_allclose(combined_score(scores[["votes"]]),
                                scores["votes"].rank(pct=True))
     assert np.isnan(combined_score(pd.DataFrame({"x": [1, 2]}))).all()
-    # with cleanlab's normalized margin present, the default is the measured best: it alone
-    with_margin = scores.assign(normalized_margin=[0.1, 0.9, -0.5, 0.3])
-    np.testing.assert_allclose(combined_score(with_margin), [0.75, 0.25, 1.0, 0.5])
+    # with cleanlab's self-confidence present, the default is the measured best worst case:
+    # it alone (a low confidence in the given label is suspect)
+    with_confidence = scores.assign(self_confidence=[0.1, 0.9, 0.05, 0.3],
+                                    normalized_margin=[0.9, -0.5, 0.1, 0.3])
+    np.testing.assert_allclose(combined_score(with_confidence), [0.75, 0.25, 1.0, 0.5])
     with pytest.raises(ValueError, match="valid inputs"):
         combined_score(scores, inputs=("votes", "loss"))
 
