@@ -84,9 +84,10 @@ def as_tensor(images: np.ndarray | torch.Tensor, device: torch.device | str) -> 
 
 
 def bf16_autocast(device: torch.device) -> bool:
-    """bf16 autocast on GPUs, and on CPUs with native bf16 (AVX512-BF16): measured 1.19x the
-    training images/s of the small CNN on MNIST at equal held-out accuracy (BENCHMARKS.md).
-    Without native support bf16 is emulated and slower, so fp32 stays."""
+    """bf16 autocast on GPUs, and on CPUs with native bf16 (AVX512-BF16): 1.1-2.0x the
+    training images/s of the small CNN on one thread, equal held-out accuracy on MNIST
+    (benchmarks/cpu_kernels.py). Without native support bf16 is emulated and slower, so fp32
+    stays."""
     if device.type == "cuda":
         return True
     native = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # private; may go away
@@ -106,8 +107,8 @@ def _predict(model, feed, y_all, idx, mean, std, batch, amp, *, tta: bool = Fals
     `tta` the probabilities are the mean over the image and its mirror, and the loss is taken
     from that mean, so loss and probabilities always agree."""
     model.eval()
-    if feed.device.type != "cuda":  # measured on 1 CPU thread: 4,600 images/s in batches
-        batch = min(batch, CPU_EVAL_BATCH)  # of 128 at 28 px, 1,900 in batches of 1,024
+    if feed.device.type != "cuda":  # measured on 1 CPU thread: 5,000 images/s in batches
+        batch = min(batch, CPU_EVAL_BATCH)  # of 128 at 28 px, 2,400 in batches of 1,024
     parts = []
     with torch.no_grad(), torch.autocast(**amp):
         for pos, xb in feed.ordered(idx, batch):
@@ -186,8 +187,8 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor | ShardedImages | Resident
     net = make_model(arch, in_channels=c, num_classes=n_classes, image_size=size,
                      width=hyp.width, pretrained=hyp.pretrained, weights=hyp.weights,
                      stem_pool=hyp.stem_pool).to(device)
-    # channels-last convolutions: measured 1.29x the training images/s of the small CNN on
-    # one CPU thread (28 px, width 16, BENCHMARKS.md), and the fast path of GPU convolutions
+    # channels-last convolutions: 1.2-1.3x the training images/s of the small CNN on one CPU
+    # thread for colour images (benchmarks/cpu_kernels.py), and GPUs' fast path
     net = net.to(memory_format=torch.channels_last)
     head = {id(p) for p in head_parameters(net)} if transfer else set()
     groups = []
