@@ -180,12 +180,11 @@ def new_config(args: argparse.Namespace, *, data_dir: str, run_dir: str,
     """A new run's configuration: every default, then the flags given."""
     from orchestrator.flags import build
 
-    base = hyp or Hyp()
-    chosen = set(_hyp_given(args)) | {k for k, v in base.to_dict().items()
-                                      if v != getattr(Hyp(), k)}
+    base, given_hyp = hyp or Hyp(), _hyp_given(args)  # the --config file read once
+    chosen = set(given_hyp) | {k for k, v in base.to_dict().items() if v != getattr(Hyp(), k)}
     return build(RunConfig, args, data_dir=data_dir, run_dir=run_dir,
                  config=str(getattr(args, "config", None) or ""), scan=scan_from_args(args),
-                 rule=build(DupeRule, args), hyp=hyp_from_args(args, hyp),
+                 rule=build(DupeRule, args), hyp=replace(base, **given_hyp),
                  hyp_set=sorted(chosen))
 
 

@@ -220,12 +220,9 @@ def list_review_tree(review: Path) -> pd.DataFrame:
 UNTOUCHED_MIN, UNTOUCHED_SHARE = 10, 0.5
 
 
-def import_review(review: Path, *, ledger: Path | None = None,
-                  accept_untouched: bool = False) -> tuple[pd.DataFrame, list[Problem]]:
-    """Read back the technician's actions. With problems, nothing is written. A review in
-    which most files are untouched is refused unless `accept_untouched`."""
-    review = Path(review).resolve()
-    meta = _read_meta(review)
+def read_exported(review: Path) -> pd.DataFrame:
+    """The rows a review folder was exported with (`.dupes/exported.csv`); ReviewError naming
+    the file if it is damaged or missing."""
     exported = review / META_DIR / "exported.csv"
     try:  # class names like "0".."9" must stay text: read every column as str, then the id
         before = pd.read_csv(exported, dtype=str, keep_default_na=False)
@@ -233,8 +230,33 @@ def import_review(review: Path, *, ledger: Path | None = None,
     except (ValueError, KeyError, OSError) as e:
         raise ReviewError(f"{exported} is damaged or missing ({type(e).__name__}: {e}): export "
                           "the review again (`dupes review export RUN --out NEW`)") from None
+    return before
+
+
+def review_specials(meta: dict) -> tuple[str, str]:
+    """The (remove, unsure) folder names a review was exported with."""
+    return meta.get("remove_dir", REMOVE_DIR), meta.get("unsure_dir", UNSURE_DIR)
+
+
+def review_ledger(review: Path, meta: dict, override: Path | None = None):
+    """The ledger a review's confirmations go to; ReviewError if it lies in the dataset."""
+    where = ledger_mod.ledger_path(review, meta["ledger"], override)
+    if meta.get("data_dir") and storage.same_tree(where, meta["data_dir"]):
+        raise ReviewError(f"the ledger {where} would be written inside the dataset "
+                          f"{meta['data_dir']}, which is only ever read: pass --ledger with a "
+                          "path outside it")
+    return where
+
+
+def import_review(review: Path, *, ledger: Path | None = None,
+                  accept_untouched: bool = False) -> tuple[pd.DataFrame, list[Problem]]:
+    """Read back the technician's actions. With problems, nothing is written. A review in
+    which most files are untouched is refused unless `accept_untouched`."""
+    review = Path(review).resolve()
+    meta = _read_meta(review)
+    before = read_exported(review)
     after = list_review_tree(review)
-    specials = (meta.get("remove_dir", REMOVE_DIR), meta.get("unsure_dir", UNSURE_DIR))
+    specials = review_specials(meta)
     manifest, problems = diff_review(before, after, meta["classes"], specials=specials)
     if problems:
         return manifest, problems
@@ -252,11 +274,7 @@ def import_review(review: Path, *, ledger: Path | None = None,
             f"would relabel all {untouched}. If nobody has reviewed the folder yet, review it "
             "first (README.txt there); if leaving them was the decision, run again with "
             "--accept-untouched")
-    where = ledger_mod.ledger_path(review, meta["ledger"], ledger)
-    if meta.get("data_dir") and storage.same_tree(where, meta["data_dir"]):
-        raise ReviewError(f"the ledger {where} would be written inside the dataset "
-                          f"{meta['data_dir']}, which is only ever read: pass --ledger with a "
-                          "path outside it")
+    where = review_ledger(review, meta, ledger)
     rundir.write_text(review / "after.txt",
                       "".join(f"{p}\t{h}\n" for p, h in zip(after["review_path"], after["sha1"])))
     rundir.write_csv(review / "manifest.csv", manifest)

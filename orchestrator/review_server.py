@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.review_plan import DECISIONS, REMOVE_DIR, UNSURE_DIR, decisions_manifest
+from analysis.review_plan import DECISIONS, decisions_manifest
 from orchestrator import ledger as ledger_mod
 from orchestrator import rundir, storage
-from orchestrator.review_files import META_DIR, ReviewError, _read_meta
+from orchestrator.review_files import (META_DIR, ReviewError, _read_meta, read_exported,
+                                       review_ledger, review_specials)
 
 DECISIONS_FILE = "decisions.json"
 PAGE = Path(__file__).with_name("review_page.html")
@@ -37,20 +38,9 @@ class Triage:
         self.review = Path(review).resolve()
         meta = _read_meta(self.review)
         self.classes = [str(c) for c in meta["classes"]]
-        self.specials = (meta.get("remove_dir", REMOVE_DIR), meta.get("unsure_dir", UNSURE_DIR))
-        exported = self.review / META_DIR / "exported.csv"
-        try:
-            self.before = pd.read_csv(exported, dtype=str, keep_default_na=False)
-            self.before["sample_id"] = self.before["sample_id"].astype("int64")
-        except (ValueError, KeyError, OSError) as e:
-            raise ReviewError(f"{exported} is damaged or missing ({type(e).__name__}: {e}): "
-                              "export the review again (`dupes review export RUN --out NEW`)"
-                              ) from None
-        self.ledger = ledger_mod.ledger_path(self.review, meta["ledger"], ledger)
-        if meta.get("data_dir") and storage.same_tree(self.ledger, meta["data_dir"]):
-            raise ReviewError(f"the ledger {self.ledger} would be written inside the dataset "
-                              f"{meta['data_dir']}, which is only ever read: pass --ledger "
-                              "with a path outside it")
+        self.specials = review_specials(meta)
+        self.before = read_exported(self.review)
+        self.ledger = review_ledger(self.review, meta, ledger)
         self.scores = _scores(meta.get("run_dir"), self.before)
         path = self.review / META_DIR / DECISIONS_FILE
         self.decisions: dict = rundir.read_json(path) if path.exists() else {}
