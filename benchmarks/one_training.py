@@ -1,7 +1,7 @@
 """One training on half of a dataset, predicting the other half, on 1 CPU thread: the unit
 the defaults' rule was chosen with (BENCHMARKS.md, "Defaults sized to the data").
 
-    .venv/bin/python benchmarks/one_training.py mnist_test 10000 '{"width": 16, "epochs": 12}'
+    .venv/bin/python benchmarks/one_training.py mnist_test 10000 '{"width": 16, "epochs": 12}' [SEED]
 
 DATASET is a file of ../shared/data without .npz; N the images used (a seeded sample); the
 JSON sets hyperparameters on top of the small CNN's Hyp defaults. Prints one JSON line
@@ -28,6 +28,7 @@ def main() -> None:
     from trainers.train import train
 
     name, n, given = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+    seed = int(sys.argv[4]) if len(sys.argv) > 4 else 0  # the training's seed
     torch.set_num_threads(1)
     d = np.load(SHARED / f"{name}.npz")
     pick = np.random.default_rng(0).permutation(len(d["labels"]))[:n]
@@ -37,8 +38,8 @@ def main() -> None:
     tr, ev = np.sort(halves[:n // 2]), np.sort(halves[n // 2:])
     hyp = replace(Hyp(model="smallcnn"), **given)
     t0 = time.perf_counter()
-    out = train(hyp, x, y, tr, ev, seed=0)
-    row = {"dataset": name, "n": n, "hyp": given, "heldout_accuracy": float((out.pred == y[ev]).mean()),
+    out = train(hyp, x, y, tr, ev, seed=seed)
+    row = {"dataset": name, "n": n, "hyp": given, "seed": seed, "heldout_accuracy": float((out.pred == y[ev]).mean()),
            "seconds": time.perf_counter() - t0}
     print(json.dumps(row))
     with open(ROOT / "benchmarks" / "results" / "one_training.jsonl", "a") as f:

@@ -1,4 +1,6 @@
 """The plan of a pass: durations, the estimate, fitting a --budget, the ETA, the plan table."""
+from dataclasses import replace
+
 import pytest
 from rich.console import Console
 
@@ -26,11 +28,14 @@ def test_bad_durations_say_how_to_write_one(text):
 
 
 def test_a_training_costs_its_epochs_and_its_predictions():
-    hyp = Hyp(epochs=10, progressive=0.0)
+    hyp = Hyp(epochs=10, progressive=0.0, flip=False)
     # 10,000 images: 10 epochs of 5,000 at 1,000/s, and 5,000 predicted at 4,000/s at the end
     # and after epochs 5 (every 5th, the last excepted)
     assert training_seconds(hyp, 10_000, RATES, epoch_losses=5) == pytest.approx(50 + 2 * 1.25)
     assert training_seconds(hyp, 10_000, RATES, epoch_losses=0) == pytest.approx(50 + 1.25)
+    # test-time views multiply the final prediction: the mirror, and two shifted copies
+    assert training_seconds(replace(hyp, flip=True, tta=True, tta_shift=1), 10_000, RATES,
+                            epoch_losses=5) == pytest.approx(50 + (4 + 1) * 1.25)
     assert 0.5 < progressive_factor(0.5) < 0.8 and progressive_factor(0) == 1.0
 
 
@@ -101,6 +106,9 @@ def test_defaults_follow_the_data_and_keep_what_was_given():
     assert sized_defaults(Hyp(), given=[], **{**data, "n_images": 10**7})[0].epochs == \
         SIZED_EPOCHS[0]
     assert sized_defaults(Hyp(), given=[], **{**data, "image_size": 8})[0].progressive == 0
+    # shifts of 1 px up to 32 px (measured), and 1-px shifted views at prediction
+    assert (hyp.translate, hyp.tta_shift) == (1, 1)
+    assert sized_defaults(Hyp(), given=[], **{**data, "image_size": 48})[0].translate == 2
     # measured on CPUs only: a GPU cluster or a torchvision model keeps the defaults
     assert sized_defaults(Hyp(), given=[], **{**data, "gpu": True}) == (Hyp(), {})
     assert sized_defaults(Hyp(), given=[], **{**data, "image_size": 96}) == (Hyp(), {})

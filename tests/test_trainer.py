@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainers.augment import batch_flip, batch_translate
+from trainers.augment import batch_flip, batch_translate, shift
 from trainers.hyp import Hyp
 from trainers.models import make_model, resolve_model
 from trainers.train import train
@@ -66,6 +66,12 @@ def test_augmentations_move_pixels_but_keep_content():
     flipped = (f == x.repeat(64, 1, 1, 1).flip(3)).flatten(1).all(1)
     same = (f == x.repeat(64, 1, 1, 1)).flatten(1).all(1)
     assert (flipped | same).all() and 0 < flipped.sum() < 128
+    # a test-time view: every image moved the same way, the border reflected
+    down = shift(x, 1, 1)
+    assert torch.equal(down[:, :, 1:, 1:], x[:, :, :-1, :-1])
+    assert torch.equal(down[:, :, 0, 1:], x[:, :, 1, :-1])  # reflect: row 1 mirrors into row 0
+    assert torch.equal(shift(x, -1, -1)[:, :, :-1, :-1], x[:, :, 1:, 1:])
+    assert torch.equal(shift(x, 0, 0), x)
 
 
 def _digits(n=300, classes=4):
@@ -132,6 +138,23 @@ def test_tta_averages_the_image_and_its_mirror():
     off = train(replace(hyp, flip=False, tta=True), images, labels, tr, ev, seed=5)
     no = train(replace(hyp, flip=False, tta=False), images, labels, tr, ev, seed=5)
     np.testing.assert_allclose(off.probs, no.probs, atol=1e-6)
+
+
+def test_tta_shift_averages_the_image_moved_both_ways():
+    images, labels = _digits()
+    tr, ev = np.arange(0, 300, 2), np.arange(1, 300, 2)
+    hyp = Hyp(epochs=3, batch_size=32, width=8, flip=False, translate=1, tta_shift=0)
+    views = []
+    for d in (0, -1, 1):  # the held-out half moved by d px down and right, reflected
+        moved = images.copy()
+        padded = np.pad(images[ev], ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+        moved[ev] = padded[:, 1 - d:1 - d + images.shape[1], 1 - d:1 - d + images.shape[2]]
+        views.append(train(hyp, moved, labels, tr, ev, seed=5).probs)
+    assert np.abs(views[1] - views[0]).max() > 1e-3  # the views differ
+    both = train(replace(hyp, tta_shift=1), images, labels, tr, ev, seed=5)
+    np.testing.assert_allclose(both.probs, sum(views) / 3, atol=1e-5)
+    assert hyp.tta_views() == 1 and replace(hyp, tta_shift=1).tta_views() == 3
+    assert replace(hyp, tta_shift=1, flip=True, tta=True).tta_views() == 4
 
 
 def test_label_smoothing_caps_confidence():

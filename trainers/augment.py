@@ -29,6 +29,16 @@ def batch_translate(x: torch.Tensor, pad: int, generator: torch.Generator) -> to
     return padded[batch, chan, rows, cols]
 
 
+def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Every image moved by the same (dy, dx) px, reflecting at the borders: a test-time view."""
+    p = max(abs(dy), abs(dx))
+    if p == 0:
+        return x
+    h, w = x.shape[2:]
+    padded = torch.nn.functional.pad(x, (p, p, p, p), mode="reflect")
+    return padded[:, :, p - dy:p - dy + h, p - dx:p - dx + w]
+
+
 def batch_resized_crop(x: torch.Tensor, min_area: float, generator: torch.Generator,
                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
     """RandomResizedCrop for a whole batch: each image gets its own crop (area fraction in

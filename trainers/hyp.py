@@ -57,6 +57,9 @@ class Hyp:
     translate: int = hp(2, "max random shift in px (reflect padding)", min=0, sized=True)
     tta: bool = hp(True, "held-out predictions average the image and its mirror (only with "
                    "--flip: a mirrored digit is another digit)")
+    tta_shift: int = hp(0, "held-out predictions also average the image moved by this many px "
+                        "up-left and down-right (airbench's test-time translation); 0 = off",
+                        min=0)
     progressive: float = hp(0.0, "progressive resizing: first epochs at this fraction of the "
                             "size, full size from 75% of training (measured on MNIST: 0.5 is "
                             "1.8x faster, -0.2 pt accuracy); 0 = off", min=0, sized=True)
@@ -92,6 +95,10 @@ class Hyp:
                 bad.append(f"{f.name}={v} ({why})")
         if bad:
             raise ValueError("invalid hyperparameters: " + "; ".join(bad))
+
+    def tta_views(self) -> int:
+        """Forward passes per held-out image in the final prediction (the plan's estimate)."""
+        return 1 + int(self.tta and self.flip) + 2 * int(self.tta_shift > 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
