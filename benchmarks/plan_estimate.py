@@ -55,7 +55,7 @@ PHOTOS, PHOTO_NOISE = 2000, 0.05  # CIFAR-10 test images as JPEGs of 32-200 px, 
 def write_photos(out: Path) -> list[str]:
     """The first PHOTOS CIFAR-10 test images as JPEGs of random sizes (32-200 px a side, not
     square), PHOTO_NOISE of them in a wrong class folder; returns the planted relpaths."""
-    d = np.load(SHARED / "cifar10_test.npz")
+    d = dict(np.load(SHARED / "cifar10_test.npz"))  # an NpzFile decompresses at every d[key]
     rng = np.random.default_rng(0)
     classes = [str(c) for c in d["classes"]]
     labels = d["labels"][:PHOTOS].copy()
