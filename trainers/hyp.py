@@ -59,7 +59,7 @@ class Hyp:
                    "--flip: a mirrored digit is another digit)")
     tta_shift: int = hp(0, "held-out predictions also average the image moved by this many px "
                         "up-left and down-right (airbench's test-time translation); 0 = off",
-                        min=0)
+                        min=0, sized=True)
     progressive: float = hp(0.0, "progressive resizing: first epochs at this fraction of the "
                             "size, full size from 75% of training (measured on MNIST: 0.5 is "
                             "1.8x faster, -0.2 pt accuracy); 0 = off", min=0, sized=True)
