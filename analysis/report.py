@@ -278,6 +278,18 @@ def format_duration(seconds: float) -> str:
     return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
+def model_and_training(d: dict) -> list[tuple[str, str]]:
+    """The "model" and "training" rows of a plan or of a run's hyperparameters (both dicts
+    name them alike): one wording in the printed plan and in the report."""
+    model = str(d.get("model", "?"))
+    training = (f"{d.get('epochs')} epochs, batch {d.get('batch_size')}"
+                + (f", lr {d['lr']}" if "lr" in d else "")
+                + (", flips" if d.get("flip") else ", no flips")
+                + f", shifts up to {d.get('translate')} px")
+    return [("model", f"{model} (width {d.get('width')})" if model == "smallcnn" else model),
+            ("training", training)]
+
+
 def plan_table(plan: dict) -> Table:
     """The plan of a pass (`orchestrator.plan.Plan` as a dict) and its estimated wall time."""
     probe = plan["probe"]
@@ -286,14 +298,11 @@ def plan_table(plan: dict) -> Table:
                   title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    aug = (("flips, " if plan["flip"] else "no flips, ") + f"shifts up to {plan['translate']} px")
     rows = [
         ("data", f"{plan['n_images']:,} images, {plan['n_classes']} classes, "
                  f"{plan['image_size']}x{plan['image_size']}x{plan['channels']} "
                  f"({plan['aspect']}), {plan['data_mode']}"),
-        ("model", f"{plan['model']} (width {plan['width']})" if plan["model"] == "smallcnn"
-         else plan["model"]),
-        ("training", f"{plan['epochs']} epochs, batch {plan['batch_size']}, {aug}"),
+        *model_and_training(plan),
         ("slots", f"{plan['slots']} at a time"),
         ("measured", f"{probe['train_rate']:,.0f} training images/s and "
                      f"{probe['predict_rate']:,.0f} predicted/s per training "
@@ -318,14 +327,10 @@ def trained_settings(config: dict, classes: dict) -> list[tuple[str, str]]:
     `hyp_chosen`); the report shows them so a reader knows what the votes come from."""
     hyp, chosen = config.get("hyp", {}), config.get("hyp_chosen") or {}
     size, channels = classes.get("image_size"), classes.get("channels")
-    rows = [("model", str(hyp.get("model", "?")) + (f" (width {hyp.get('width')})"
-                                                   if hyp.get("model") == "smallcnn" else "")),
-            ("image size", f"{size}x{size}x{channels}, {classes.get('aspect', 'pad')}"),
-            ("training", f"{hyp.get('epochs')} epochs, batch {hyp.get('batch_size')}, "
-                         f"lr {hyp.get('lr')}, flips {'on' if hyp.get('flip') else 'off'}, "
-                         f"shifts {hyp.get('translate')} px")]
+    model, training = model_and_training(hyp)
+    rows = [model, ("image size", f"{size}x{size}x{channels}, {classes.get('aspect', 'pad')}"),
+            training, *chosen.items()]
     given = set(config.get("hyp_set") or [])
-    rows += [(name, why) for name, why in chosen.items()]
     if given:
         rows.append(("given", ", ".join(sorted(given))))
     return rows

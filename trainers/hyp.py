@@ -96,9 +96,13 @@ class Hyp:
         if bad:
             raise ValueError("invalid hyperparameters: " + "; ".join(bad))
 
+    def tta_mirror(self) -> bool:
+        """Whether held-out predictions average the mirror: only where flips keep labels."""
+        return self.tta and self.flip
+
     def tta_views(self) -> int:
         """Forward passes per held-out image in the final prediction (the plan's estimate)."""
-        return 1 + int(self.tta and self.flip) + 2 * int(self.tta_shift > 0)
+        return 1 + int(self.tta_mirror()) + 2 * int(self.tta_shift > 0)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -205,7 +205,7 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor | ShardedImages | Resident
     opt = torch.optim.SGD(groups, lr=hyp.lr, momentum=hyp.momentum, nesterov=True)
     model = torch.compile(net) if hyp.compile else net
     crop = hyp.crop_scale if size > SMALL_IMAGE_MAX else 0.0
-    tta = hyp.tta and hyp.flip
+    tta = hyp.tta_mirror()
     steps_per_epoch = max(1, -(-len(tr) // hyp.batch_size))
     total_steps = hyp.epochs * steps_per_epoch
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=bf16_autocast(device))
