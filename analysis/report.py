@@ -286,7 +286,8 @@ def model_and_training(d: dict) -> list[tuple[str, str]]:
                 + (f", lr {d['lr']}" if "lr" in d else "")
                 + (", flips" if d.get("flip") else ", no flips")
                 + f", shifts up to {d.get('translate')} px")
-    return [("model", f"{model} (width {d.get('width')})" if model == "smallcnn" else model),
+    small = f"{model} (width {d.get('width')}" + (", whitening)" if d.get("whiten") else ")")
+    return [("model", small if model == "smallcnn" else model),
             ("training", training)]
 
 

@@ -109,6 +109,10 @@ def test_defaults_follow_the_data_and_keep_what_was_given():
     # shifts of 1 px up to 32 px (measured), and 1-px shifted views at prediction
     assert (hyp.translate, hyp.tta_shift) == (1, 1)
     assert sized_defaults(Hyp(), given=[], **{**data, "image_size": 48})[0].translate == 2
+    # airbench's whitening layer from 24 px: it trims a pixel, too many for 8-px digits
+    assert hyp.whiten and chosen["whiten"].startswith("on: ")
+    small, why = sized_defaults(Hyp(), given=[], **{**data, "image_size": 8})
+    assert not small.whiten and why["whiten"].startswith("off: under 24 px")
     # measured on CPUs only: a GPU cluster or a torchvision model keeps the defaults
     assert sized_defaults(Hyp(), given=[], **{**data, "gpu": True}) == (Hyp(), {})
     assert sized_defaults(Hyp(), given=[], **{**data, "image_size": 96}) == (Hyp(), {})

@@ -3,6 +3,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from trainers.augment import batch_flip, batch_translate, shift
 from trainers.hyp import Hyp
@@ -155,6 +156,33 @@ def test_tta_shift_averages_the_image_moved_both_ways():
     np.testing.assert_allclose(both.probs, sum(views) / 3, atol=1e-5)
     assert hyp.tta_views() == 1 and replace(hyp, tta_shift=1).tta_views() == 3
     assert replace(hyp, tta_shift=1, flip=True, tta=True).tta_views() == 4
+
+
+def test_the_whitening_layer_decorrelates_patches_and_stays_fixed_while_training():
+    from trainers.models import SmallCNN
+    images, labels = _digits()
+    big = np.repeat(np.repeat(images, 3, axis=1), 3, axis=2)  # 24 px: the layer trims 1 px
+    x = torch.from_numpy(big[:200]).permute(0, 3, 1, 2).float() / 255
+    x = (x - x.mean()) / x.std()
+    net = SmallCNN(1, 10, width=8, whiten=True)
+    net.init_whitening(x)
+    out = F.conv2d(x, net.whiten.weight)[:, :4]  # one sign of each filter
+    flat = out.permute(0, 2, 3, 1).reshape(-1, 4)
+    cov = (flat.T @ flat / len(flat)).numpy()
+    np.testing.assert_allclose(cov, np.diag(np.diag(cov)), atol=1e-3)  # decorrelated
+    assert np.all(np.diag(cov) > 0.5) and np.all(np.diag(cov) <= 1.0 + 1e-4)  # unit variance
+    np.testing.assert_allclose(net.whiten.weight[4:], -net.whiten.weight[:4])  # both signs
+    # in a training: learned from the training half, never stepped; the rest of the net is
+    tr, ev = np.arange(0, 300, 2), np.arange(1, 300, 2)
+    states = []
+    hyp = Hyp(epochs=8, batch_size=32, width=8, lr=0.2, flip=False, translate=1, whiten=True)
+    out = train(hyp, big, labels, tr, ev, seed=0,
+                on_epoch=lambda info: states.append(info.state()["model"]))
+    first, last = states[0], states[-1]
+    torch.testing.assert_close(first["features.0.weight"], last["features.0.weight"])
+    assert not torch.equal(first["features.0.bias"], last["features.0.bias"])
+    assert not torch.equal(first["features.2.0.weight"], last["features.2.0.weight"])
+    assert (out.pred == labels[ev]).mean() > 0.8  # it learns (chance 0.25)
 
 
 def test_label_smoothing_caps_confidence():

@@ -55,6 +55,9 @@ class Hyp:
     flip: bool = hp(True, "random left-right mirror (a pass measures whether mirrored images "
                     "keep their labels: not so for digits and text)", sized=True)
     translate: int = hp(2, "max random shift in px (reflect padding)", min=0, sized=True)
+    whiten: bool = hp(False, "the small CNN starts with airbench's whitening layer: 2x2 "
+                      "filters fixed to the training half's patch PCA at unit variance (it "
+                      "trims 1 px: not for images under 24 px)", sized=True)
     tta: bool = hp(True, "held-out predictions average the image and its mirror (only with "
                    "--flip: a mirrored digit is another digit)")
     tta_shift: int = hp(0, "held-out predictions also average the image moved by this many px "

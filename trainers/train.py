@@ -94,6 +94,9 @@ def bf16_autocast(device: torch.device) -> bool:
     return device.type == "cpu" and bool(native and native())
 
 
+# the whitening layer's patch covariance is taken over this many pixels of the training half
+# (at most: 2,551 images of 28 px, 488 of 64 px): its 4 or 12 dimensions settle long before
+WHITEN_PIXELS = 2_000_000
 CPU_EVAL_BATCH = 128  # held-out batches on a CPU: larger ones fall out of its caches
 
 
@@ -188,7 +191,12 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor | ShardedImages | Resident
 
     net = make_model(arch, in_channels=c, num_classes=n_classes, image_size=size,
                      width=hyp.width, pretrained=hyp.pretrained, weights=hyp.weights,
-                     stem_pool=hyp.stem_pool).to(device)
+                     stem_pool=hyp.stem_pool, whiten=hyp.whiten).to(device)
+    if getattr(net, "whiten", None) is not None:  # frozen before the optimizer sees it
+        n_white = max(8, WHITEN_PIXELS // (size * size))
+        pick = tr[torch.randperm(len(tr), device=device, generator=gen)[:n_white]].sort().values
+        net.init_whitening(torch.cat([_to_float(xb, mean, std)
+                                      for _, xb in feed.ordered(pick, 1024)]))
     # channels-last convolutions: 1.2-1.3x the training images/s of the small CNN on one CPU
     # thread for colour images (benchmarks/cpu_kernels.py), and GPUs' fast path
     net = net.to(memory_format=torch.channels_last)
@@ -196,7 +204,7 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor | ShardedImages | Resident
     groups = []
     for in_head in (True, False):
         scale = 1.0 if (in_head or not transfer) else hyp.backbone_lr
-        params = [p for p in net.parameters() if (id(p) in head) == in_head]
+        params = [p for p in net.parameters() if (id(p) in head) == in_head and p.requires_grad]
         for decayed in (True, False):
             chosen = [p for p in params if (p.ndim > 1) == decayed]
             if chosen:
