@@ -112,7 +112,7 @@ def probe(images, labels: np.ndarray, hyp: Hyp, *, threads: int, device: str = "
 # 0.624 / 0.623 (1 seed); predicting also the image moved 1 px two ways (tta_shift) adds
 # 0.04-0.6 pt (mean 0.25) for ~5% more time. airbench's whitening layer (4 seeds each):
 # MNIST 0.987 / 0.987 without, Fashion-MNIST 0.875 / 0.864, CIFAR-10 0.643 / 0.624, for
-# 10% less time on gray images and 10% more on colour; at 8 px it breaks the net (below).
+# 3-4% less time on gray images and 14% more on colour; at 8 px it breaks the net (below).
 SEEN_PER_TRAINING = 60_000   # training images one training sees (epochs x half)
 SIZED_EPOCHS = (4, 20)       # ... in this many epochs at least and at most
 WHITEN_MIN_SIZE = 24         # px: the whitening layer from this size (measured at 8, 28, 32)

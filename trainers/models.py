@@ -31,7 +31,8 @@ class SmallCNN(nn.Module):
     Pooling twice keeps enough resolution for 8-px images (8 -> 2) yet stays cheap on 64-px
     ones; global pooling makes it independent of the input size. A residual block at the
     widest level was measured on the digits (20 epochs, width 32, 1 CPU thread): 1.8x slower
-    and less accurate (0.973 vs 0.981 held-out), so there is none.
+    and less accurate (0.973 vs 0.981 held-out), so there is none. With `whiten` it starts
+    with airbench's whitening layer, set from the data by `init_whitening` before training.
     """
 
     def __init__(self, in_channels: int, num_classes: int, width: int = 32, stem_pool: int = 1,
