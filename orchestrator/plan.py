@@ -22,9 +22,14 @@ from trainers.hyp import Hyp
 
 # What a pass costs besides its trainings' compute: Ray Train's launch (9-10 s measured,
 # BENCHMARKS.md) and teardown, each training's hand-out and Ray Data write, the analysis, the
-# HTML report and contact sheets. 30 s is what was left over on 2 cores in
-# benchmarks/plan_estimate.py (the demo: 32 s, MNIST test: 29 s).
-FIXED_S = 30.0
+# HTML report and contact sheets. And trainings side by side take longer than the probe's
+# training alone: they share the node's caches and memory bandwidth with each other and with
+# the driver. In benchmarks/plan_estimate.py (16 passes on two machines, an AMD EPYC and an
+# Intel Xeon, 2 cores each) what followed the plan was best fit by 1.1 x the probe's time
+# per training plus 22 s: errors -19% to +11%, where one constant of 30 s gave -23% to +31%
+# (the digits on the faster machine: 44 s estimated, 34 s actual).
+FIXED_S = 22.0
+SIDE_BY_SIDE = 1.1  # a training's time when others run beside it, relative to the probe's
 MIN_EPOCHS, MAX_EPOCHS = 2, 60  # what --budget may choose
 
 
@@ -145,8 +150,8 @@ def sized_defaults(hyp: Hyp, *, given, n_images: int, image_size: int, channels:
                         "(MNIST, Fashion-MNIST, CIFAR-10) for about 5% more time",
            "whiten": "airbench's whitening layer: +1.1 pt held-out accuracy on Fashion-MNIST, "
                      "+1.8 pt on CIFAR-10, equal on MNIST" if image_size >= WHITEN_MIN_SIZE
-                     else f"under {WHITEN_MIN_SIZE} px: it trims a pixel, and 8-px digits "
-                          "fell to 0.1-0.7 held-out accuracy with it"}
+                     else f"{image_size} px images, under {WHITEN_MIN_SIZE}: it trims a pixel, "
+                          "and 8-px digits fell to 0.1-0.7 held-out accuracy with it"}
     free = {k: v for k, v in rule.items() if k not in set(given)}
     chosen = {k: f"{('on' if v else 'off') if isinstance(v, bool) else v}: "
                  f"{why.get(k, 'the small CNN on CPUs')}" for k, v in free.items()}
@@ -169,6 +174,13 @@ def training_seconds(hyp: Hyp, n_images: int, rates: Probe, epoch_losses: int) -
     recorded = (hyp.epochs - 1) // epoch_losses if epoch_losses > 0 else 0
     return (hyp.epochs * half / rates.train_rate * progressive_factor(hyp.progressive)
             + (hyp.tta_views() + recorded) * half / rates.predict_rate)
+
+
+def pass_training_seconds(hyp: Hyp, n_images: int, rates: Probe, epoch_losses: int,
+                          slots: int) -> float:
+    """One training in the pass: `training_seconds`, slower when others run beside it."""
+    alone = training_seconds(hyp, n_images, rates, epoch_losses)
+    return alone * (SIDE_BY_SIDE if slots > 1 else 1.0)
 
 
 def sanity_seconds(hyp: Hyp, n_images: int, image_size: int, rates: Probe) -> float:
@@ -227,11 +239,11 @@ def make_plan(hyp: Hyp, *, n_images: int, n_classes: int, image_size: int, chann
     note = ""
     if budget_s is not None:
         hyp, note = fit_budget(hyp, budget_s - spent_s - check_s - FIXED_S, waves=waves,
-                               n_images=n_images, rates=rates, epoch_losses=epoch_losses,
-                               budget_s=budget_s)
+                               slots=slots, n_images=n_images, rates=rates,
+                               epoch_losses=epoch_losses, budget_s=budget_s)
         chosen = {**(chosen or {}), "epochs": f"{hyp.epochs}: {note}"}
         check_s = sanity_seconds(hyp, n_images, image_size, rates) if sanity else 0.0
-    one = training_seconds(hyp, n_images, rates, epoch_losses)
+    one = pass_training_seconds(hyp, n_images, rates, epoch_losses, slots)
     plan = Plan(n_images, n_classes, image_size, channels, aspect, hyp.model, hyp.epochs,
                 hyp.batch_size, hyp.width, hyp.flip, hyp.translate, data_mode, trainings, slots,
                 one, check_s, check_s + waves * one + FIXED_S, asdict(rates), budget_s, note,
@@ -239,12 +251,12 @@ def make_plan(hyp: Hyp, *, n_images: int, n_classes: int, image_size: int, chann
     return plan, hyp
 
 
-def fit_budget(hyp: Hyp, left_s: float, *, waves: int, n_images: int, rates: Probe,
-               epoch_losses: int, budget_s: float) -> tuple[Hyp, str]:
+def fit_budget(hyp: Hyp, left_s: float, *, waves: int, slots: int, n_images: int,
+               rates: Probe, epoch_losses: int, budget_s: float) -> tuple[Hyp, str]:
     """The most epochs (MIN_EPOCHS to MAX_EPOCHS) whose trainings fit in `left_s` seconds."""
     def wall(epochs: int) -> float:
-        return waves * training_seconds(replace(hyp, epochs=epochs), n_images, rates,
-                                        epoch_losses)
+        return waves * pass_training_seconds(replace(hyp, epochs=epochs), n_images, rates,
+                                             epoch_losses, slots)
 
     fits = [e for e in range(MIN_EPOCHS, MAX_EPOCHS + 1) if wall(e) <= left_s]
     if not fits:

@@ -5,8 +5,8 @@ import pytest
 from rich.console import Console
 
 from analysis.report import format_duration, plan_table
-from orchestrator.plan import (FIXED_S, MAX_EPOCHS, MIN_EPOCHS, BudgetError, Probe, make_plan,
-                               parse_duration, progressive_factor, training_seconds)
+from orchestrator.plan import (FIXED_S, MAX_EPOCHS, MIN_EPOCHS, SIDE_BY_SIDE, BudgetError, Probe,
+                               make_plan, parse_duration, progressive_factor, training_seconds)
 from orchestrator.progress import eta_seconds
 from trainers.hyp import Hyp
 
@@ -51,6 +51,10 @@ def test_the_plan_resolves_the_model_and_estimates_waves_of_trainings():
     assert plan.estimate_s == pytest.approx(10 * plan.training_s + FIXED_S)
     assert _plan(image_size=96)[0].model == "resnet18"
     assert _plan(slots=20)[0].estimate_s == pytest.approx(plan.training_s + FIXED_S)
+    # trainings side by side are slower than the probe's training alone
+    alone = _plan(slots=1)[0]
+    assert alone.training_s == pytest.approx(training_seconds(hyp, 10_000, RATES, 0))
+    assert plan.training_s == pytest.approx(SIDE_BY_SIDE * alone.training_s)
 
 
 def test_a_budget_picks_the_most_epochs_that_fit_or_refuses_with_what_would():
@@ -112,7 +116,7 @@ def test_defaults_follow_the_data_and_keep_what_was_given():
     # airbench's whitening layer from 24 px: it trims a pixel, too many for 8-px digits
     assert hyp.whiten and chosen["whiten"].startswith("on: ")
     small, why = sized_defaults(Hyp(), given=[], **{**data, "image_size": 8})
-    assert not small.whiten and why["whiten"].startswith("off: under 24 px")
+    assert not small.whiten and why["whiten"].startswith("off: 8 px images, under 24")
     # measured on CPUs only: a GPU cluster or a torchvision model keeps the defaults
     assert sized_defaults(Hyp(), given=[], **{**data, "gpu": True}) == (Hyp(), {})
     assert sized_defaults(Hyp(), given=[], **{**data, "image_size": 96}) == (Hyp(), {})
