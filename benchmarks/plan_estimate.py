@@ -7,12 +7,20 @@ committed): the demo's digits (scikit-learn, 1,797 images at 8 px), MNIST's and
 Fashion-MNIST's 10k test images (../shared/data), and MNIST with `--budget 3m`. The plan
 (plan.json) holds the time spent before it and its estimate of the rest; estimated wall =
 spent + estimate, against the pass's wall from summary.json. Prints a table and writes
-benchmarks/results/plan_estimate.json.
+benchmarks/results/plan_estimate.json (each row names its CPU; the rows of the sessions
+before 2026-12-02, the last of them on an AMD EPYC, are in plan_estimate_earlier_sessions.json
+and plan_estimate_v2_first_run.json).
+
+    .venv/bin/python benchmarks/plan_estimate.py --fit benchmarks/results/plan_estimate*.json
+
+fits the estimate's two constants (orchestrator/plan.py: SIDE_BY_SIDE, FIXED_S) over the
+passes with the defaults in those files and re-scores each with the rule in use.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +34,8 @@ from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from one_training import cpu_model  # noqa: E402
 SHARED = ROOT.parent / "shared" / "data"
 OUT = ROOT / "benchmarks" / "results" / "plan_estimate.json"
 FAST = ["--width", "16", "--epochs", "6", "--lr", "0.2", "--progressive", "0.5",
@@ -88,10 +98,56 @@ def write_pngs(name: str, out: Path) -> int:
     return len(labels)
 
 
+def parts(r: dict) -> tuple[float, float, float] | None:
+    """(time spent before the plan, sanity check, the trainings' waves as the probe times
+    them alone) of a result: recorded since the rule has two constants, else read back from
+    the plan it printed (`log_head`) and the 30 s fixed cost it had then."""
+    if "parts" in r:
+        return r["parts"]["spent_s"], r["parts"]["sanity_s"], r["parts"]["trainings_alone_s"]
+    m = re.search(r"estimate\s+│ ([\d.]+) (s|min) per training(?:, sanity check ([\d.]+) "
+                  r"(s|min))?", r.get("log_head", ""))
+    if not m:
+        return None
+    one = float(m.group(1)) * (60 if m.group(2) == "min" else 1)
+    check = float(m.group(3) or 0) * (60 if m.group(4) == "min" else 1)
+    waves = -(-r["trainings"] // r["slots"])
+    return r["estimated_wall_s"] - 30.0 - waves * one - check, check, waves * one
+
+
+def fit(files: list[Path]) -> None:
+    """Least-squares fit of the plan's two constants (a training beside others at k x the
+    probe's time, plus a fixed cost) over the passes with the defaults in `files`, and every
+    pass re-scored with the rule in orchestrator/plan.py."""
+    from orchestrator.plan import FIXED_S, SIDE_BY_SIDE
+    rows = []
+    for f in files:
+        for r in json.loads(f.read_text())["results"]:
+            if ("defaults" in r["case"] or "budget" in r["case"]) and parts(r):
+                rows.append((f.name, r["case"], *parts(r), r["wall_s"]))
+    a = np.array([[1.0, t] for *_, t, _ in rows])
+    left = np.array([w - spent - check - t for _, _, spent, check, t, w in rows])
+    fixed, k = np.linalg.lstsq(a, left, rcond=None)[0]
+    table = Table(title=f"{len(rows)} passes: best fit {1 + k:.3f} x the probe's trainings "
+                        f"+ {fixed:.1f} s; the plan uses {SIDE_BY_SIDE} x + {FIXED_S:.0f} s")
+    for col in ("file", "case", "wall", "estimated now", "error now", "30 s alone: error"):
+        table.add_column(col)
+    for name, case, spent, check, t, wall in rows:
+        now = spent + check + SIDE_BY_SIDE * t + FIXED_S
+        table.add_row(name, case, f"{wall:.0f} s", f"{now:.0f} s", f"{now / wall - 1:+.0%}",
+                      f"{(spent + check + t + 30) / wall - 1:+.0%}")
+    Console(width=140).print(table)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    p.add_argument("--fit", nargs="+", type=Path, metavar="RESULTS",
+                   help="no passes: fit the estimate's constants over these results files "
+                        "(e.g. benchmarks/results/plan_estimate*.json) and re-score them")
     args = p.parse_args()
+    if args.fit:
+        fit(args.fit)
+        return
     results = []
     for case in args.cases:
         data, flags = CASES[case]
@@ -123,6 +179,12 @@ def main() -> None:
                 pr = precision_recall(dupes["relpath"].to_numpy(), np.array(planted))
                 extra.update(planted=len(planted), dupes=len(dupes),
                              planted_precision=round(pr[0], 3), planted_recall=round(pr[1], 3))
+            from orchestrator.plan import SIDE_BY_SIDE
+            side = SIDE_BY_SIDE if plan["slots"] > 1 else 1.0
+            waves = -(-plan["trainings"] // plan["slots"])
+            extra["parts"] = {"spent_s": plan["spent_s"], "sanity_s": plan["sanity_s"],
+                              "trainings_alone_s": waves * plan["training_s"] / side}
+            extra["cpu"] = cpu_model()
             results.append({**extra,
                 "case": case, "images": n, "flags": " ".join(flags), "model": plan["model"],
                 "epochs": plan["epochs"], "slots": plan["slots"],
