@@ -24,10 +24,11 @@ from trainers.hyp import Hyp
 # BENCHMARKS.md) and teardown, each training's hand-out and Ray Data write, the analysis, the
 # HTML report and contact sheets. And trainings side by side take longer than the probe's
 # training alone: they share the node's caches and memory bandwidth with each other and with
-# the driver. In benchmarks/plan_estimate.py (16 passes on two machines, an AMD EPYC and an
-# Intel Xeon, 2 cores each) what followed the plan was best fit by 1.1 x the probe's time
-# per training plus 22 s: errors -19% to +11%, where one constant of 30 s gave -23% to +31%
-# (the digits on the faster machine: 44 s estimated, 34 s actual).
+# the driver. In benchmarks/plan_estimate.py (14 passes on two machines, an AMD EPYC and an
+# Intel Xeon, 2 cores each) what followed the plan was fit by about 1.1 x the probe's time
+# per training plus 22 s: errors -19% to +10%, where one constant of 30 s gave -23% to +31%
+# (the digits on the faster machine: 44 s estimated, 34 s actual); 4 passes run with it
+# after: +8%, +5%, +1%, -6% (`plan_estimate.py --fit` refits and re-scores them all).
 FIXED_S = 22.0
 SIDE_BY_SIDE = 1.1  # a training's time when others run beside it, relative to the probe's
 MIN_EPOCHS, MAX_EPOCHS = 2, 60  # what --budget may choose
