@@ -3,8 +3,9 @@ the defaults' rule was chosen with (BENCHMARKS.md, "Defaults sized to the data")
 
     .venv/bin/python benchmarks/one_training.py mnist_test 10000 '{"width": 16, "epochs": 12}' [SEED]
 
-DATASET is a file of ../shared/data without .npz, or `digits` (scikit-learn's, the demo's); N the images used (a seeded sample); the
-JSON sets hyperparameters on top of the small CNN's Hyp defaults. Prints one JSON line
+DATASET is a file of ../shared/data without .npz, or `digits` (scikit-learn's, the demo's);
+N the images used (a seeded sample); the JSON sets hyperparameters on top of the small CNN's
+Hyp defaults. Prints one JSON line
 (held-out accuracy, seconds) and appends it to benchmarks/results/one_training.jsonl.
 """
 from __future__ import annotations

@@ -101,10 +101,17 @@ def write_pngs(name: str, out: Path) -> int:
     return len(labels)
 
 
+OLD_FIXED_S = 30.0  # the estimate's one constant before SIDE_BY_SIDE (results before 2026-12-02)
+
+
+def waves_of(r: dict) -> int:
+    return -(-r["trainings"] // r["slots"])
+
+
 def parts(r: dict) -> tuple[float, float, float] | None:
     """(time spent before the plan, sanity check, the trainings' waves as the probe times
     them alone) of a result: recorded since the rule has two constants, else read back from
-    the plan it printed (`log_head`) and the 30 s fixed cost it had then."""
+    the plan it printed (`log_head`) and the OLD_FIXED_S it had then."""
     if "parts" in r:
         return r["parts"]["spent_s"], r["parts"]["sanity_s"], r["parts"]["trainings_alone_s"]
     m = re.search(r"estimate\s+│ ([\d.]+) (s|min) per training(?:, sanity check ([\d.]+) "
@@ -113,8 +120,8 @@ def parts(r: dict) -> tuple[float, float, float] | None:
         return None
     one = float(m.group(1)) * (60 if m.group(2) == "min" else 1)
     check = float(m.group(3) or 0) * (60 if m.group(4) == "min" else 1)
-    waves = -(-r["trainings"] // r["slots"])
-    return r["estimated_wall_s"] - 30.0 - waves * one - check, check, waves * one
+    waves = waves_of(r)
+    return r["estimated_wall_s"] - OLD_FIXED_S - waves * one - check, check, waves * one
 
 
 def fit(files: list[Path]) -> None:
@@ -126,18 +133,21 @@ def fit(files: list[Path]) -> None:
     for f in files:
         for r in json.loads(f.read_text())["results"]:
             if ("defaults" in r["case"] or "budget" in r["case"]) and parts(r):
-                rows.append((f.name, r["case"], *parts(r), r["wall_s"]))
+                side = SIDE_BY_SIDE if r["slots"] > 1 else 1.0  # the plan's rule
+                rows.append((f.name, r["case"], side, *parts(r), r["wall_s"]))
     a = np.array([[1.0, t] for *_, t, _ in rows])
-    left = np.array([w - spent - check - t for _, _, spent, check, t, w in rows])
+    left = np.array([w - spent - check - t for _, _, _, spent, check, t, w in rows])
     fixed, k = np.linalg.lstsq(a, left, rcond=None)[0]
     table = Table(title=f"{len(rows)} passes: best fit {1 + k:.3f} x the probe's trainings "
                         f"+ {fixed:.1f} s; the plan uses {SIDE_BY_SIDE} x + {FIXED_S:.0f} s")
-    for col in ("file", "case", "wall", "estimated now", "error now", "30 s alone: error"):
+    for col in ("file", "case", "wall", "estimated now", "error now",
+                f"{OLD_FIXED_S:.0f} s alone: error"):
         table.add_column(col)
-    for name, case, spent, check, t, wall in rows:
-        now = spent + check + SIDE_BY_SIDE * t + FIXED_S
+    for name, case, side, spent, check, t, wall in rows:
+        now = spent + check + side * t + FIXED_S
+        old = spent + check + t + OLD_FIXED_S
         table.add_row(name, case, f"{wall:.0f} s", f"{now:.0f} s", f"{now / wall - 1:+.0%}",
-                      f"{(spent + check + t + 30) / wall - 1:+.0%}")
+                      f"{old / wall - 1:+.0%}")
     Console(width=140).print(table)
 
 
@@ -184,9 +194,8 @@ def main() -> None:
                              planted_precision=round(pr[0], 3), planted_recall=round(pr[1], 3))
             from orchestrator.plan import SIDE_BY_SIDE
             side = SIDE_BY_SIDE if plan["slots"] > 1 else 1.0
-            waves = -(-plan["trainings"] // plan["slots"])
             extra["parts"] = {"spent_s": plan["spent_s"], "sanity_s": plan["sanity_s"],
-                              "trainings_alone_s": waves * plan["training_s"] / side}
+                              "trainings_alone_s": waves_of(plan) * plan["training_s"] / side}
             extra["cpu"] = cpu_model()
             results.append({**extra,
                 "case": case, "images": n, "flags": " ".join(flags), "model": plan["model"],

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from trainers.hyp import MODELS
@@ -42,7 +41,6 @@ class SmallCNN(nn.Module):
         # an average-pooling stem looks at large images at 1/stem_pool of their size: the
         # cheapest model that still sees every image (measured throughput in BENCHMARKS.md)
         stem = [nn.AvgPool2d(stem_pool)] if stem_pool > 1 else []
-        self.stem_pool = stem_pool
         # airbench's whitening layer: 2x2 filters set from the data by `init_whitening` and
         # never trained (their bias is), both signs of each so GELU drops no direction. It
         # trims a pixel: 8-px digits end at 1 px after the poolings, and their held-out
@@ -70,8 +68,8 @@ class SmallCNN(nn.Module):
         """Sets the whitening filters from `x` (training images, normalised, N C H W) and
         freezes them: the eigenvectors of the 2x2 patch covariance over 1/sqrt(eigenvalue
         + eps), so the layer's outputs are decorrelated at unit variance (airbench)."""
-        if self.stem_pool > 1:
-            x = F.avg_pool2d(x, self.stem_pool)
+        with torch.no_grad():
+            x = self.features[:self._whiten_at](x)  # the filters see what the layer will
         c, k = x.shape[1], WHITEN_K
         patches = x.unfold(2, k, 1).unfold(3, k, 1).permute(0, 2, 3, 1, 4, 5)
         flat = patches.reshape(-1, c * k * k).float()
