@@ -292,7 +292,7 @@ def model_and_training(d: dict) -> list[tuple[str, str]]:
 
 
 def plan_table(plan: dict) -> Table:
-    """The plan of a pass (`orchestrator.plan.Plan` as a dict) and its estimated wall time."""
+    """The plan of a pass (`orchestrator.pipeline.plan.Plan` as a dict) and its estimated wall time."""
     probe = plan["probe"]
     table = Table(title=f"plan: {plan['trainings']} trainings, about "
                         f"{format_duration(plan['estimate_s'])}", show_header=False,

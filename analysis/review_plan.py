@@ -1,6 +1,6 @@
 """The technician review as pure functions over tables: what to export and under which names,
 the before/after diff into a manifest, the manifest's rules, and the corrected copy's plan.
-The file moves that carry these plans out live in `orchestrator.review_files`.
+The file moves that carry these plans out live in `orchestrator.review.files`.
 
 A technician reviews flagged images with a file manager, in a tree that mirrors the class
 folders. What they did is read back from where each exported file ended up:

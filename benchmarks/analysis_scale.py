@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def write_run(run: Path, n: int, classes: int, repeats: int, seed: int = 0) -> None:
-    from orchestrator import rundir
+    from orchestrator.run import rundir
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, classes, n)
     run.mkdir(parents=True)
@@ -67,7 +67,7 @@ def analyse(run: Path, classes: int, scores: bool) -> dict:
     from analysis.losses import loss_stats, top_losses
     from analysis.rule import DupeRule
     from analysis.run_analysis import analyze
-    from orchestrator import rundir
+    from orchestrator.run import rundir
     t0 = time.perf_counter()
     cols = rundir.read_prediction_columns(run, mean_probs=scores)
     t1 = time.perf_counter()

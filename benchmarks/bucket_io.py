@@ -37,7 +37,7 @@ BUCKET = "bench"
 
 def partition(run: Path, repeat: int, fold: int, rows: int, classes: int) -> int:
     """A prediction partition as a pass writes it; returns its bytes."""
-    from orchestrator import rundir
+    from orchestrator.run import rundir
     rng = np.random.default_rng(repeat * 2 + fold)
     probs = rng.dirichlet(np.full(classes, 0.05), rows).astype(np.float32)
     label = rng.integers(0, classes, rows)
@@ -53,9 +53,9 @@ def partition(run: Path, repeat: int, fold: int, rows: int, classes: int) -> int
 
 
 def main() -> None:
-    from orchestrator import rundir
-    from orchestrator.scan import scan_dataset
-    from orchestrator.storage import RemoteRun, resolve
+    from orchestrator.run import rundir
+    from orchestrator.data.scan import scan_dataset
+    from orchestrator.run.storage import RemoteRun, resolve
     from benchmarks.train_speed import DATA, write_pngs
     from tests.s3server import moto_s3
 

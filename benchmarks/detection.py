@@ -130,9 +130,9 @@ def run_case(folder: Path, log, settings: list[str] = SETTINGS) -> float:
     run = folder / "run"
     if (run / "summary.json").exists():
         return json.loads((run / "summary.json").read_text())["wall_s"]
-    cmd = ([sys.executable, "-m", "orchestrator.cli", "run", "--resume", str(run)]
+    cmd = ([sys.executable, "-m", "orchestrator.cli.main", "run", "--resume", str(run)]
            if (run / "config.json").exists() else
-           [sys.executable, "-m", "orchestrator.cli", "run", str(folder / "data"),
+           [sys.executable, "-m", "orchestrator.cli.main", "run", str(folder / "data"),
             "--out", str(run), *settings])
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -163,8 +163,8 @@ def evaluate(run: Path, truth_csv: Path) -> list[dict]:
     from analysis.rule import DupeRule
     from analysis.thresholds import parse_threshold
     from analysis.votes import select_dupes
-    from orchestrator import rundir
-    from orchestrator.passes import load_analysis
+    from orchestrator.run import rundir
+    from orchestrator.pipeline.passes import load_analysis
 
     default_ratio = DupeRule().min_ratio
 

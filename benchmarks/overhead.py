@@ -33,7 +33,7 @@ def one_demo(extra: list[str]) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="dupes-overhead-"))
     try:
         t0 = time.perf_counter()
-        res = subprocess.run([sys.executable, "-m", "orchestrator.cli", "demo", "--out",
+        res = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "demo", "--out",
                               str(tmp / "demo"), *extra], cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if res.returncode != 0:

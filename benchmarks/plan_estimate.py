@@ -128,7 +128,7 @@ def fit(files: list[Path]) -> None:
     """Least-squares fit of the plan's two constants (a training beside others at k x the
     probe's time, plus a fixed cost) over the passes with the defaults in `files`, and every
     pass re-scored with the rule in orchestrator/plan.py."""
-    from orchestrator.plan import FIXED_S, SIDE_BY_SIDE
+    from orchestrator.pipeline.plan import FIXED_S, SIDE_BY_SIDE
     rows = []
     for f in files:
         for r in json.loads(f.read_text())["results"]:
@@ -168,7 +168,7 @@ def main() -> None:
         try:
             planted = write_photos(tmp / "data") if data == "photos" else None
             n = PHOTOS if planted else write_pngs(data, tmp / "data")
-            res = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run",
+            res = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "run",
                                   str(tmp / "data"), "--out", str(tmp / "run"), *flags],
                                  cwd=ROOT, capture_output=True, text=True)
             if res.returncode != 0:
@@ -192,7 +192,7 @@ def main() -> None:
                 pr = precision_recall(dupes["relpath"].to_numpy(), np.array(planted))
                 extra.update(planted=len(planted), dupes=len(dupes),
                              planted_precision=round(pr[0], 3), planted_recall=round(pr[1], 3))
-            from orchestrator.plan import SIDE_BY_SIDE
+            from orchestrator.pipeline.plan import SIDE_BY_SIDE
             side = SIDE_BY_SIDE if plan["slots"] > 1 else 1.0
             extra["parts"] = {"spent_s": plan["spent_s"], "sanity_s": plan["sanity_s"],
                               "trainings_alone_s": waves_of(plan) * plan["training_s"] / side}

@@ -81,7 +81,7 @@ def rss_bytes(pid: int) -> int:
 
 def run_pass(data: Path, run: Path, mode: str) -> dict:
     base = used_bytes()
-    cmd = [sys.executable, "-m", "orchestrator.cli", "run", str(data), "--out", str(run),
+    cmd = [sys.executable, "-m", "orchestrator.cli.main", "run", str(data), "--out", str(run),
            "--data-mode", mode, *PASS]
     t0 = time.perf_counter()
     log = open(run.with_suffix(".log"), "w")

@@ -50,7 +50,7 @@ def main() -> None:
     try:
         n = write_pngs(args.data, tmp / "data")
         t0 = time.perf_counter()
-        res = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(tmp / "data"),
+        res = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", "run", str(tmp / "data"),
                               "--out", str(tmp / "run"), *SETTINGS], cwd=ROOT,
                              capture_output=True, text=True)
         wall = time.perf_counter() - t0

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from analysis.rule import DupeRule
-from orchestrator.scan import ASPECTS
-from orchestrator.splits import SPLIT_MODES
-from orchestrator.storage import parse_location
+from orchestrator.data.scan import ASPECTS
+from orchestrator.data.splits import SPLIT_MODES
+from orchestrator.run.storage import parse_location
 from trainers.hyp import DATA_MODES, Hyp
 
 
@@ -36,7 +36,7 @@ def _resources(text: str) -> dict:
 
 
 def _duration(text: str) -> float:
-    from orchestrator.plan import parse_duration
+    from orchestrator.pipeline.plan import parse_duration
     return parse_duration(text)
 
 
@@ -106,7 +106,7 @@ class RunConfig:
                               "local Ray", resume=True)
     config: str = ""                   # the --config file the hyperparameters came from
     # the hyperparameters set by a flag, the --config file or the demo; the plan chooses the
-    # others from the data and the machine (orchestrator.plan.sized_defaults)
+    # others from the data and the machine (orchestrator.pipeline.plan.sized_defaults)
     hyp_set: list = field(default_factory=list)
     hyp_chosen: dict = field(default_factory=dict)  # {hyperparameter: what was chosen, why}
     scan: ScanSettings = field(default_factory=ScanSettings)

@@ -11,10 +11,10 @@ import pandas as pd
 from PIL import Image
 from rich.console import Console
 
-from orchestrator import rundir
+from orchestrator.run import rundir
 from orchestrator.config import opt
-from orchestrator.run import Run, RunError
-from orchestrator.storage import parse_local_path
+from orchestrator.run.directory import Run, RunError
+from orchestrator.run.storage import parse_local_path
 from trainers.hyp import Hyp
 
 
@@ -96,7 +96,7 @@ def run_demo(demo: DemoSettings, args, console: Console) -> dict:
     """Write the digits with planted noise, run the pass (and with `review_simulate` the
     review loop and a second round); returns the first round's summary."""
     from orchestrator.config import new_config
-    from orchestrator.passes import run_pass, save_summary
+    from orchestrator.pipeline.passes import run_pass, save_summary
 
     t0 = time.perf_counter()
     out = demo.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -130,8 +130,8 @@ def review_round(out: Path, run: Run, cfg, planted: pd.DataFrame, console: Conso
     """Round 1's review by the simulated technician, the corrected copy, and round 2 on it."""
     from analysis.report import manifest_tables, rounds_table
     from analysis.review_plan import manifest_summary
-    from orchestrator.passes import run_pass, save_summary
-    from orchestrator.review_files import apply_manifest, export_review, import_review
+    from orchestrator.pipeline.passes import run_pass, save_summary
+    from orchestrator.review.files import apply_manifest, export_review, import_review
 
     console.rule("review round 1 (simulated technician)")
     review = out / "review"

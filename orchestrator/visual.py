@@ -18,7 +18,7 @@ from analysis.losses import highest_losses
 from analysis.report import trained_settings
 from analysis.run_analysis import Analysis
 from analysis.sheets import contact_sheet, dupe_pairs, fit, tile_caption
-from orchestrator import rundir, storage
+from orchestrator.run import rundir, storage
 
 THUMB_PX = 64
 SHEET_TILES = 96
@@ -108,7 +108,7 @@ def live_sheet(run_dir: Path, state: dict, prep, *, tiles: int = 24) -> None:
     contact sheet (RUN/sheets/live_top_losses.png), from the image cache in memory (`prep`,
     a `Prepared`), so the images that fight their label can be looked at while the models
     still learn."""
-    from orchestrator.progress import current_top
+    from orchestrator.pipeline.progress import current_top
 
     rows = current_top(state, tiles)
     if not rows:

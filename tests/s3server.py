@@ -19,7 +19,7 @@ def _free_port() -> int:
 def moto_s3(bucket: str):
     """Start moto's S3 server, point pyarrow (and every process started from here, Ray's
     workers included) at it, create `bucket`; yields the environment it set."""
-    from orchestrator.storage import resolve
+    from orchestrator.run.storage import resolve
 
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",

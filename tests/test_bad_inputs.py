@@ -24,8 +24,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from orchestrator import rundir
-from orchestrator.cli import main
+from orchestrator.run import rundir
+from orchestrator.cli.main import main
 from tests.conftest import write_digit_dataset
 from tests.test_review import WRONG, at, make_run
 
@@ -491,7 +491,7 @@ def test_a_class_named_like_the_review_folders_keeps_its_images(tmp_path, capsys
 
 def test_the_changes_record_stays_out_of_the_next_scan_and_keeps_its_history(reviewed_run,
                                                                              tmp_path, capsys):
-    from orchestrator.scan import scan_dataset
+    from orchestrator.data.scan import scan_dataset
 
     data, run, review, _ = reviewed_run
     _manifest(tmp_path, data, review, capsys)

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pytest
 import ray
 
-from orchestrator.board import Board
+from orchestrator.pipeline.board import Board
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 import numpy as np
 
-from orchestrator.cli import get_args_parser, main
+from orchestrator.cli.main import get_args_parser, main
 
 
 def test_missing_dataset_and_missing_arguments(tmp_path, capsys):
@@ -66,7 +66,7 @@ def test_uris_where_they_cannot_go_get_a_clear_refusal(argv, reason, capsys):
 
 
 def test_unreachable_bucket_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    from orchestrator.storage import resolve
+    from orchestrator.run.storage import resolve
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
@@ -81,7 +81,7 @@ def test_unreachable_bucket_is_a_clear_error(tmp_path, monkeypatch, capsys):
 
 
 def test_storage_error_names_the_nodes_and_the_fix(tmp_path):
-    from orchestrator.cluster import storage_error
+    from orchestrator.pipeline.cluster import storage_error
     e = storage_error(tmp_path, [f"10.0.0.{i} (abc)" for i in range(7)])
     text = str(e)
     assert str(tmp_path) in text and "7 node(s)" in text and "10.0.0.4" in text

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import rundir
+from orchestrator.run import rundir
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,7 +91,7 @@ def test_a_private_ray_listens_on_loopback_only_and_is_chosen_on_purpose(ray_sta
     other, and every listening socket of its processes is on 127.0.0.1 (or ::1)."""
     import ray
 
-    from orchestrator.cluster import init_ray
+    from orchestrator.pipeline.cluster import init_ray
 
     ray.shutdown()
     notices = []

@@ -9,10 +9,10 @@ import pytest
 
 from analysis.rule import DupeRule
 from orchestrator import flags
-from orchestrator.cli import get_args_parser, main
+from orchestrator.cli.main import get_args_parser, main
 from orchestrator.config import RunConfig, ScanSettings, new_config, resume_config
 from orchestrator.demo import DEMO_HYP, DemoSettings
-from orchestrator.tune import TuneSettings
+from orchestrator.pipeline.tune import TuneSettings
 from tests.conftest import write_noise_dataset
 from trainers.hyp import Hyp, hp
 

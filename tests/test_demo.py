@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from orchestrator import rundir
-from orchestrator.cli import main
+from orchestrator.run import rundir
+from orchestrator.cli.main import main
 from tests.conftest import tree_hash
 
 pytestmark = pytest.mark.slow

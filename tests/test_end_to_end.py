@@ -12,8 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from orchestrator import rundir
-from orchestrator.cli import main
+from orchestrator.run import rundir
+from orchestrator.cli.main import main
 from tests.conftest import tree_hash, write_digit_dataset
 
 pytestmark = pytest.mark.slow
@@ -105,7 +105,7 @@ def test_run_end_to_end_with_bad_files(tmp_path, capsys):
     assert "held-out accuracy per training" in out and "dupes per vote threshold" in out
 
     # `dupes report` re-renders from disk alone, without importing Ray
-    code = ("import sys; from orchestrator.cli import main; rc = main(['report', sys.argv[1], "
+    code = ("import sys; from orchestrator.cli.main import main; rc = main(['report', sys.argv[1], "
             "'--threshold', '>=1', '--html']); assert 'ray' not in sys.modules; sys.exit(rc)")
     res = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True,
                          env={**os.environ, "COLUMNS": "150"})
@@ -127,7 +127,7 @@ def start_run(tmp_path, *, repeats: int, epochs: int):
     """`dupes run` on a small digits dataset in its own process group (to be killed)."""
     data = write_digit_dataset(tmp_path / "data", classes=(0, 1, 7), per_class=30)
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "orchestrator.cli", "run", str(data), "--out", str(run),
+    cmd = [sys.executable, "-m", "orchestrator.cli.main", "run", str(data), "--out", str(run),
            "--repeats", str(repeats), *FAST, "--epochs", str(epochs)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 from tests.conftest import write_digit_dataset
 
 ROOT = Path(__file__).resolve().parent.parent

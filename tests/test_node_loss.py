@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from orchestrator import rundir
+from orchestrator.run import rundir
 from tests.conftest import write_digit_dataset
 from tests.test_end_to_end import FAST, check_predictions
 
@@ -44,7 +44,7 @@ def board_nodes(address: str) -> set[str]:
     """The nodes hosting the pass's work-board actors (from the GCS: no dashboard needed)."""
     import ray
 
-    from orchestrator.driver import BOARD_NAMESPACE
+    from orchestrator.pipeline.driver import BOARD_NAMESPACE
 
     ray.init(address=address, logging_level="ERROR")
     try:
@@ -64,7 +64,7 @@ def test_pass_finishes_after_a_node_is_removed(cluster, tmp_path):
     mode = "streamed"
     data = write_digit_dataset(tmp_path / "data", classes=(0, 1, 7), per_class=30)
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "orchestrator.cli", "run", str(data), "--out", str(run),
+    cmd = [sys.executable, "-m", "orchestrator.cli.main", "run", str(data), "--out", str(run),
            "--address", c.address, "--resources-per-training", '{"trainer_node": 1}',
            "--repeats", "4", "--no-sanity", *FAST, "--epochs", "60", "--data-mode", mode]
     env = dict(os.environ)

@@ -5,9 +5,9 @@ import pytest
 from rich.console import Console
 
 from analysis.report import format_duration, plan_table
-from orchestrator.plan import (FIXED_S, MAX_EPOCHS, MIN_EPOCHS, SIDE_BY_SIDE, BudgetError, Probe,
+from orchestrator.pipeline.plan import (FIXED_S, MAX_EPOCHS, MIN_EPOCHS, SIDE_BY_SIDE, BudgetError, Probe,
                                make_plan, parse_duration, progressive_factor, training_seconds)
-from orchestrator.progress import eta_seconds
+from orchestrator.pipeline.progress import eta_seconds
 from trainers.hyp import Hyp
 
 RATES = Probe(train_rate=1000.0, predict_rate=4000.0, seconds=2.0, images=512)
@@ -95,7 +95,7 @@ def test_the_plan_table_names_model_estimate_and_budget():
 
 
 def test_defaults_follow_the_data_and_keep_what_was_given():
-    from orchestrator.plan import SEEN_PER_TRAINING, SIZED_EPOCHS, sized_defaults
+    from orchestrator.pipeline.plan import SEEN_PER_TRAINING, SIZED_EPOCHS, sized_defaults
 
     data = dict(n_images=10_000, image_size=28, channels=1, gpu=False)
     hyp, chosen = sized_defaults(Hyp(), given=[], **data)

@@ -168,7 +168,7 @@ def test_every_tile_names_its_file_and_no_caption_runs_into_the_next_tile():
 
 
 def test_progress_shows_the_current_top_held_out_losses():
-    from orchestrator.progress import RunProgress, live_top_losses, progress_table
+    from orchestrator.pipeline.progress import RunProgress, live_top_losses, progress_table
 
     progress = {(0, 0): {"status": "running", "epoch": 3, "epochs": 6, "loss": 0.5,
                          "heldout_loss": 0.71, "top": [(7, 4.2), (3, 1.0)]},
@@ -190,7 +190,7 @@ def test_progress_shows_the_current_top_held_out_losses():
 def test_live_sheet_draws_the_running_trainings_top_losses(tmp_path):
     from PIL import Image
 
-    from orchestrator.passes import Prepared
+    from orchestrator.pipeline.passes import Prepared
     from orchestrator.visual import live_sheet
 
     rng = np.random.default_rng(0)

@@ -1,7 +1,7 @@
 import pytest
 
 from orchestrator.config import RunConfig
-from orchestrator.cluster import ResourceError, plan_resources
+from orchestrator.pipeline.cluster import ResourceError, plan_resources
 
 
 def cfg(**kw):
@@ -36,7 +36,7 @@ def test_custom_resources_per_training_limit_the_slots():
 
 @pytest.mark.parametrize("text", ['{"CPU": 1}', "[1]", '{"x": -1}', "{x"])
 def test_resources_flag_refuses_bad_json(text, capsys):
-    from orchestrator.cli import main
+    from orchestrator.cli.main import main
     with pytest.raises(SystemExit):
         main(["run", "d", "--resources-per-training", text])
     assert "--resources-per-training" in capsys.readouterr().err

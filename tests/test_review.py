@@ -10,12 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from orchestrator import rundir
+from orchestrator.run import rundir
 from orchestrator.config import RunConfig
-from orchestrator.ledger import read_ledger
-from orchestrator.passes import load_analysis
-from orchestrator.review_files import ReviewError, apply_manifest, export_review, import_review
-from orchestrator.scan import scan_dataset
+from orchestrator.run.ledger import read_ledger
+from orchestrator.pipeline.passes import load_analysis
+from orchestrator.review.files import ReviewError, apply_manifest, export_review, import_review
+from orchestrator.data.scan import scan_dataset
 from tests.conftest import tree_hash
 
 CLASSES = ["0", "1", "cat"]  # numeric class names must survive CSV round trips
@@ -165,7 +165,7 @@ def test_ledger_across_two_rounds(run_data, tmp_path):
     shutil.copy(data / "0" / "img0.png", data2 / "0" / "renamed.png")
     shutil.copy(run.parent / "dupes-ledger.csv", run2.parent / "dupes-ledger.csv")
     index = scan_dataset(data2, image_size=8).index
-    from orchestrator.ledger import confirmed_mask
+    from orchestrator.run.ledger import confirmed_mask
     mask = confirmed_mask(index["sha1"].to_numpy(), index["class_name"].to_numpy(),
                           read_ledger(run2.parent / "dupes-ledger.csv"))
     assert index.loc[mask, "relpath"].tolist() == ["0/renamed.png"]
@@ -243,7 +243,7 @@ def test_apply_refuses_changed_sources_and_escaping_paths(run_data, tmp_path):
 
 
 def test_interrupted_apply_leaves_no_half_dataset(run_data, tmp_path, monkeypatch):
-    import orchestrator.review_files as review_mod
+    import orchestrator.review.files as review_mod
     data, _, manifest = reviewed(run_data, tmp_path)
     before = tree_hash(data)
     calls = []

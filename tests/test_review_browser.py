@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.review_files import export_review, import_review
-from orchestrator.review_server import ReviewServer
+from orchestrator.review.files import export_review, import_review
+from orchestrator.review.server import ReviewServer
 from tests.test_review import make_run
 from tests.test_review_serve import file_manager
 
@@ -149,7 +149,7 @@ def test_the_pages_script_triages_by_keyboard_with_a_reload_and_an_undo(tmp_path
     export_review(run, web, threshold=">=2")
     server = ReviewServer(web, port=0, ledger=tmp_path / "ledger.csv").start()
     harness = Path(__file__).with_name("review_page_harness.js")
-    page = Path(__file__).resolve().parent.parent / "orchestrator" / "review_page.html"
+    page = Path(__file__).resolve().parent.parent / "orchestrator" / "review" / "page.html"
 
     def visit(n: int, after=()):
         plan = {"n": n, "keys": {rel: list(keys) for rel, (keys, _) in PLAN.items()},

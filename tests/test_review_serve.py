@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from orchestrator.ledger import read_ledger
-from orchestrator.review_files import ReviewError, export_review, import_review
-from orchestrator.review_server import ReviewServer
+from orchestrator.run.ledger import read_ledger
+from orchestrator.review.files import ReviewError, export_review, import_review
+from orchestrator.review.server import ReviewServer
 from tests.test_review import WRONG, at, make_run
 
 # one decision per exported image, as the browser sends them (decision, label), and the same

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from orchestrator.scan import ScanError, scan_dataset
+from orchestrator.data.scan import ScanError, scan_dataset
 from tests.conftest import tree_hash
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from orchestrator.splits import make_splits
+from orchestrator.data.splits import make_splits
 
 LABELS = np.repeat(np.arange(4), [7, 10, 2, 31])  # odd and even classes, a tiny one
 

@@ -14,9 +14,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator import rundir
-from orchestrator.scan import scan_dataset
-from orchestrator.storage import RemoteRun, list_tree, read_object, resolve
+from orchestrator.run import rundir
+from orchestrator.data.scan import scan_dataset
+from orchestrator.run.storage import RemoteRun, list_tree, read_object, resolve
 from tests.conftest import write_digit_dataset
 from tests.s3server import moto_s3
 from tests.test_end_to_end import FAST, check_predictions
@@ -112,8 +112,8 @@ def test_scan_of_a_bucket_dataset_equals_the_local_scan(s3, tmp_path):
 
 
 def test_a_bucket_run_is_never_created_in_a_prefix_that_holds_objects(s3, tmp_path):
-    from orchestrator.run import Run, RunError
-    from orchestrator.storage import same_tree
+    from orchestrator.run.directory import Run, RunError
+    from orchestrator.run.storage import same_tree
 
     data = write_digit_dataset(tmp_path / "data", classes=(0, 1), per_class=2)
     upload_tree(data, f"s3://{BUCKET}/datasets/kept")
@@ -131,9 +131,9 @@ def test_a_bucket_dataset_scans_into_bucket_shards_with_ray_data(s3, tmp_path, m
     shards: a Ray Data job, not the one-shard path in the driver)."""
     import ray
 
-    from orchestrator import cache as cachemod
-    from orchestrator.cache import build_cache, sharded_images
-    from orchestrator.storage import ShardStore
+    from orchestrator.data import cache as cachemod
+    from orchestrator.data.cache import build_cache, sharded_images
+    from orchestrator.run.storage import ShardStore
 
     data = write_digit_dataset(tmp_path / "data", classes=(0, 1, 7), per_class=10)
     upload_tree(data, f"s3://{BUCKET}/datasets/sharded")
@@ -157,8 +157,8 @@ def test_a_bucket_dataset_scans_into_bucket_shards_with_ray_data(s3, tmp_path, m
 def test_an_object_that_cannot_be_fetched_stops_the_scan(s3, tmp_path, monkeypatch):
     # a bad image is skipped with its reason; an object the network or the bucket's
     # permissions withheld is not a bad image, and training on the rest would be silent loss
-    from orchestrator import storage
-    from orchestrator.scan import ScanError
+    from orchestrator.run import storage
+    from orchestrator.data.scan import ScanError
 
     data = write_digit_dataset(tmp_path / "data", classes=(0, 1), per_class=4)
     upload_tree(data, f"s3://{BUCKET}/flaky")
@@ -175,7 +175,7 @@ def test_an_object_that_cannot_be_fetched_stops_the_scan(s3, tmp_path, monkeypat
 
 
 def _dupes(*args, env: dict, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd,
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli.main", *args], cwd=cwd,
                           env={**os.environ, **env}, capture_output=True, text=True,
                           timeout=600)
     if check:

@@ -9,7 +9,7 @@ import time
 import pandas as pd
 import pytest
 
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 from tests.conftest import write_digit_dataset
 
 pytestmark = pytest.mark.slow
@@ -71,7 +71,7 @@ def test_interrupted_search_resumes(data, tmp_path):
     space = write_space(tmp_path / "space.json", lr={"loguniform": [0.01, 0.3]},
                         epochs={"choice": [800]})
     out = tmp_path / "resume"
-    cmd = [sys.executable, "-m", "orchestrator.cli", "tune", str(data), "--out", str(out),
+    cmd = [sys.executable, "-m", "orchestrator.cli.main", "tune", str(data), "--out", str(out),
            "--trials", "2", "--space", str(space), "--max-concurrent", "1",
            "--checkpoint-every-s", "1.5", *TINY]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

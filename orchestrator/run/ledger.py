@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestrator import storage
+from orchestrator.run import storage
 
 LEDGER_NAME = "dupes-ledger.csv"
 LEDGER_COLUMNS = ["sha1", "class_name", "relpath", "confirmed_at", "review"]

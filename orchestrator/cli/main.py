@@ -17,7 +17,7 @@ from rich.console import Console
 from analysis.rule import DupeRule
 from orchestrator import flags
 from orchestrator.config import RunConfig, ScanSettings
-from orchestrator.storage import parse_local_path, parse_location
+from orchestrator.run.storage import parse_local_path, parse_location
 from trainers.hyp import Hyp
 
 EXIT_OK, EXIT_FAILED_TRAININGS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -75,7 +75,7 @@ def rule_flags(only=None) -> argparse.ArgumentParser:
 
 def get_args_parser() -> argparse.ArgumentParser:
     from orchestrator.demo import DEMO_HYP, DemoSettings
-    from orchestrator.tune import TuneSettings
+    from orchestrator.pipeline.tune import TuneSettings
 
     parser = argparse.ArgumentParser(
         prog="dupes", description="Find mislabeled images: 10 repeats of 50:50 swap-split "
@@ -220,9 +220,9 @@ def _console() -> Console:
 
 def cmd_run(args, console: Console) -> int:
     from orchestrator.config import new_config, resume_config
-    from orchestrator.passes import run_pass, save_summary
-    from orchestrator.run import Run
-    from orchestrator.storage import absolute, child, name_of, same_tree
+    from orchestrator.pipeline.passes import run_pass, save_summary
+    from orchestrator.run.directory import Run
+    from orchestrator.run.storage import absolute, child, name_of, same_tree
 
     t0 = time.perf_counter()
     if args.resume:
@@ -270,8 +270,8 @@ def cmd_demo(args, console: Console) -> int:
 
 def cmd_report(args, console: Console) -> int:
     from analysis.report import report
-    from orchestrator.passes import load_analysis
-    from orchestrator.run import Run
+    from orchestrator.pipeline.passes import load_analysis
+    from orchestrator.run.directory import Run
     from orchestrator.visual import write_html
 
     run = Run.open(args.run)
@@ -291,8 +291,8 @@ def cmd_report(args, console: Console) -> int:
 
 def cmd_top_losses(args, console: Console) -> int:
     from analysis.report import top_losses_table
-    from orchestrator.passes import load_top_losses
-    from orchestrator.run import Run
+    from orchestrator.pipeline.passes import load_top_losses
+    from orchestrator.run.directory import Run
 
     run = Run.open(args.run)
     top = load_top_losses(run, k=args.k, per_class=args.per_class)
@@ -303,8 +303,8 @@ def cmd_top_losses(args, console: Console) -> int:
 
 
 def cmd_status(args, console: Console) -> int:
-    from orchestrator.progress import show_status
-    from orchestrator.run import Run
+    from orchestrator.pipeline.progress import show_status
+    from orchestrator.run.directory import Run
 
     show_status(Run.open(args.run, need="status"), console)
     return EXIT_OK
@@ -312,10 +312,10 @@ def cmd_status(args, console: Console) -> int:
 
 def cmd_sanity(args, console: Console) -> int:
     from orchestrator.config import hyp_from_args, scan_from_args
-    from orchestrator.passes import run_sanity
-    from orchestrator.scan import scan_dataset
+    from orchestrator.pipeline.passes import run_sanity
+    from orchestrator.data.scan import scan_dataset
 
-    from orchestrator.passes import SANITY_SAMPLE
+    from orchestrator.pipeline.passes import SANITY_SAMPLE
 
     settings = scan_from_args(args)
     scan = scan_dataset(args.data, image_size=settings.image_size, aspect=settings.aspect,
@@ -329,8 +329,8 @@ def cmd_sanity(args, console: Console) -> int:
 
 def cmd_tune(args, console: Console) -> int:
     from orchestrator.config import hyp_from_args, scan_from_args
-    from orchestrator.storage import absolute, name_of, same_tree
-    from orchestrator.tune import (TuneSettings, load_search, run_search, show_search,
+    from orchestrator.run.storage import absolute, name_of, same_tree
+    from orchestrator.pipeline.tune import (TuneSettings, load_search, run_search, show_search,
                                    start_search)
 
     if args.resume:
@@ -358,7 +358,7 @@ def cmd_tune(args, console: Console) -> int:
 def cmd_review(args, console: Console) -> int:
     from analysis.report import manifest_tables, problems_table
     from analysis.review_plan import manifest_summary
-    from orchestrator.review_files import export_review, import_review
+    from orchestrator.review.files import export_review, import_review
 
     if args.review_command == "export":
         table = export_review(args.run, args.out, include_confirmed=args.include_confirmed,
@@ -384,7 +384,7 @@ def cmd_review(args, console: Console) -> int:
 def serve_review(args, console: Console) -> int:
     import threading
 
-    from orchestrator.review_server import ReviewServer
+    from orchestrator.review.server import ReviewServer
 
     server = ReviewServer(args.review, port=args.port, ledger=args.ledger).start()
     console.print(f"review page: {server.url}\n(only this machine can open it; Ctrl-C stops "
@@ -403,7 +403,7 @@ def serve_review(args, console: Console) -> int:
 
 def cmd_apply(args, console: Console) -> int:
     from analysis.review_plan import CHANGES_REL
-    from orchestrator.review_files import apply_manifest
+    from orchestrator.review.files import apply_manifest
 
     if args.hardlink and args.copy:
         raise UsageError("--hardlink and --copy contradict each other: give one")
@@ -425,13 +425,13 @@ COMMANDS = {"run": cmd_run, "demo": cmd_demo, "report": cmd_report, "tune": cmd_
 
 def exit_codes() -> dict[type, int]:
     """Every error a command may raise, and its documented exit code (README)."""
-    from orchestrator.cache import CacheError
-    from orchestrator.cluster import ResourceError
-    from orchestrator.passes import SanityError
-    from orchestrator.review_files import ReviewError
-    from orchestrator.run import RunError
-    from orchestrator.scan import ScanError
-    from orchestrator.storage import StorageError
+    from orchestrator.data.cache import CacheError
+    from orchestrator.pipeline.cluster import ResourceError
+    from orchestrator.pipeline.passes import SanityError
+    from orchestrator.review.files import ReviewError
+    from orchestrator.run.directory import RunError
+    from orchestrator.data.scan import ScanError
+    from orchestrator.run.storage import StorageError
 
     return {SanityError: EXIT_FAILED_TRAININGS, UsageError: EXIT_BAD_INPUT,
             ScanError: EXIT_BAD_INPUT, ResourceError: EXIT_BAD_INPUT,

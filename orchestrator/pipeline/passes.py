@@ -16,9 +16,9 @@ from analysis.quality import quality_warnings
 from analysis.report import report
 from analysis.rule import DupeRule
 from analysis.run_analysis import Analysis, analyze, dupes_export_table
-from orchestrator import rundir
+from orchestrator.run import rundir
 from orchestrator.config import RunConfig
-from orchestrator.run import Run
+from orchestrator.run.directory import Run
 from trainers.hyp import Hyp
 
 
@@ -45,16 +45,16 @@ SANITY_SAMPLE = 4096  # images the sanity check trains on: its cost must not gro
 def prepare(run: Run, cfg: RunConfig, console: Console) -> Prepared:
     """Scan into the sharded cache and split once; on a resumed run, load what the first
     attempt wrote (a scan that was cut short goes on: finished shards are not decoded again)."""
-    from orchestrator.cache import CacheError, build_cache, verify
-    from orchestrator.splits import make_splits
+    from orchestrator.data.cache import CacheError, build_cache, verify
+    from orchestrator.data.splits import make_splits
 
     t0 = time.perf_counter()
     timings: dict = {}
     def scan():
         import ray
 
-        from orchestrator.cluster import scan_task_options
-        from orchestrator.scan import auto_max
+        from orchestrator.pipeline.cluster import scan_task_options
+        from orchestrator.data.scan import auto_max
 
         options = scan_task_options(cfg.data_dir)
         if options:
@@ -115,7 +115,7 @@ def load_analysis(run: Run | Path | str, *, ledger: Path | str | None = None,
     `ignore_confirmed`) overridden by keyword. Images in the ledger of confirmed labels are
     marked (`confirmed`), or left out of the dupes with `ignore_confirmed`.
     """
-    from orchestrator.ledger import confirmed_mask, read_ledger
+    from orchestrator.run.ledger import confirmed_mask, read_ledger
 
     run = run if isinstance(run, Run) else Run.open(run)
     cfg = run.config()
@@ -197,7 +197,7 @@ def ray_session(address: str | None, run: Run, notice=None):
     end), after proving that every node sees a local run directory; yields its timings."""
     import ray
 
-    from orchestrator.cluster import check_shared_storage, init_ray
+    from orchestrator.pipeline.cluster import check_shared_storage, init_ray
 
     t0 = time.perf_counter()
     started = init_ray(address, notice)
@@ -219,9 +219,9 @@ def make_pass_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console
     import ray
 
     from analysis.report import plan_table
-    from orchestrator.cache import stratified_sample
-    from orchestrator.cluster import like_a_training, plan_resources
-    from orchestrator.plan import (BudgetError, make_plan, probe, probe_images,
+    from orchestrator.data.cache import stratified_sample
+    from orchestrator.pipeline.cluster import like_a_training, plan_resources
+    from orchestrator.pipeline.plan import (BudgetError, make_plan, probe, probe_images,
                                    sized_defaults)
     from trainers.sanity import Mirror
 
@@ -271,7 +271,7 @@ def make_pass_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console
 
 def _scan_and_train(run: Run, cfg: RunConfig, console: Console, stale_local: int,
                     t_start: float):
-    from orchestrator.driver import run_trainings
+    from orchestrator.pipeline.driver import run_trainings
 
     prep = prepare(run, cfg, console)
     if cfg.rule.votes.low > cfg.repeats:
@@ -291,7 +291,7 @@ def _scan_and_train(run: Run, cfg: RunConfig, console: Console, stale_local: int
         cfg, plan = make_pass_plan(run, cfg, prep, todo, console, fresh=not done,
                                    spent_s=time.perf_counter() - t_start, sanity=will_check)
     if will_check:
-        from orchestrator.cache import stratified_sample
+        from orchestrator.data.cache import stratified_sample
         labels = prep.index["label"].to_numpy()
         sample = stratified_sample(labels, SANITY_SAMPLE, seed=cfg.seed)
         if not run_sanity(prep.images.gather(sample), labels[sample], prep.classes, cfg.hyp,

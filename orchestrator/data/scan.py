@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from orchestrator import storage
+from orchestrator.run import storage
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                     ".ppm", ".pgm", ".pbm"}

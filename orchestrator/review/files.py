@@ -13,9 +13,9 @@ import pandas as pd
 from analysis.review_plan import (ACTIONS, CHANGES_REL, MANIFEST_COLUMNS, REMOVE_DIR,
                                   UNSURE_DIR, Problem, corrected_plan, diff_review, export_table,
                                   safe_class, special_dirs, unsafe_relpath)
-from orchestrator import ledger as ledger_mod
-from orchestrator import rundir, storage
-from orchestrator.run import Run
+from orchestrator.run import ledger as ledger_mod
+from orchestrator.run import rundir, storage
+from orchestrator.run.directory import Run
 
 META_DIR = ".dupes"  # review metadata the technician never needs to see
 OWN_FILES = {"before.txt", "after.txt", "README.txt", "manifest.csv"}
@@ -160,7 +160,7 @@ def export_review(run: Run | Path | str, out: Path, *, include_confirmed: bool =
                   ledger: Path | str | None = None, **rule: object) -> pd.DataFrame:
     """Export the run's dupes into a review tree of copies; returns the exported rows. `rule`
     overrides fields of the run's dupe rule (`threshold`, `min_ratio`)."""
-    from orchestrator.passes import load_analysis
+    from orchestrator.pipeline.passes import load_analysis
 
     run = run if isinstance(run, Run) else Run.open(run)
     out = Path(out).resolve()

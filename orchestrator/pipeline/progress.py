@@ -171,7 +171,7 @@ def show_status(run, console: Console) -> None:
     """Where a `Run` stands, from its progress file and its committed partitions (for a
     bucket run, the markers in the bucket): works while it runs, from any machine."""
     from analysis.report import format_duration
-    from orchestrator.passes import all_trainings
+    from orchestrator.pipeline.passes import all_trainings
 
     planned = all_trainings(run.config().repeats)
     state = {}

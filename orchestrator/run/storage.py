@@ -20,7 +20,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from orchestrator import rundir
+from orchestrator.run import rundir
 
 SCHEMES = ("s3", "gs", "gcs")
 MARKER = "_COMMITTED.json"  # pyarrow datasets skip names starting with "_"

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from orchestrator.config import RunConfig
-from orchestrator.storage import StorageError
+from orchestrator.run.storage import StorageError
 
 
 class ResourceError(ValueError):
@@ -145,7 +145,7 @@ def check_shared_storage(run_dir: Path) -> None:
 def scan_task_options(data) -> dict:
     """Ray options for the scan's tasks: anywhere when every node reads the dataset (a bucket,
     a shared mount), else kept on the driver's node, the one that surely does."""
-    from orchestrator.storage import local_path
+    from orchestrator.run.storage import local_path
 
     local = local_path(data, "")
     if local is None or not nodes_without(str(local)):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestrator import rundir
+from orchestrator.run import rundir
 from orchestrator.config import ScanSettings, opt
 from trainers.hyp import Hyp
 
@@ -259,7 +259,7 @@ def start_search(settings: TuneSettings) -> TuneSettings:
     if settings.gpus_per_trial is None:
         import ray
 
-        from orchestrator.cluster import init_ray
+        from orchestrator.pipeline.cluster import init_ray
         init_ray(settings.address)  # stays up for the search
         settings = replace(settings, gpus_per_trial=1.0 if ray.cluster_resources().get(
             "GPU", 0) >= 1 else 0.0)
@@ -282,11 +282,11 @@ def run_search(settings: TuneSettings, *, resume: bool) -> tuple[pd.DataFrame, d
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    from orchestrator.cache import build_cache, sharded_images
-    from orchestrator.cluster import init_ray
-    from orchestrator.scan import auto_max
-    from orchestrator.splits import make_splits
-    from orchestrator.storage import ShardStore
+    from orchestrator.data.cache import build_cache, sharded_images
+    from orchestrator.pipeline.cluster import init_ray
+    from orchestrator.data.scan import auto_max
+    from orchestrator.data.splits import make_splits
+    from orchestrator.run.storage import ShardStore
 
     s = settings
     out, space, base_hyp = Path(s.out), s.space, s.base_hyp

@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from orchestrator import scan as scanmod
-from orchestrator.storage import ShardStore
+from orchestrator.data import scan as scanmod
+from orchestrator.run.storage import ShardStore
 from trainers.data import CorruptShard, ShardedImages
 
 SHARD_BYTES = 64 << 20  # decoded pixels per shard: a task's memory, a streamed read's unit

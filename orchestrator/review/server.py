@@ -19,13 +19,13 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.review_plan import DECISIONS, decisions_manifest
-from orchestrator import ledger as ledger_mod
-from orchestrator import rundir, storage
-from orchestrator.review_files import (META_DIR, ReviewError, _read_meta, read_exported,
+from orchestrator.run import ledger as ledger_mod
+from orchestrator.run import rundir, storage
+from orchestrator.review.files import (META_DIR, ReviewError, _read_meta, read_exported,
                                        review_ledger, review_specials)
 
 DECISIONS_FILE = "decisions.json"
-PAGE = Path(__file__).with_name("review_page.html")
+PAGE = Path(__file__).with_name("page.html")
 SCORE_COLUMNS = {"mean_loss": "mean held-out loss", "mean_prob_given": "p(given)",
                  "mean_prob_suggested": "p(suggested)"}
 

@@ -16,10 +16,10 @@ from typing import Callable
 
 from rich.console import Console
 
-from orchestrator.cluster import on_this_node, plan_resources
+from orchestrator.pipeline.cluster import on_this_node, plan_resources
 from orchestrator.config import RunConfig
-from orchestrator.passes import Prepared
-from orchestrator.run import Item, Run
+from orchestrator.pipeline.passes import Prepared
+from orchestrator.run.directory import Item, Run
 
 BOARD_NAMESPACE = "dupes"  # the board is named there, so a cluster's tools can find it
 NO_RESIZE_S = 7 * 24 * 3600.0  # grow the worker group only when it restarts anyway
@@ -80,8 +80,8 @@ def launch(run: Run, cfg: RunConfig, prep: Prepared, todo: list[Item],
     from ray.train import FailureConfig, RunConfig as TrainRunConfig, ScalingConfig
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    from orchestrator.board import Board
-    from orchestrator.worker import WorkerConfig, worker_loop
+    from orchestrator.pipeline.board import Board
+    from orchestrator.pipeline.worker import WorkerConfig, worker_loop
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
@@ -136,7 +136,7 @@ def collect(run: Run, launched: Launch, prep: Prepared, todo: list[Item],
     failures and the launch/teardown timings."""
     import ray
 
-    from orchestrator.progress import RunProgress
+    from orchestrator.pipeline.progress import RunProgress
     from orchestrator.visual import LIVE_SHEET_S, live_sheet
 
     board, failures, state = launched.board, {}, {}

@@ -1,11 +1,11 @@
 """The run directory as one object: its layout, and where it lives.
 
 A `Run` is opened or created by the location a user names: a folder, or a bucket URI. A bucket
-run is worked on in a local mirror (`orchestrator.storage.RemoteRun`): every write is atomic on
+run is worked on in a local mirror (`orchestrator.run.storage.RemoteRun`): every write is atomic on
 disk first, then published (one PUT per file; a partition's files, then the marker that commits
 them). Callers read and write through typed accessors and never ask where the run lives; only
 this module and the storage layer know about buckets. File names have their home in
-`orchestrator.rundir`.
+`orchestrator.run.rundir`.
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from orchestrator import rundir, storage
+from orchestrator.run import rundir, storage
 from orchestrator.config import RunConfig
-from orchestrator.storage import RemoteRun, StorageError
+from orchestrator.run.storage import RemoteRun, StorageError
 
 Item = tuple[int, int]  # (repeat, fold)
 
@@ -178,7 +178,7 @@ class Run:
             self.remote.uri if self.remote else self.path, "cache"))
 
     def save_cache(self, cache) -> None:
-        """A scan's results (an `orchestrator.cache.Cache`); the index last: it marks the scan
+        """A scan's results (an `orchestrator.data.cache.Cache`); the index last: it marks the scan
         complete."""
         rundir.write_csv(self.file("skipped.csv"), cache.skipped)
         self.write_json("classes.json", {
@@ -196,7 +196,7 @@ class Run:
                              "row": np.arange(n, dtype=np.int32)})
 
     def shard_names(self) -> list[str]:
-        from orchestrator.cache import shard_name
+        from orchestrator.data.cache import shard_name
         if not self.exists("placement.parquet"):
             return [LEGACY_CACHE.split("/")[-1]]
         return [shard_name(k) for k in range(self.read_json("classes.json")["shards"])]
@@ -224,7 +224,7 @@ class Run:
         return pd.read_parquet(self.file("splits.parquet"))
 
     def ledger(self, override: Path | str | None = None) -> Path | str:
-        from orchestrator.ledger import ledger_path
+        from orchestrator.run.ledger import ledger_path
         return ledger_path(self.location, self.config().ledger, override)
 
     # -- trainings -------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from orchestrator.storage import ShardStore
+from orchestrator.run.storage import ShardStore
 from trainers.data import ShardedImages
 from trainers.hyp import Hyp
 
