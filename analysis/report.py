@@ -291,37 +291,6 @@ def model_and_training(d: dict) -> list[tuple[str, str]]:
             ("training", training)]
 
 
-def plan_table(plan: dict) -> Table:
-    """The plan of a pass (`orchestrator.pipeline.plan.Plan` as a dict) and its estimated wall time."""
-    probe = plan["probe"]
-    table = Table(title=f"plan: {plan['trainings']} trainings, about "
-                        f"{format_duration(plan['estimate_s'])}", show_header=False,
-                  title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    rows = [
-        ("data", f"{plan['n_images']:,} images, {plan['n_classes']} classes, "
-                 f"{plan['image_size']}x{plan['image_size']}x{plan['channels']} "
-                 f"({plan['aspect']}), {plan['data_mode']}"),
-        *model_and_training(plan),
-        ("slots", f"{plan['slots']} at a time"),
-        ("measured", f"{probe['train_rate']:,.0f} training images/s and "
-                     f"{probe['predict_rate']:,.0f} predicted/s per training "
-                     f"({probe['seconds']:.1f} s probe on {probe['images']} images)"),
-        ("estimate", f"{format_duration(plan['training_s'])} per training"
-                     + (f", sanity check {format_duration(plan['sanity_s'])}"
-                        if plan["sanity_s"] else "")
-                     + f"; the pass about {format_duration(plan['estimate_s'])}"),
-    ]
-    if plan.get("budget_s"):
-        rows.append(("budget", plan["budget_note"]))
-    for name, why in (plan.get("chosen") or {}).items():  # what no flag set, and why
-        rows.append((f"{name}", why))
-    for k, v in rows:
-        table.add_row(k, v)
-    return table
-
-
 def trained_settings(config: dict, classes: dict) -> list[tuple[str, str]]:
     """(setting, value and why) of what the run trained: the resolved model, size and aspect
     policy, and every hyperparameter the pass chose, with its reason (config.json's

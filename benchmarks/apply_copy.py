@@ -26,7 +26,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.review import files
+from orchestrator.review import files as review_files
 from orchestrator.review.files import apply_manifest
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -55,7 +55,8 @@ def partition(run: Path, repeat: int, fold: int, rows: int, classes: int) -> int
 def main() -> None:
     from orchestrator.run import rundir
     from orchestrator.data.scan import scan_dataset
-    from orchestrator.run.storage import RemoteRun, resolve
+    from orchestrator.run.remote import RemoteRun
+    from orchestrator.run.storage import resolve
     from benchmarks.train_speed import DATA, write_pngs
     from tests.s3server import moto_s3
 

@@ -164,11 +164,11 @@ def evaluate(run: Path, truth_csv: Path) -> list[dict]:
     from analysis.thresholds import parse_threshold
     from analysis.votes import select_dupes
     from orchestrator.run import rundir
-    from orchestrator.pipeline.passes import load_analysis
+    from orchestrator.run.directory import Run
 
     default_ratio = DupeRule().min_ratio
 
-    analysis, _ = load_analysis(run, min_ratio=0.0)
+    analysis, _ = Run.open(run).analysis(min_ratio=0.0)
     votes = analysis.votes
     truth_df = pd.read_csv(truth_csv, dtype=str)  # all images, or only the wrong ones
     wrong = truth_df.loc[truth_df["true_class"] != truth_df["given_class"], "relpath"]

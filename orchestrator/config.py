@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from analysis.rule import DupeRule
+from orchestrator.flags import build, changed, flag_name, given
 from orchestrator.data.scan import ASPECTS
 from orchestrator.data.splits import SPLIT_MODES
 from orchestrator.run.storage import parse_location
@@ -35,9 +38,22 @@ def _resources(text: str) -> dict:
     return value
 
 
-def _duration(text: str) -> float:
-    from orchestrator.pipeline.plan import parse_duration
-    return parse_duration(text)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `90s`, `10m`, `2h`, `1h30m` or a plain number of seconds."""
+    t = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", t):
+        seconds = float(t)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", t)
+        if not parts or "".join(n + u for n, u in parts) != t:
+            raise ValueError(f"not a duration: {text!r}; write e.g. 90s, 10m, 2h or 1h30m")
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"a duration must be > 0, got {text!r}")
+    return seconds
 
 
 def opt(default, help: str, **meta):
@@ -81,7 +97,7 @@ class RunConfig:
                                "epochs are chosen to fit it from a short training measured "
                                "before the pass (shown with the plan), and a budget nothing "
                                "fits stops the pass before any training; none: --epochs as "
-                               "given", parse=_duration, resume=True,
+                               "given", parse=parse_duration, resume=True,
                                metavar="DURATION")
     ledger: str | None = opt(None, "ledger of labels a technician confirmed (a path or a "
                              "bucket URI); none: dupes-ledger.csv beside the run directory",
@@ -164,28 +180,30 @@ def hyp_from_args(args: argparse.Namespace, base: Hyp | None = None) -> Hyp:
 
 
 def _hyp_given(args: argparse.Namespace) -> dict:
-    from orchestrator.flags import given
-
     file_hyp = read_hyp_file(args.config) if getattr(args, "config", None) else {}
     return {**file_hyp, **given(args, Hyp)}
 
 
 def scan_from_args(args: argparse.Namespace) -> ScanSettings:
-    from orchestrator.flags import build
     return build(ScanSettings, args)
 
 
 def new_config(args: argparse.Namespace, *, data_dir: str, run_dir: str,
                hyp: Hyp | None = None) -> RunConfig:
     """A new run's configuration: every default, then the flags given."""
-    from orchestrator.flags import build
 
-    base, given_hyp = hyp or Hyp(), _hyp_given(args)  # the --config file read once
-    chosen = set(given_hyp) | {k for k, v in base.to_dict().items() if v != getattr(Hyp(), k)}
+    hyp, hyp_set = hyp_and_given(args, hyp)
     return build(RunConfig, args, data_dir=data_dir, run_dir=run_dir,
                  config=str(getattr(args, "config", None) or ""), scan=scan_from_args(args),
-                 rule=build(DupeRule, args), hyp=replace(base, **given_hyp),
-                 hyp_set=sorted(chosen))
+                 rule=build(DupeRule, args), hyp=hyp, hyp_set=hyp_set)
+
+
+def hyp_and_given(args: argparse.Namespace, base: Hyp | None = None) -> tuple[Hyp, list[str]]:
+    """The hyperparameters (`base`, the --config file's, the flags), and the names of those
+    that were set by any of them: the settings path chooses the rest from the data."""
+    base, given_hyp = base or Hyp(), _hyp_given(args)  # the --config file read once
+    chosen = set(given_hyp) | {k for k, v in base.to_dict().items() if v != getattr(Hyp(), k)}
+    return replace(base, **given_hyp), sorted(chosen)
 
 
 def resume_config(saved: RunConfig, args: argparse.Namespace, *, run_dir: str
@@ -194,8 +212,6 @@ def resume_config(saved: RunConfig, args: argparse.Namespace, *, run_dir: str
     resume applied (resources, failures, sanity, the dupe rule, the ledger). Returns it with
     {flag: (saved, given)} of what was applied and of what was ignored (anything that would
     change what was trained: the splits, the scan, the hyperparameters)."""
-    from orchestrator.flags import changed, flag_name
-
     top = changed(saved, args)
     own = {k: v for k, v in top.items() if resumable(k)}
     rule = changed(saved.rule, args)

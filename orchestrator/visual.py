@@ -18,6 +18,7 @@ from analysis.losses import highest_losses
 from analysis.report import trained_settings
 from analysis.run_analysis import Analysis
 from analysis.sheets import contact_sheet, dupe_pairs, fit, tile_caption
+from orchestrator.pipeline.progress import current_top
 from orchestrator.run import rundir, storage
 
 THUMB_PX = 64
@@ -95,7 +96,7 @@ def write_html(analysis: Analysis, run, *, out: Path | None = None,
                        title=f"dupes report: {Path(run.location).name} ({data_dir})", sheets=rel,
                        link_base=str(Path(local).resolve()) if local is not None else None,
                        settings=trained_settings(run.config().to_dict(),
-                                                 run.read_json("classes.json")))
+                                                 run.scan_info().to_dict()))
     rundir.write_text(out, page)
     return out, written
 
@@ -106,10 +107,8 @@ LIVE_SHEET_S = 30.0  # how often sheets/live_top_losses.png is redrawn while tra
 def live_sheet(run_dir: Path, state: dict, prep, *, tiles: int = 24) -> None:
     """Draw the running trainings' highest held-out losses of their latest epoch as a
     contact sheet (RUN/sheets/live_top_losses.png), from the image cache in memory (`prep`,
-    a `Prepared`), so the images that fight their label can be looked at while the models
+    a `data.prepare.Prepared`), so the images that fight their label can be looked at while the models
     still learn."""
-    from orchestrator.pipeline.progress import current_top
-
     rows = current_top(state, tiles)
     if not rows:
         return
@@ -119,7 +118,7 @@ def live_sheet(run_dir: Path, state: dict, prep, *, tiles: int = 24) -> None:
         img = prep.images[sid]
         images.append(Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img))
     captions = [[prep.index["relpath"].iat[sid], f"given {prep.classes[label[sid]]}",
-                 f"loss {loss:.2f} r{r}f{f} ep {state[(r, f)].get('epoch', '?')}"]
+                 f"loss {loss:.2f} r{r}f{f} ep {state[(r, f)].epoch or '?'}"]
                 for loss, sid, (r, f) in rows]
     sheet = contact_sheet(images, captions, title="highest held-out losses now (live)")
     (Path(run_dir) / "sheets").mkdir(exist_ok=True)

@@ -26,7 +26,7 @@ def test_board_hands_out_each_training_once_and_survives_a_restart(local_ray):
     progress, results, failures = ray.get(board.poll.remote())
     assert [r[0] for r in results] == [a] and failures == []
     assert ray.get(results[0][1][0]).equals(table)  # the board owns the result object
-    assert progress[a]["status"] == "writing" and progress[b]["status"] == "running"
+    assert progress[a].status == "writing" and progress[b].status == "running"
 
     # rank 0 joins again: Ray Train restarted the group, so b (in flight) is handed out again
     assert ray.get(board.join.remote(0, "w0b")) == 1

@@ -13,7 +13,7 @@ from orchestrator.data import cache as cachemod
 from orchestrator.data.cache import build_cache, sharded_images, stratified_sample
 from orchestrator.cli.main import main
 from orchestrator.data.scan import fit_square, scan_dataset
-from orchestrator.run.storage import ShardStore
+from orchestrator.run.remote import ShardStore
 from tests.conftest import tree_hash
 from tests.test_end_to_end import FAST, check_predictions
 from trainers.data import ResidentFeed, ShardedImages, StreamFeed, make_feed

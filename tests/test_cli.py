@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 import numpy as np
 
-from orchestrator.cli.main import get_args_parser, main
+from orchestrator.cli.main import main
+from orchestrator.cli.parser import get_args_parser
 
 
 def test_missing_dataset_and_missing_arguments(tmp_path, capsys):

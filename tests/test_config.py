@@ -9,10 +9,11 @@ import pytest
 
 from analysis.rule import DupeRule
 from orchestrator import flags
-from orchestrator.cli.main import get_args_parser, main
+from orchestrator.cli.main import main
+from orchestrator.cli.parser import get_args_parser
 from orchestrator.config import RunConfig, ScanSettings, new_config, resume_config
-from orchestrator.demo import DEMO_HYP, DemoSettings
-from orchestrator.pipeline.tune import TuneSettings
+from orchestrator.demo_data import DEMO_HYP, DemoSettings
+from orchestrator.pipeline.search_space import TuneSettings
 from tests.conftest import write_noise_dataset
 from trainers.hyp import Hyp, hp
 

@@ -4,10 +4,14 @@ from dataclasses import replace
 import pytest
 from rich.console import Console
 
-from analysis.report import format_duration, plan_table
-from orchestrator.pipeline.plan import (FIXED_S, MAX_EPOCHS, MIN_EPOCHS, SIDE_BY_SIDE, BudgetError, Probe,
-                               make_plan, parse_duration, progressive_factor, training_seconds)
+from analysis.report import format_duration
+from orchestrator.config import parse_duration
+from orchestrator.pipeline.cluster import Slots
+from orchestrator.pipeline.plan import (FIXED_S, MAX_EPOCHS, MIN_EPOCHS, SIDE_BY_SIDE, BudgetError,
+                                        DataShape, Probe, make_plan, plan_table,
+                                        progressive_factor, training_seconds)
 from orchestrator.pipeline.progress import eta_seconds
+from orchestrator.run.records import TrainingState
 from trainers.hyp import Hyp
 
 RATES = Probe(train_rate=1000.0, predict_rate=4000.0, seconds=2.0, images=512)
@@ -39,10 +43,12 @@ def test_a_training_costs_its_epochs_and_its_predictions():
     assert 0.5 < progressive_factor(0.5) < 0.8 and progressive_factor(0) == 1.0
 
 
-def _plan(**kw):
-    args = dict(n_images=10_000, n_classes=10, image_size=28, channels=1, aspect="pad",
-                data_mode="auto", trainings=20, slots=2, rates=RATES, epoch_losses=0)
-    return make_plan(Hyp(epochs=20), **{**args, **kw})
+def _plan(image_size=28, slots=2, **kw):
+    args = dict(data_mode="auto", trainings=20, rates=RATES, epoch_losses=0)
+    data = DataShape(n_images=10_000, n_classes=10, image_size=image_size, channels=1,
+                     aspect="pad")
+    plan = make_plan(Hyp(epochs=20), data=data, slots=Slots(slots, 1.0, 0.0), **{**args, **kw})
+    return plan, plan.hyp
 
 
 def test_the_plan_resolves_the_model_and_estimates_waves_of_trainings():
@@ -75,9 +81,9 @@ def test_a_budget_picks_the_most_epochs_that_fit_or_refuses_with_what_would():
 def test_eta_uses_the_plan_until_trainings_finish_then_their_measured_time():
     items = [(r, f) for r in range(2) for f in (0, 1)]
     assert eta_seconds(items, {}, slots=2, planned_s=10.0) == pytest.approx(20.0)
-    half = {(0, 0): {"status": "running", "epoch": 5, "epochs": 10}}
+    half = {(0, 0): TrainingState("running", epoch=5, epochs=10)}
     assert eta_seconds(items, half, slots=2, planned_s=10.0) == pytest.approx(17.5)
-    done = {(0, 0): {"status": "done", "seconds": 30.0}, (0, 1): {"status": "failed"}}
+    done = {(0, 0): TrainingState("done", seconds=30.0), (0, 1): TrainingState("failed")}
     assert eta_seconds(items, done, slots=2, planned_s=10.0) == pytest.approx(30.0)
     assert eta_seconds(items, {}, slots=2, planned_s=None) is None
 
@@ -95,7 +101,7 @@ def test_the_plan_table_names_model_estimate_and_budget():
 
 
 def test_defaults_follow_the_data_and_keep_what_was_given():
-    from orchestrator.pipeline.plan import SEEN_PER_TRAINING, SIZED_EPOCHS, sized_defaults
+    from orchestrator.pipeline.settings import SEEN_PER_TRAINING, SIZED_EPOCHS, sized_defaults
 
     data = dict(n_images=10_000, image_size=28, channels=1, gpu=False)
     hyp, chosen = sized_defaults(Hyp(), given=[], **data)

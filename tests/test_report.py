@@ -167,14 +167,20 @@ def test_every_tile_names_its_file_and_no_caption_runs_into_the_next_tile():
     assert fit_line("short", font, 128) == "short"
 
 
+def states(d: dict) -> dict:
+    """Training states as the board keeps them, from progress.json's form."""
+    from orchestrator.run.records import TrainingState
+    return {k: TrainingState.from_dict(v) for k, v in d.items()}
+
+
 def test_progress_shows_the_current_top_held_out_losses():
     from orchestrator.pipeline.progress import RunProgress, live_top_losses, progress_table
 
-    progress = {(0, 0): {"status": "running", "epoch": 3, "epochs": 6, "loss": 0.5,
-                         "heldout_loss": 0.71, "top": [(7, 4.2), (3, 1.0)]},
-                (0, 1): {"status": "running", "epoch": 2, "epochs": 6, "loss": 0.6,
-                         "top": [(9, 2.5)]},
-                (1, 0): {"status": "done", "top": [(5, 9.9)], "heldout_accuracy": 0.9}}
+    progress = states({(0, 0): {"status": "running", "epoch": 3, "epochs": 6, "loss": 0.5,
+                                "heldout_loss": 0.71, "top": [(7, 4.2), (3, 1.0)]},
+                       (0, 1): {"status": "running", "epoch": 2, "epochs": 6, "loss": 0.6,
+                                "top": [(9, 2.5)]},
+                       (1, 0): {"status": "done", "top": [(5, 9.9)], "heldout_accuracy": 0.9}})
     names = {7: "cat/7.png", 9: "dog/9.png"}
     text = render(live_top_losses(progress, names=names, k=2))
     assert text.index("cat/7.png") < text.index("dog/9.png") and "4.20" in text
@@ -184,13 +190,13 @@ def test_progress_shows_the_current_top_held_out_losses():
     RunProgress(console, sorted(progress), names=names).update(progress)
     plain = console.file.getvalue()
     assert "highest held-out loss now: cat/7.png 4.20; dog/9.png 2.50; #3 1.00" in plain
-    assert live_top_losses({(0, 0): {"status": "running"}}) is None
+    assert live_top_losses(states({(0, 0): {"status": "running"}})) is None
 
 
 def test_live_sheet_draws_the_running_trainings_top_losses(tmp_path):
     from PIL import Image
 
-    from orchestrator.pipeline.passes import Prepared
+    from orchestrator.data.prepare import Prepared
     from orchestrator.visual import live_sheet
 
     rng = np.random.default_rng(0)
@@ -199,10 +205,10 @@ def test_live_sheet_draws_the_running_trainings_top_losses(tmp_path):
     prep = Prepared(index=index, classes=["a", "b"],
                     images=rng.integers(0, 255, (6, 8, 8, 1), dtype=np.uint8),
                     folds=np.zeros((1, 6), np.int8))
-    live_sheet(tmp_path, {(0, 0): {"status": "done", "top": [(1, 9.0)]}}, prep)
+    live_sheet(tmp_path, states({(0, 0): {"status": "done", "top": [(1, 9.0)]}}), prep)
     assert not (tmp_path / "sheets").exists()  # nothing running: nothing drawn
-    state = {(0, 0): {"status": "running", "epoch": 3, "top": [(1, 2.5), (4, 1.5)]},
-             (0, 1): {"status": "running", "epoch": 2, "top": [(2, 3.0)]}}
+    state = states({(0, 0): {"status": "running", "epoch": 3, "top": [(1, 2.5), (4, 1.5)]},
+                    (0, 1): {"status": "running", "epoch": 2, "top": [(2, 3.0)]}})
     live_sheet(tmp_path, state, prep)
     sheet = Image.open(tmp_path / "sheets" / "live_top_losses.png")
     assert sheet.width > 3 * 128 and sheet.height > 128  # three tiles in one row

@@ -13,7 +13,7 @@ from PIL import Image
 from orchestrator.run import rundir
 from orchestrator.config import RunConfig
 from orchestrator.run.ledger import read_ledger
-from orchestrator.pipeline.passes import load_analysis
+from orchestrator.run.directory import Run
 from orchestrator.review.files import ReviewError, apply_manifest, export_review, import_review
 from orchestrator.data.scan import scan_dataset
 from tests.conftest import tree_hash
@@ -150,10 +150,10 @@ def test_ledger_across_two_rounds(run_data, tmp_path):
     export_review(run, first, threshold=">=2")
     at(first, "0/img0.png").unlink()  # confirmed correct
     assert import_review(first)[1] == []
-    analysis, _ = load_analysis(run, threshold=">=2")
+    analysis, _ = Run.open(run).analysis(threshold=">=2")
     confirmed = analysis.dupes.set_index("relpath")["confirmed"]
     assert confirmed["0/img0.png"] and confirmed.sum() == 1
-    assert "0/img0.png" not in set(load_analysis(run, threshold=">=2", ignore_confirmed=True)[0].dupes["relpath"])
+    assert "0/img0.png" not in set(Run.open(run).analysis(threshold=">=2", ignore_confirmed=True)[0].dupes["relpath"])
     # round 2: not asked again, unless asked for
     second = export_review(run, tmp_path / "review2", threshold=">=2")
     assert "0/img0.png" not in set(second["relpath"]) and len(second) == 4

@@ -16,7 +16,8 @@ import pytest
 
 from orchestrator.run import rundir
 from orchestrator.data.scan import scan_dataset
-from orchestrator.run.storage import RemoteRun, list_tree, read_object, resolve
+from orchestrator.run.remote import RemoteRun
+from orchestrator.run.storage import list_tree, read_object, resolve
 from tests.conftest import write_digit_dataset
 from tests.s3server import moto_s3
 from tests.test_end_to_end import FAST, check_predictions
@@ -133,7 +134,7 @@ def test_a_bucket_dataset_scans_into_bucket_shards_with_ray_data(s3, tmp_path, m
 
     from orchestrator.data import cache as cachemod
     from orchestrator.data.cache import build_cache, sharded_images
-    from orchestrator.run.storage import ShardStore
+    from orchestrator.run.remote import ShardStore
 
     data = write_digit_dataset(tmp_path / "data", classes=(0, 1, 7), per_class=10)
     upload_tree(data, f"s3://{BUCKET}/datasets/sharded")

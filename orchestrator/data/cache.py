@@ -29,16 +29,14 @@ import pandas as pd
 from rich.console import Console
 
 from orchestrator.data import scan as scanmod
-from orchestrator.run.storage import ShardStore
-from trainers.data import CorruptShard, ShardedImages
+from orchestrator.run.remote import ShardStore
+from orchestrator.run.rundir import meta_name, shard_name
+from trainers.shards import CorruptShard, ShardedImages
+from orchestrator.errors import CacheError
 
 SHARD_BYTES = 64 << 20  # decoded pixels per shard: a task's memory, a streamed read's unit
 MIN_ROWS, MAX_ROWS = 256, 16384
 PROGRESS_S = 10.0
-
-
-class CacheError(ValueError):
-    """The image cache cannot be used; the message names the shard and the fix."""
 
 
 @dataclass(frozen=True)
@@ -55,14 +53,6 @@ class Plan:
 
 def rows_per_shard(size: int, channels: int) -> int:
     return int(np.clip(SHARD_BYTES // (size * size * channels), MIN_ROWS, MAX_ROWS))
-
-
-def shard_name(k: int) -> str:
-    return f"shard-{k:05d}.npy"
-
-
-def meta_name(k: int) -> str:
-    return f"shard-{k:05d}.json"
 
 
 def deal(n: int, rows: int, seed: int) -> list[np.ndarray]:
@@ -115,18 +105,22 @@ class Cache:
     plan: Plan
     n_shards: int
     decoded_shards: int           # shards decoded now (the rest were reused)
+    n_listed: int = 0             # image files listed (with `sample`: before sampling)
+    n_sampled: int = 0            # ... of which decoded (all of them without `sample`)
 
 
 def build_cache(root, store: ShardStore, *, image_size: int | None, aspect: str,
                 min_per_class: int | None, seed: int, console: Console | None = None,
-                task_options: dict | None = None, max_auto_size: int = scanmod.AUTO_MAX
-                ) -> Cache:
+                task_options: dict | None = None, max_auto_size: int = scanmod.AUTO_MAX,
+                sample: int | None = None, local: bool = False) -> Cache:
     """Scan `root` into shards in `store` with a Ray Data job (Ray must be initialised);
     `task_options` are the Ray options of its tasks (e.g. a scheduling strategy); without an
-    `image_size`, the images' median size up to `max_auto_size`."""
-    import ray.data
-
+    `image_size`, the images' median size up to `max_auto_size`. With `sample`, only up to
+    that many files, every class in proportion (a preflight check: its cost must not grow
+    with the dataset); with `local`, every shard is decoded in this process, without Ray."""
     found, rejects, classes = scanmod.list_files(root)
+    n_listed = len(found)
+    found = scanmod.sample_files(found, sample)
     size, channels = scanmod.header_sample(root, [rel for _, rel in found],
                                            max_side=max_auto_size)
     size = image_size or size
@@ -135,16 +129,18 @@ def build_cache(root, store: ShardStore, *, image_size: int | None, aspect: str,
     groups = deal(len(found), plan.rows, plan.seed)
     items = [{"shard": k, "relpaths": [found[p][1] for p in g], "plan": asdict(plan),
               "store": store.root} for k, g in enumerate(groups)]
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
     metas: dict[int, dict] = {}
     reused, t0, t_line = 0, time.perf_counter(), time.perf_counter()
-    if len(items) <= 1:
+    if len(items) <= 1 or local:
         # One shard has nothing to spread: it is decoded here (same code, same files), as a
         # Ray Data job costs seconds to start (the demo's scan: 4.0 s as a job)
-        rows = [decode_shard(item) for item in items]
+        rows = (decode_shard(item) for item in items)
     else:
+        import ray.data  # only here: a local scan (`dupes sanity`) runs without Ray
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
         rows = ray.data.from_items(items, override_num_blocks=len(items)).map(
             decode_shard, num_cpus=1, **(task_options or {})).iter_rows()
     for row in rows:
@@ -170,7 +166,7 @@ def build_cache(root, store: ShardStore, *, image_size: int | None, aspect: str,
                               "shard": shard_of[keep] if len(keep) else np.zeros(0, np.int32),
                               "row": row_of[keep] if len(keep) else np.zeros(0, np.int32)})
     return Cache(index, kept, skipped, dropped, placement, plan, len(groups),
-                 len(groups) - reused)
+                 len(groups) - reused, n_listed, len(found))
 
 
 def sharded_images(store: ShardStore, placement: pd.DataFrame, n_shards: int) -> ShardedImages:
@@ -194,6 +190,11 @@ def verify(images: ShardedImages) -> None:
         if last >= len(arr):
             raise CacheError(str(CorruptShard(images.paths[int(k)],
                                               f"{len(arr)} rows, row {last} needed")))
+
+
+def usable_images(cache: Cache) -> int:
+    """The dataset's usable images: counted, or estimated from a sample's share."""
+    return round(len(cache.index) * cache.n_listed / max(1, cache.n_sampled))
 
 
 def stratified_sample(labels: np.ndarray, k: int, seed: int = 0) -> np.ndarray:

@@ -20,15 +20,12 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from orchestrator.run import storage
+from orchestrator.errors import ScanError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                     ".ppm", ".pgm", ".pbm"}
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 SIZE_SAMPLE = 256  # headers read to choose the automatic training size
-
-
-class ScanError(ValueError):
-    """The dataset cannot be used as given; the message names the folder or file and the fix."""
 
 
 @dataclass
@@ -178,14 +175,7 @@ def scan_dataset(root: Path | str, *, image_size: int | None = None,
     """
     root = storage.parse_location(storage.absolute(root))
     found, rejects, classes = list_files(root)
-    if sample is not None and len(found) > sample:
-        rng = np.random.default_rng(0)
-        by_class: dict[str, list[int]] = {}
-        for i, (cls, _) in enumerate(found):
-            by_class.setdefault(cls, []).append(i)
-        keep = [i for ids in by_class.values() for i in rng.permutation(ids)[
-            :max(2, round(sample * len(ids) / len(found)))]]
-        found = [found[i] for i in sorted(keep)]
+    found = sample_files(found, sample)
     size = image_size or auto_image_size(root, [rel for _, rel in found])
     threads = workers or storage.reads_in_flight(root, os.cpu_count() or 2)
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -196,6 +186,20 @@ def scan_dataset(root: Path | str, *, image_size: int | None = None,
                                                             min_per_class)
     images = _stack([decoded[i][0] for i in keep])
     return Scan(root, kept_classes, index, images, skipped, small)
+
+
+def sample_files(found: list[tuple[str, str]], sample: int | None) -> list[tuple[str, str]]:
+    """Up to `sample` of the listed (class, relpath) files, every class in proportion and at
+    least 2 of each (seeded: the same files every time); all of them without `sample`."""
+    if sample is None or len(found) <= sample:
+        return found
+    rng = np.random.default_rng(0)
+    by_class: dict[str, list[int]] = {}
+    for i, (cls, _) in enumerate(found):
+        by_class.setdefault(cls, []).append(i)
+    keep = [i for ids in by_class.values() for i in rng.permutation(ids)[
+        :max(2, round(sample * len(ids) / len(found)))]]
+    return [found[i] for i in sorted(keep)]
 
 
 def build_index(root, found: list[tuple[str, str]], meta: list[tuple[bool, int, str, str]],

@@ -12,7 +12,7 @@ from collections import deque
 
 import ray
 
-Item = tuple[int, int]  # (repeat, fold)
+from orchestrator.run.records import Item, Status, TrainingState
 
 
 @ray.remote(num_cpus=0)
@@ -24,7 +24,7 @@ class Board:
         self.ranks: dict[int, str] = {}           # world rank -> worker id of this generation
         self.generation = 0
         self.world_size: int | None = None
-        self.progress: dict[Item, dict] = {}
+        self.progress: dict[Item, TrainingState] = {}  # the trainings' states: owned here
         self.results: list[tuple[Item, list, dict, list | None]] = []  # + epoch refs
         self.failures: list[tuple[Item, str]] = []
 
@@ -38,7 +38,7 @@ class Board:
             self.ranks = {}
             for item in list(self.in_flight):
                 self.queue.appendleft(item)
-                self.progress[item] = {"status": "retrying"}
+                self.progress[item] = TrainingState(Status.RETRYING)
             self.in_flight = {}
         self.ranks[rank] = worker
         self.world_size = world_size
@@ -50,24 +50,28 @@ class Board:
             if item in self.done or item in self.in_flight:
                 continue
             self.in_flight[item] = worker
-            self.progress[item] = {"status": "running", "worker": worker, "start": time.time()}
+            self.progress[item] = TrainingState(Status.RUNNING, worker=worker, start=time.time())
             return item
         return None
 
     def epoch(self, item: Item, epoch: int, epochs: int, loss: float,
               heldout_loss: float | None = None, top: list | None = None) -> None:
-        p = self.progress.setdefault(item, {})
-        p.update(status="running", epoch=epoch + 1, epochs=epochs, loss=loss)
+        p = self.progress.setdefault(item, TrainingState())
+        p.status, p.epoch, p.epochs, p.loss = Status.RUNNING, epoch + 1, epochs, loss
         if heldout_loss is not None:
-            p.update(heldout_loss=heldout_loss, top=top or [])
+            p.heldout_loss, p.top = heldout_loss, top or []
 
     def finish(self, worker: str, item: Item, table, metrics: dict, epochs=None) -> None:
         if self.in_flight.get(item) != worker or item in self.done:
             return  # a stale worker of an earlier generation; its item was handed out again
         del self.in_flight[item]
         self.done.add(item)
-        self.progress[item].update(status="writing", **metrics)
-        self.progress[item].pop("top", None)  # the live top losses are of running trainings
+        p = self.progress[item]
+        p.status, p.top = Status.WRITING, []  # the live top losses are of running trainings
+        for name in ("seconds", "train_accuracy", "heldout_accuracy", "n_heldout", "worker",
+                     "data_mode"):
+            if name in metrics:
+                setattr(p, name, metrics[name])
         self.results.append((item, [ray.put(table)], metrics,
                              [ray.put(epochs)] if epochs is not None else None))
 
@@ -75,7 +79,7 @@ class Board:
         if self.in_flight.get(item) == worker:
             del self.in_flight[item]
             self.done.add(item)  # a deterministic error would repeat: record it, go on
-            self.progress[item] = {"status": "failed", "error": error}
+            self.progress[item] = TrainingState(Status.FAILED, error=error)
             self.failures.append((item, error))
 
     def poll(self) -> tuple[dict, list, list]:
@@ -89,4 +93,4 @@ class Board:
         return ray.get_runtime_context().get_node_id()
 
     def written(self, item: Item) -> None:
-        self.progress[item]["status"] = "done"
+        self.progress[item].status = Status.DONE

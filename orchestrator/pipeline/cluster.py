@@ -6,15 +6,17 @@ import contextlib
 import logging
 import math
 import os
+import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from orchestrator.config import RunConfig
-from orchestrator.run.storage import StorageError
-
-
-class ResourceError(ValueError):
-    """The cluster cannot hold one training as asked; the message says which flag to change."""
+from orchestrator.errors import ResourceError, StorageError
+from orchestrator.run.storage import local_path
 
 
 # One logical CPU on a local Ray is left to the Ray Data writer: with every CPU held by a
@@ -25,7 +27,6 @@ WRITER_CPUS = 1
 def init_ray(address: str | None = None, notice=None) -> bool:
     """Connect to a cluster (`--address`, `RAY_ADDRESS`) or start a private local Ray; True if
     started. `notice(text)` is told when a running cluster is not joined."""
-    import ray
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     # Ray Data warns "no available CPUs, the job will hang" whenever the trainings hold
     # theirs, although WRITER_CPUS keeps one free for it, and logs every write: noise here.
@@ -110,9 +111,6 @@ def storage_error(run_dir: Path, unseen: list[str]) -> StorageError:
 
 def nodes_without(path: str) -> list[str]:
     """The alive nodes (address and id) on which `path` does not exist; [] on one node."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) < 2:
         return []
@@ -145,15 +143,21 @@ def check_shared_storage(run_dir: Path) -> None:
 def scan_task_options(data) -> dict:
     """Ray options for the scan's tasks: anywhere when every node reads the dataset (a bucket,
     a shared mount), else kept on the driver's node, the one that surely does."""
-    from orchestrator.run.storage import local_path
-
     local = local_path(data, "")
     if local is None or not nodes_without(str(local)):
         return {}
     return {"scheduling_strategy": on_this_node()}
 
 
-def plan_resources(cfg: RunConfig, cluster: dict, n_todo: int) -> tuple[int, float, float]:
+class Slots(NamedTuple):
+    """How many trainings run at once, and what each one gets."""
+
+    slots: int
+    cpus: float      # per training
+    gpus: float      # per training
+
+
+def plan_resources(cfg: RunConfig, cluster: dict, n_todo: int) -> Slots:
     """(slots, CPUs per training, GPUs per training) for a cluster's total resources.
 
     GPUs are used whenever the cluster has them; on CPUs one logical CPU stays free for the
@@ -183,7 +187,7 @@ def plan_resources(cfg: RunConfig, cluster: dict, n_todo: int) -> tuple[int, flo
                                f"`ray start --resources='{{\"{name}\": N}}'` (or the node type's "
                                "resources in cluster.yaml), or drop --resources-per-training")
         slots = min(slots, int(math.floor(have / amount + 1e-9)))
-    return max(1, min(slots, n_todo)), float(cpt), float(gpt)
+    return Slots(max(1, min(slots, n_todo)), float(cpt), float(gpt))
 
 
 def like_a_training(fn, *args, cpus: float, gpus: float, resources: dict | None = None,
@@ -191,8 +195,6 @@ def like_a_training(fn, *args, cpus: float, gpus: float, resources: dict | None 
     """`fn(*args, **kwargs)` run once as a Ray task with one training's resources, so it runs
     where a training would (a GPU worker of a GPU cluster, not its CPU head) and measures what
     a training gets; returns its result."""
-    import ray
-
     task = ray.remote(fn).options(num_cpus=cpus, num_gpus=gpus, resources=resources or None,
                                   max_retries=0)
     return ray.get(task.remote(*args, **kwargs))
@@ -200,7 +202,20 @@ def like_a_training(fn, *args, cpus: float, gpus: float, resources: dict | None 
 
 def on_this_node():
     """A scheduling strategy that keeps a task or actor on the driver's node."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, run, notice=None):
+    """Ray for the scan and the trainings (connected, or a private local one stopped at the
+    end), after proving that every node sees a local run directory; yields its timings."""
+    t0 = time.perf_counter()
+    started = init_ray(address, notice)
+    timings = {"ray_init_s": time.perf_counter() - t0}
+    try:
+        if not run.on_bucket:  # a bucket is shared storage already
+            check_shared_storage(run.path)
+        yield timings
+    finally:
+        if started:
+            ray.shutdown()

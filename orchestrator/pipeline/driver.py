@@ -14,12 +14,21 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
+import ray
+import ray.data
+from ray.train import FailureConfig, RunConfig as TrainRunConfig, ScalingConfig
+from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 from rich.console import Console
 
-from orchestrator.pipeline.cluster import on_this_node, plan_resources
 from orchestrator.config import RunConfig
-from orchestrator.pipeline.passes import Prepared
-from orchestrator.run.directory import Item, Run
+from orchestrator.data.prepare import Prepared
+from orchestrator.pipeline.board import Board
+from orchestrator.pipeline.cluster import Slots, on_this_node
+from orchestrator.pipeline.progress import RunProgress
+from orchestrator.pipeline.worker import WorkerConfig, worker_loop
+from orchestrator.run.directory import Run
+from orchestrator.run.records import Item, Status
+from orchestrator.visual import LIVE_SHEET_S, live_sheet
 
 BOARD_NAMESPACE = "dupes"  # the board is named there, so a cluster's tools can find it
 NO_RESIZE_S = 7 * 24 * 3600.0  # grow the worker group only when it restarts anyway
@@ -56,38 +65,44 @@ class Launch:
     board: object
     thread: threading.Thread
     errors: list                     # the exception fit() raised, if any
-    slots: int
-    cpus_per_training: float
-    gpus_per_training: float
+    slots: Slots
+
+
+@dataclass
+class PassOutcome:
+    """What the trainings of a pass came to (besides their committed predictions)."""
+
+    failures: dict[Item, str] = field(default_factory=dict)  # training -> traceback
+    launch_error: str | None = None  # Ray Train's run itself failed (the rest is recorded)
+    slots: Slots = Slots(0, 0.0, 0.0)
+    timings: dict = field(default_factory=dict)
+
+    def failure_rows(self) -> list[dict]:
+        """failures.json: one row per failed training; a failed launch as repeat -1."""
+        rows = [{"repeat": r, "fold": f, "error": e} for (r, f), e in self.failures.items()]
+        if self.launch_error is not None:
+            rows.append({"repeat": -1, "fold": -1, "error": self.launch_error})
+        return rows
 
 
 def write_predictions(refs: list) -> Callable:
     """A writer of one partition: Ray Data streams the tables into the folder it is given."""
-    def write(folder) -> None:
-        import ray.data
-        # The write runs on the driver's node: the temp folder must land on the disk where the
+    def write(folder) -> None:        # The write runs on the driver's node: the temp folder must land on the disk where the
         # driver renames it into place (on a multi-node cluster another node has another disk).
         ray.data.from_arrow_refs(refs).write_parquet(
             str(folder), ray_remote_args={"scheduling_strategy": on_this_node()})
     return write
 
 
-def launch(run: Run, cfg: RunConfig, prep: Prepared, todo: list[Item],
+def launch(run: Run, cfg: RunConfig, prep: Prepared, todo: list[Item], slots: Slots,
            console: Console) -> Launch:
-    """Start one Ray Train run whose workers work through `todo` (fit() in a thread)."""
-    import ray
-    import ray.data
-    from ray.train import FailureConfig, RunConfig as TrainRunConfig, ScalingConfig
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-
-    from orchestrator.pipeline.board import Board
-    from orchestrator.pipeline.worker import WorkerConfig, worker_loop
-
+    """Start one Ray Train run whose workers work through `todo` on the plan's `slots`
+    (fit() in a thread)."""
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    slots, cpt, gpt = plan_resources(cfg, ray.cluster_resources(), len(todo))
-    console.print(f"{len(todo)} trainings on {slots} slot(s) of {cpt:g} CPU"
+    n_slots, cpt, gpt = slots
+    console.print(f"{len(todo)} trainings on {n_slots} slot(s) of {cpt:g} CPU"
                   + (f" + {gpt:g} GPU" if gpt else "") + " each", highlight=False)
     # The board owns every finished training's results until they are written: it lives on
     # the driver's node, sharing the driver's fate (as Ray Train's own controller does), so
@@ -108,7 +123,7 @@ def launch(run: Run, cfg: RunConfig, prep: Prepared, todo: list[Item],
         # Elastic: after a lost node the group restarts on what is left (down to one slot)
         # instead of waiting for a replacement; the board requeues what was lost. It is not
         # grown mid-pass (a resize restarts every training in flight).
-        scaling_config=ScalingConfig(num_workers=(1, slots) if slots > 1 else 1,
+        scaling_config=ScalingConfig(num_workers=(1, n_slots) if n_slots > 1 else 1,
                                      use_gpu=gpt > 0, resources_per_worker=resources,
                                      elastic_resize_monitor_interval_s=NO_RESIZE_S),
         # A fresh name per attempt: a reused name would make Ray Train restore the old run;
@@ -127,18 +142,13 @@ def launch(run: Run, cfg: RunConfig, prep: Prepared, todo: list[Item],
 
     thread = threading.Thread(target=fit, name="ray-train-fit", daemon=True)
     thread.start()
-    return Launch(board, thread, errors, slots, cpt, gpt)
+    return Launch(board, thread, errors, slots)
 
 
 def collect(run: Run, launched: Launch, prep: Prepared, todo: list[Item],
             console: Console, planned_s: float | None = None) -> tuple[dict[Item, str], dict]:
     """Write each finished training as it comes, until the Ray Train run ends; returns the
     failures and the launch/teardown timings."""
-    import ray
-
-    from orchestrator.pipeline.progress import RunProgress
-    from orchestrator.visual import LIVE_SHEET_S, live_sheet
-
     board, failures, state = launched.board, {}, {}
     t_fit, t_first, t_last = time.perf_counter(), None, None
     warned: set[str] = set()
@@ -161,18 +171,18 @@ def collect(run: Run, launched: Launch, prep: Prepared, todo: list[Item],
     run.on_upload_error = uploads_failed
     jobs = [Every(2.0, progress_file), Every(LIVE_SHEET_S, sheet, at_end=False)]
     names = dict(zip(prep.index["sample_id"].tolist(), prep.index["relpath"].tolist()))
-    with RunProgress(console, todo, names=names, slots=launched.slots,
+    with RunProgress(console, todo, names=names, slots=launched.slots.slots,
                      planned_s=planned_s) as progress:
         while True:
             running = launched.thread.is_alive()
             state, results, failed = ray.get(board.poll.remote())
-            if t_first is None and any(p.get("status") for p in state.values()):
+            if t_first is None and any(p.status != Status.PENDING for p in state.values()):
                 t_first = time.perf_counter()
             for item, refs, metrics, epoch_refs in results:
                 run.write_training(item, metrics, write_predictions(refs),
                                    write_predictions(epoch_refs) if epoch_refs else None)
                 ray.get(board.written.remote(item))
-                state[item]["status"] = "done"
+                state[item].status = Status.DONE
                 t_last = time.perf_counter()
             for item, error in failed:
                 failures[item] = error
@@ -190,15 +200,12 @@ def collect(run: Run, launched: Launch, prep: Prepared, todo: list[Item],
     return failures, timings
 
 
-def run_trainings(run: Run, cfg: RunConfig, prep: Prepared, todo: list[Item],
-                  console: Console, *, planned_s: float | None = None) -> dict:
-    """Train every (repeat, fold) in `todo` on the connected Ray; returns failures, slots and
-    timings. `planned_s`, the plan's time per training, drives the ETA until one finished."""
-    launched = launch(run, cfg, prep, todo, console)
+def run_trainings(run: Run, cfg: RunConfig, prep: Prepared, todo: list[Item], slots: Slots,
+                  console: Console, *, planned_s: float | None = None) -> PassOutcome:
+    """Train every (repeat, fold) in `todo` on the connected Ray, on the plan's `slots`.
+    `planned_s`, the plan's time per training, drives the ETA until one finished."""
+    launched = launch(run, cfg, prep, todo, slots, console)
     failures, timings = collect(run, launched, prep, todo, console, planned_s)
-    if launched.errors:
-        e = launched.errors[0]
-        failures[(-1, -1)] = f"{type(e).__name__}: {e}"
-    return {"failures": failures, "slots": launched.slots,
-            "cpus_per_training": launched.cpus_per_training,
-            "gpus_per_training": launched.gpus_per_training, "timings": timings}
+    error = launched.errors[0] if launched.errors else None
+    return PassOutcome(failures=failures, slots=launched.slots, timings=timings,
+                       launch_error=f"{type(error).__name__}: {error}" if error else None)

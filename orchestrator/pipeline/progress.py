@@ -9,11 +9,17 @@ from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-STATUS_STYLE = {"running": "yellow", "writing": "cyan", "done": "green", "failed": "red",
-                "retrying": "magenta", "pending": "dim"}
+from analysis.report import format_duration
+from orchestrator.run.records import FINISHED, Item, Status, TrainingState, all_trainings, \
+    last_line
+
+STATUS_STYLE = {Status.RUNNING: "yellow", Status.WRITING: "cyan", Status.DONE: "green",
+                Status.FAILED: "red", Status.RETRYING: "magenta", Status.PENDING: "dim"}
+PENDING = TrainingState()
 
 
-def progress_table(items: list[tuple[int, int]], progress: dict, *, max_rows: int = 24) -> Table:
+def progress_table(items: list[Item], progress: dict[Item, TrainingState], *,
+                   max_rows: int = 24) -> Table:
     """One row per training: status, epoch, last training loss, held-out accuracy, seconds.
 
     With more trainings than `max_rows`, finished ones are left out first.
@@ -26,29 +32,29 @@ def progress_table(items: list[tuple[int, int]], progress: dict, *, max_rows: in
         table.add_column(col, justify=just)
     rows = sorted(items)
     if len(rows) > max_rows:
-        active = [i for i in rows if progress.get(i, {}).get("status") not in ("done", None)]
+        active = [i for i in rows if progress.get(i, PENDING).status not in
+                  (Status.DONE, Status.PENDING)]
         rows = (active + [i for i in rows if i not in active])[:max_rows]
     for item in rows:
-        p = progress.get(item, {})
-        status = p.get("status", "pending")
-        epoch = f"{p['epoch']}/{p.get('epochs', '?')}" if "epoch" in p else ""
-        loss = f"{p['loss']:.3f}" if "loss" in p else ""
-        acc = f"{p['heldout_accuracy']:.3f}" if "heldout_accuracy" in p else ""
-        h_loss = f"{p['heldout_loss']:.3f}" if p.get("heldout_loss") is not None else ""
-        secs = f"{p['seconds']:.1f}" if "seconds" in p else (
-            f"{time.time() - p['start']:.0f}" if "start" in p else "")
+        p = progress.get(item, PENDING)
+        epoch = f"{p.epoch}/{p.epochs or '?'}" if p.epoch is not None else ""
+        loss = f"{p.loss:.3f}" if p.loss is not None else ""
+        acc = f"{p.heldout_accuracy:.3f}" if p.heldout_accuracy is not None else ""
+        h_loss = f"{p.heldout_loss:.3f}" if p.heldout_loss is not None else ""
+        secs = f"{p.seconds:.1f}" if p.seconds is not None else (
+            f"{time.time() - p.start:.0f}" if p.start is not None else "")
         table.add_row(str(item[0]), str(item[1]),
-                      f"[{STATUS_STYLE.get(status, '')}]{status}[/]", epoch, loss, h_loss, acc,
+                      f"[{STATUS_STYLE[p.status]}]{p.status}[/]", epoch, loss, h_loss, acc,
                       secs)
     return table
 
 
-def current_top(progress: dict, k: int) -> list[tuple[float, int, tuple[int, int]]]:
+def current_top(progress: dict[Item, TrainingState], k: int) -> list[tuple[float, int, Item]]:
     """The `k` largest held-out losses at the running trainings' latest recorded epoch, as
     (loss, sample_id, (repeat, fold)), largest first: the images the models currently find
     hardest to accept with their given label."""
     rows = [(loss, sid, item) for item, p in progress.items()
-            if p.get("status") == "running" for sid, loss in p.get("top", [])]
+            if p.status == Status.RUNNING for sid, loss in p.top]
     return sorted(rows, reverse=True)[:k]
 
 
@@ -62,7 +68,7 @@ def live_top_losses(progress: dict, *, names: dict | None = None, k: int = 8) ->
         table.add_column(col, justify="right" if col == "loss" else "left")
     for loss, sid, (r, f) in rows:
         name = (names or {}).get(sid, f"#{sid}")
-        table.add_row(f"{loss:.2f}", str(name), f"r{r:02d}f{f} ep {progress[(r, f)]['epoch']}")
+        table.add_row(f"{loss:.2f}", str(name), f"r{r:02d}f{f} ep {progress[(r, f)].epoch}")
     return table
 
 
@@ -71,18 +77,17 @@ def eta_seconds(items: list[tuple[int, int]], progress: dict, *, slots: int,
     """Wall time left for the trainings: the work left (a pending training counts 1, a
     running one the share of its epochs still to do) in waves of `slots`, at the measured
     mean time of the finished trainings, or the plan's estimate until one has finished."""
-    done_s = [p["seconds"] for i in items if (p := progress.get(i, {})).get("status") == "done"
-              and p.get("seconds")]
+    done_s = [p.seconds for i in items if (p := progress.get(i, PENDING)).status == Status.DONE
+              and p.seconds]
     per = sum(done_s) / len(done_s) if done_s else planned_s
     if per is None:
         return None
     left = 0.0
     for i in items:
-        p = progress.get(i, {})
-        if p.get("status") in ("done", "failed"):
+        p = progress.get(i, PENDING)
+        if p.status in FINISHED:
             continue
-        epochs = p.get("epochs") or 0
-        left += 1 - (p.get("epoch", 0) / epochs if epochs else 0)
+        left += 1 - ((p.epoch or 0) / p.epochs if p.epochs else 0)
     return left * per / max(1, min(slots, len(items)))
 
 
@@ -110,7 +115,7 @@ class RunProgress:
             self._live.__exit__(*exc)
 
     def _render(self, progress: dict):
-        done = sum(progress.get(i, {}).get("status") in ("done", "failed") for i in self.items)
+        done = sum(progress.get(i, PENDING).status in FINISHED for i in self.items)
         bar = Table.grid(padding=(0, 1))
         bar.add_row(f"[bold]{done}/{len(self.items)} trainings[/]",
                     ProgressBar(total=len(self.items), completed=done, width=40),
@@ -122,7 +127,6 @@ class RunProgress:
         return eta_seconds(self.items, progress, slots=self.slots, planned_s=self.planned_s)
 
     def eta_text(self, progress: dict) -> str:
-        from analysis.report import format_duration
         left = self.eta(progress)
         return "" if left is None else f"about {format_duration(left)} left"
 
@@ -132,24 +136,23 @@ class RunProgress:
             return
         # Plain mode: one line per status change, plus a heartbeat of running epochs.
         for item in self.items:
-            p = progress.get(item, {})
-            status = p.get("status")
-            if status and status != self._shown.get(item):
+            p = progress.get(item, PENDING)
+            status = p.status
+            if status != Status.PENDING and status != self._shown.get(item):
                 self._shown[item] = status
                 extra = ""
-                if status == "done":
-                    extra = f" held-out acc {p.get('heldout_accuracy', float('nan')):.3f} " \
-                            f"in {p.get('seconds', 0):.1f}s"
-                elif status == "failed":
-                    extra = " " + p.get("error", "").strip().splitlines()[-1][:200]
+                if status == Status.DONE:
+                    acc = p.heldout_accuracy if p.heldout_accuracy is not None else float("nan")
+                    extra = f" held-out acc {acc:.3f} in {p.seconds or 0:.1f}s"
+                elif status == Status.FAILED:
+                    extra = " " + last_line(p.error or "", 200)
                 self.console.print(f"training r{item[0]:02d} f{item[1]} {status}{extra}",
                                    highlight=False)
         if time.time() - self._last_line > 15:
             self._last_line = time.time()
-            running = [f"r{i[0]:02d}f{i[1]} ep {progress[i].get('epoch', 0)}/"
-                       f"{progress[i].get('epochs', '?')} loss {progress[i].get('loss', 0):.3f}"
-                       for i in self.items if progress.get(i, {}).get("status") == "running"
-                       and "epoch" in progress[i]]
+            running = [f"r{i[0]:02d}f{i[1]} ep {p.epoch}/{p.epochs or '?'} loss {p.loss or 0:.3f}"
+                       for i in self.items if (p := progress.get(i, PENDING)).status ==
+                       Status.RUNNING and p.epoch is not None]
             if running:
                 eta = self.eta_text(progress)
                 self.console.print("running: " + "; ".join(running)
@@ -170,32 +173,29 @@ STALE_S = 120.0
 def show_status(run, console: Console) -> None:
     """Where a `Run` stands, from its progress file and its committed partitions (for a
     bucket run, the markers in the bucket): works while it runs, from any machine."""
-    from analysis.report import format_duration
-    from orchestrator.pipeline.passes import all_trainings
-
     planned = all_trainings(run.config().repeats)
-    state = {}
-    if run.exists("progress.json"):
-        saved = run.read_json("progress.json")
-        state = {(t["repeat"], t["fold"]): t for t in saved["trainings"]}
-        age = time.time() - saved.get("updated_unix", time.time())
-        if saved["running"] and age > STALE_S:
-            console.print(f"[red]no heartbeat for {age / 60:.0f} min[/] (last {saved['updated']}):"
-                          f" the driver stopped without finishing (killed, or its machine is "
-                          f"gone). `dupes run --resume {run.location}` continues the run",
-                          highlight=False)
+    state: dict[Item, TrainingState] = {}
+    saved = run.progress()
+    if saved is not None:
+        header, state = saved
+        age = time.time() - header.get("updated_unix", time.time())
+        if header["running"] and age > STALE_S:
+            console.print(f"[red]no heartbeat for {age / 60:.0f} min[/] (last "
+                          f"{header['updated']}): the driver stopped without finishing (killed, "
+                          f"or its machine is gone). `dupes run --resume {run.location}` "
+                          "continues the run", highlight=False)
         else:
-            left = saved.get("eta_s")
+            left = header.get("eta_s")
             eta = f", about {format_duration(max(0.0, left - age))} left" \
-                if saved["running"] and left is not None else ""
-            console.print(f"progress saved {saved['updated']} ({age:.0f} s ago; "
-                          f"{'running' if saved['running'] else 'stopped'}{eta})",
+                if header["running"] and left is not None else ""
+            console.print(f"progress saved {header['updated']} ({age:.0f} s ago; "
+                          f"{'running' if header['running'] else 'stopped'}{eta})",
                           highlight=False)
     for item in run.completed():
-        state.setdefault(item, {})["status"] = "done"  # the partitions are the truth
-    done = sum(p.get("status") == "done" for p in state.values())
-    failed = sum(p.get("status") == "failed" for p in state.values())
+        state.setdefault(item, TrainingState()).status = Status.DONE  # partitions: the truth
+    done = sum(p.status == Status.DONE for p in state.values())
+    failed = sum(p.status == Status.FAILED for p in state.values())
     console.print(progress_table(planned, state, max_rows=len(planned)))
     console.print(f"{done}/{len(planned)} trainings done, {failed} failed"
                   + (f"; summary in {run.location}/summary.json"
-                     if run.exists("summary.json") else ""), highlight=False)
+                     if run.summary() is not None else ""), highlight=False)

@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from orchestrator.run.storage import ShardStore
-from trainers.data import ShardedImages
+from orchestrator.run.remote import ShardStore
+from trainers.shards import ShardedImages
 from trainers.hyp import Hyp
 
 

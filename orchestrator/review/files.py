@@ -6,7 +6,7 @@ import hashlib
 import os
 import shutil
 import uuid
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pandas as pd
 
@@ -16,6 +16,7 @@ from analysis.review_plan import (ACTIONS, CHANGES_REL, MANIFEST_COLUMNS, REMOVE
 from orchestrator.run import ledger as ledger_mod
 from orchestrator.run import rundir, storage
 from orchestrator.run.directory import Run
+from orchestrator.errors import ReviewError
 
 META_DIR = ".dupes"  # review metadata the technician never needs to see
 OWN_FILES = {"before.txt", "after.txt", "README.txt", "manifest.csv"}
@@ -44,10 +45,6 @@ Do not rename files or add new ones. When done, run:
 then build the corrected dataset (your original dataset is never changed):
     dupes apply {review}/manifest.csv --data {data} --out <new dataset folder>
 """
-
-
-class ReviewError(ValueError):
-    """A review or apply step cannot go on; the message lists every problem and its fix."""
 
 
 def _sha1(f) -> str:
@@ -160,15 +157,13 @@ def export_review(run: Run | Path | str, out: Path, *, include_confirmed: bool =
                   ledger: Path | str | None = None, **rule: object) -> pd.DataFrame:
     """Export the run's dupes into a review tree of copies; returns the exported rows. `rule`
     overrides fields of the run's dupe rule (`threshold`, `min_ratio`)."""
-    from orchestrator.pipeline.passes import load_analysis
-
     run = run if isinstance(run, Run) else Run.open(run)
     out = Path(out).resolve()
     _ensure_empty(out, "review folder")
     data = run.config().data_dir  # a folder or a bucket prefix
     _outside(out, data, "review folder")
     ledger = run.ledger(ledger)
-    analysis, _ = load_analysis(run, ledger=ledger, **rule)
+    analysis, _ = run.analysis(ledger=ledger, **rule)
     dupes = analysis.dupes
     if not include_confirmed:
         dupes = dupes[~dupes["confirmed"]]

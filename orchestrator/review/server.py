@@ -20,6 +20,7 @@ import pandas as pd
 
 from analysis.review_plan import DECISIONS, decisions_manifest
 from orchestrator.run import ledger as ledger_mod
+from orchestrator.run.directory import Run
 from orchestrator.run import rundir, storage
 from orchestrator.review.files import (META_DIR, ReviewError, _read_meta, read_exported,
                                        review_ledger, review_specials)
@@ -103,9 +104,8 @@ def _scores(run_dir: str | None, before: pd.DataFrame) -> dict[int, dict]:
     machine; the triage works without (a review folder moved to another machine)."""
     if not run_dir or storage.parse_location(run_dir) != Path(run_dir):
         return {}
-    path = Path(run_dir) / "dupes.parquet"
     try:
-        table = pd.read_parquet(path, columns=["sample_id", *SCORE_COLUMNS])
+        table = Run.open(run_dir).dupes(columns=["sample_id", *SCORE_COLUMNS])
     except Exception:  # gone, moved, or written by an older version: no scores then
         return {}
     table = table[table["sample_id"].isin(before["sample_id"])]

@@ -1,7 +1,7 @@
 """The run directory as one object: its layout, and where it lives.
 
 A `Run` is opened or created by the location a user names: a folder, or a bucket URI. A bucket
-run is worked on in a local mirror (`orchestrator.run.storage.RemoteRun`): every write is atomic on
+run is worked on in a local mirror (`orchestrator.run.remote.RemoteRun`): every write is atomic on
 disk first, then published (one PUT per file; a partition's files, then the marker that commits
 them). Callers read and write through typed accessors and never ask where the run lives; only
 this module and the storage layer know about buckets. File names have their home in
@@ -20,11 +20,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from orchestrator.run import rundir, storage
 from orchestrator.config import RunConfig
-from orchestrator.run.storage import RemoteRun, StorageError
-
-Item = tuple[int, int]  # (repeat, fold)
+from orchestrator.errors import RunError, StorageError
+from orchestrator.run import reading, rundir, storage
+from orchestrator.run.ledger import ledger_path
+from orchestrator.run.records import Item, ScanInfo, Summary, TrainingState
+from orchestrator.run.remote import RemoteRun, ShardStore
+from trainers.shards import ShardedImages
 
 # What a reader needs of a bucket run: `status` the progress files only (the markers say what
 # is done), `report` everything but the image cache, `all` (a resume) everything.
@@ -32,10 +34,6 @@ NEEDS = {"status": {"config.json", "progress.json", "summary.json"}, "report": N
          "all": None}
 PROGRESS_UPLOAD_S = 10.0  # progress.json goes to the bucket at most this often
 LEGACY_CACHE = "cache/images.npy"  # the one-file cache of runs made before the shards
-
-
-class RunError(ValueError):
-    """A location is not a run that can be used as asked; the message says the fix."""
 
 
 class Run:
@@ -123,17 +121,21 @@ class Run:
     def on_bucket(self) -> bool:
         return self.remote is not None
 
-    # -- small files -----------------------------------------------------------------------
-    def file(self, rel: str) -> Path:
-        return self.path / rel
+    # -- files by name (private: callers use the named accessors) ------------------------
+    def path_of(self, name: str) -> Path:
+        """Where one of the run's files is on this machine, to name it in a message or hand
+        it to a writer (the HTML report); `name` must be one of `rundir.RUN_FILES`."""
+        if name not in rundir.RUN_FILES:
+            raise ValueError(f"not a file of a run: {name!r}; one of {sorted(rundir.RUN_FILES)}")
+        return self.path / name
 
-    def exists(self, rel: str) -> bool:
+    def _exists(self, rel: str) -> bool:
         return (self.path / rel).exists()
 
-    def read_json(self, rel: str):
+    def _read_json(self, rel: str):
         return rundir.read_json(self.path / rel)
 
-    def write_json(self, rel: str, obj, *, publish: bool = False) -> None:
+    def _write_json(self, rel: str, obj, *, publish: bool = False) -> None:
         (self.path / rel).parent.mkdir(parents=True, exist_ok=True)
         rundir.write_json(self.path / rel, obj)
         if publish:
@@ -156,7 +158,7 @@ class Run:
     # -- configuration and scan ------------------------------------------------------------
     def config(self) -> RunConfig:
         if self._config is None:
-            self._config = RunConfig.from_dict(self.read_json("config.json"))
+            self._config = RunConfig.from_dict(self._read_json("config.json"))
         return self._config
 
     def save_config(self, cfg: RunConfig) -> None:
@@ -165,66 +167,68 @@ class Run:
         cfg = dataclasses.replace(cfg, run_dir=str(self.path.resolve()),
                                   storage=self.remote.uri if self.remote else None)
         self._config = cfg
-        self.write_json("config.json", cfg.to_dict(), publish=True)
+        self._write_json("config.json", cfg.to_dict(), publish=True)
 
     def has_scan(self) -> bool:
         """The scan is complete: the index (written last) and where its images live."""
-        return self.exists("index.parquet") and self.exists("classes.json") and (
-            self.exists("placement.parquet") or self.exists(LEGACY_CACHE))
+        return self._exists("index.parquet") and self._exists("classes.json") and (
+            self._exists("placement.parquet") or self._exists(LEGACY_CACHE))
 
-    def shard_store(self) -> storage.ShardStore:
+    def has_splits(self) -> bool:
+        return self._exists("splits.parquet")
+
+    def shard_store(self) -> ShardStore:
         """Where the image cache's shards are written by any node and read by every one."""
-        return storage.ShardStore(storage.child(
+        return ShardStore(storage.child(
             self.remote.uri if self.remote else self.path, "cache"))
 
     def save_cache(self, cache) -> None:
         """A scan's results (an `orchestrator.data.cache.Cache`); the index last: it marks the scan
         complete."""
-        rundir.write_csv(self.file("skipped.csv"), cache.skipped)
-        self.write_json("classes.json", {
-            "classes": cache.classes, "image_size": cache.plan.size,
-            "channels": cache.plan.channels, "aspect": cache.plan.aspect,
-            "shards": cache.n_shards, "dropped_classes": cache.dropped_classes})
-        rundir.write_parquet(self.file("placement.parquet"), cache.placement)
-        rundir.write_parquet(self.file("index.parquet"), cache.index)
+        rundir.write_csv(self.path / "skipped.csv", cache.skipped)
+        self._write_json("classes.json", ScanInfo(
+            classes=cache.classes, image_size=cache.plan.size, channels=cache.plan.channels,
+            aspect=cache.plan.aspect, shards=cache.n_shards,
+            dropped_classes=cache.dropped_classes).to_dict())
+        rundir.write_parquet(self.path / "placement.parquet", cache.placement)
+        rundir.write_parquet(self.path / "index.parquet", cache.index)
+
+    def scan_info(self) -> ScanInfo:
+        return ScanInfo.from_dict(self._read_json("classes.json"))
 
     def placement(self) -> pd.DataFrame:
-        if self.exists("placement.parquet"):
-            return pd.read_parquet(self.file("placement.parquet"))
+        if self._exists("placement.parquet"):
+            return pd.read_parquet(self.path / "placement.parquet")
         n = len(self.index())  # a run of before the sharded cache: one shard, in order
         return pd.DataFrame({"sample_id": np.arange(n), "shard": np.zeros(n, np.int32),
                              "row": np.arange(n, dtype=np.int32)})
 
     def shard_names(self) -> list[str]:
-        from orchestrator.data.cache import shard_name
-        if not self.exists("placement.parquet"):
+        if not self._exists("placement.parquet"):
             return [LEGACY_CACHE.split("/")[-1]]
-        return [shard_name(k) for k in range(self.read_json("classes.json")["shards"])]
+        return [rundir.shard_name(k) for k in range(self.scan_info().shards)]
 
     def images(self, *, local: bool = True):
         """The image cache as `trainers.data.ShardedImages`, memory-mapped (no pixel is read
         here); with `local=False` the shard names, to be located on another node."""
-        from trainers.data import ShardedImages
-
         store, names = self.shard_store(), self.shard_names()
         p = self.placement()
         return ShardedImages([store.local(n) for n in names] if local else names,
                              p["shard"].to_numpy(), p["row"].to_numpy())
 
     def save_splits(self, splits: pd.DataFrame) -> None:
-        rundir.write_parquet(self.file("splits.parquet"), splits)
+        rundir.write_parquet(self.path / "splits.parquet", splits)
 
     def index(self) -> pd.DataFrame:
-        return pd.read_parquet(self.file("index.parquet"))
+        return pd.read_parquet(self.path / "index.parquet")
 
     def classes(self) -> list[str]:
-        return self.read_json("classes.json")["classes"]
+        return self.scan_info().classes
 
     def splits(self) -> pd.DataFrame:
-        return pd.read_parquet(self.file("splits.parquet"))
+        return pd.read_parquet(self.path / "splits.parquet")
 
     def ledger(self, override: Path | str | None = None) -> Path | str:
-        from orchestrator.run.ledger import ledger_path
         return ledger_path(self.location, self.config().ledger, override)
 
     # -- trainings -------------------------------------------------------------------------
@@ -239,7 +243,7 @@ class Run:
         """Check every committed training against its split and remove those whose
         partitions are not complete and readable (a file truncated, deleted or replaced after
         the commit), so that they are trained again; returns [((repeat, fold), why)]."""
-        if not self.exists("splits.parquet"):
+        if not self.has_splits():
             return []
         done = self.completed()
         if not done:
@@ -264,7 +268,7 @@ class Run:
                     self.remote.uncommit(kind, r, f)
                 shutil.rmtree(rundir.partition_dir(self.path, r, f, kind=kind),
                               ignore_errors=True)
-            self.file(rundir.training_rel(r, f)).unlink(missing_ok=True)
+            (self.path / rundir.training_rel(r, f)).unlink(missing_ok=True)
             dropped.append(((r, f), why))
         return dropped
 
@@ -290,8 +294,8 @@ class Run:
         if epochs is not None:
             self.commit_partition(rundir.EPOCHS, item, epochs)
         self.commit_partition(rundir.PREDICTIONS, item, predictions)
-        self.write_json(rundir.training_rel(*item), {"repeat": item[0], "fold": item[1],
-                                                     **metrics}, publish=True)
+        self._write_json(rundir.training_rel(*item), {"repeat": item[0], "fold": item[1],
+                                                      **metrics}, publish=True)
 
     def training_metrics(self) -> dict[Item, dict]:
         return {(m["repeat"], m["fold"]): m for m in
@@ -316,19 +320,66 @@ class Run:
     def epoch_batches(self, columns: list[str] | None = None):
         return rundir.epoch_batches(self.path, columns=columns)
 
-    # -- progress and the end --------------------------------------------------------------
-    def save_progress(self, state: dict, *, running: bool, eta_s: float | None = None) -> None:
+    # -- the plan, the sanity check, progress, failures and the end --------------------------
+    def save_plan(self, plan: dict) -> None:
+        self._write_json("plan.json", plan, publish=True)
+
+    def plan(self) -> dict | None:
+        return self._read_json("plan.json") if self._exists("plan.json") else None
+
+    def save_sanity(self, verdict: dict) -> None:
+        self._write_json("sanity.json", verdict)
+
+    def sanity_passed(self) -> bool:
+        return self._exists("sanity.json") and bool(self._read_json("sanity.json")["ok"])
+
+    def save_progress(self, state: dict[Item, TrainingState], *, running: bool,
+                      eta_s: float | None = None) -> None:
         """Where every training stands, for `dupes status` on any machine that sees the run."""
-        self.write_json("progress.json", {
+        self._write_json("progress.json", {
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "updated_unix": time.time(),
             "running": running, "eta_s": eta_s,
-            "trainings": [{"repeat": r, "fold": f, **{k: v for k, v in p.items() if k != "error"},
-                           **({"error": p["error"].strip().splitlines()[-1][:300]}
-                              if "error" in p else {})} for (r, f), p in sorted(state.items())]})
+            "trainings": [{"repeat": r, "fold": f, **p.to_dict(short_error=True)}
+                          for (r, f), p in sorted(state.items())]})
         if self.remote is not None and (not running or
                                         time.time() - self._t_progress > PROGRESS_UPLOAD_S):
             self._t_progress = time.time()
             self.publish("progress.json")
+
+    def progress(self) -> tuple[dict, dict[Item, TrainingState]] | None:
+        """progress.json: its header (updated, running, eta_s) and every training's state."""
+        if not self._exists("progress.json"):
+            return None
+        saved = self._read_json("progress.json")
+        return saved, {(t["repeat"], t["fold"]): TrainingState.from_dict(t)
+                       for t in saved["trainings"]}
+
+    def save_failures(self, rows: list[dict]) -> None:
+        self._write_json("failures.json", rows)
+
+    def save_analysis(self, analysis) -> None:
+        """The vote table and the dupes (`analysis.run_analysis.Analysis`) as Parquet and CSV."""
+        reading.write_analysis(self.path, analysis)
+
+    def dupes(self, columns: list[str] | None = None) -> pd.DataFrame:
+        return pd.read_parquet(self.path / "dupes.parquet", columns=columns)
+
+    def analysis(self, *, ledger: Path | str | None = None, **rule: object):
+        """The run analysed from its files alone (no Ray): `reading.load_analysis`."""
+        return reading.load_analysis(self, ledger=ledger, **rule)
+
+    def top_losses(self, *, k: int, per_class: bool) -> pd.DataFrame:
+        return reading.load_top_losses(self, k=k, per_class=per_class)
+
+    def save_summary(self, summary: Summary) -> None:
+        """summary.json; for a bucket run, then everything the bucket still lacks (the summary
+        last: its presence says the pass is over)."""
+        self._write_json("summary.json", summary.to_dict())
+        self.push()
+
+    def summary(self) -> Summary | None:
+        return Summary.from_dict(self._read_json("summary.json")) \
+            if self._exists("summary.json") else None
 
     def push(self) -> None:
         """Upload whatever the bucket still lacks (`summary.json` last); nothing locally."""

@@ -22,8 +22,24 @@ EPOCHS = "epochs"  # per-epoch held-out metrics, partitioned like the prediction
 PARTITION_KINDS = (PREDICTIONS, EPOCHS)
 TRAININGS = "trainings"
 READAHEAD_BATCHES = 4
+# The run's files that have a name of their own (the partitions, trainings/ and cache/ are
+# folders); `Run` has one accessor for each, `Run.path_of` names them in messages.
+RUN_FILES = frozenset({
+    "config.json", "classes.json", "index.parquet", "placement.parquet", "splits.parquet",
+    "skipped.csv", "plan.json", "sanity.json", "progress.json", "failures.json",
+    "summary.json", "votes.parquet", "dupes.parquet", "dupes.csv", "report.html"})
 PARTITIONING = pads.partitioning(pa.schema([("repeat", pa.int16()), ("fold", pa.int8())]),
                                  flavor="hive")
+
+
+def shard_name(k: int) -> str:
+    """The image cache's shard k (in `cache/`)."""
+    return f"shard-{k:05d}.npy"
+
+
+def meta_name(k: int) -> str:
+    """The outcome of shard k's files, written after the shard: its presence says it is whole."""
+    return f"shard-{k:05d}.json"
 
 
 def _tmp(path: Path) -> Path:

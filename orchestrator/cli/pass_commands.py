@@ -1,0 +1,93 @@
+"""The commands that train: `dupes run`, `demo`, `sanity` and `tune` (they import Ray and
+torch; the CLI imports this module only to run one of them)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from orchestrator import flags
+from orchestrator.config import hyp_and_given, new_config, resume_config, scan_from_args
+from orchestrator.demo import run_demo
+from orchestrator.demo_data import DemoSettings
+from orchestrator.errors import EXIT_FAILED_TRAININGS, EXIT_OK, UsageError
+from orchestrator.pipeline.passes import run_pass
+from orchestrator.pipeline.sanity import check_dataset
+from orchestrator.pipeline.search_space import TuneSettings
+from orchestrator.pipeline.tune import load_search, run_search, show_search, start_search
+from orchestrator.run.directory import Run
+from orchestrator.run.storage import absolute, child, name_of, same_tree
+
+
+def cmd_run(args, console: Console) -> int:
+    t0 = time.perf_counter()
+    if args.resume:
+        run = Run.open(args.resume, need="all")
+        cfg, applied, ignored = resume_config(run.config(), args, run_dir=run.location)
+        for flag, (old, new) in applied.items():
+            console.print(f"resume: {flag} {new} (was {old})", highlight=False)
+        for flag, (old, new) in ignored.items():
+            console.print(f"[yellow]warning:[/] --resume ignores {flag} {new}: the finished "
+                          f"trainings used {old}; start a new run to change it", highlight=False)
+    else:
+        if args.data is None:
+            raise UsageError("give a dataset folder (DATA) or --resume RUN")
+        if isinstance(args.data, Path) and not args.data.is_dir():
+            raise UsageError(f"dataset folder {args.data} does not exist or is not a folder: "
+                             "pass a folder with one sub-folder per class")
+        name = f"{name_of(args.data)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out = args.out or child(args.storage, name)
+        if same_tree(out, args.data):
+            raise UsageError(f"the run directory {absolute(out)} would be inside the dataset "
+                             f"{absolute(args.data)}, which is only ever read: put runs "
+                             "elsewhere (--out or --storage)")
+        cfg = new_config(args, data_dir=absolute(args.data), run_dir=absolute(out))
+        run = Run.create(out)  # after every flag and file was read: a bad one leaves nothing
+    try:
+        summary = run_pass(run, cfg, console, t_start=t0)
+    except Exception:
+        if not args.resume and run.discard_unstarted():
+            console.print(f"removed {run.location}: the run stopped before its scan finished "
+                          "and holds nothing to resume; the same --out can be used again",
+                          highlight=False)
+        raise
+    run.save_summary(summary)
+    console.print(f"run directory: {run.describe()}  ({summary.wall_s:.1f} s)",
+                  highlight=False)
+    return EXIT_FAILED_TRAININGS if summary.n_trainings_failed else EXIT_OK
+
+
+def cmd_demo(args, console: Console) -> int:
+    summary = run_demo(flags.build(DemoSettings, args), args, console)
+    return EXIT_FAILED_TRAININGS if summary.n_trainings_failed else EXIT_OK
+
+
+def cmd_sanity(args, console: Console) -> int:
+    hyp, given = hyp_and_given(args)
+    ok = check_dataset(args.data, scan_from_args(args), hyp, given=given, console=console)
+    return EXIT_OK if ok else EXIT_FAILED_TRAININGS
+
+
+def cmd_tune(args, console: Console) -> int:
+    if args.resume:
+        settings = load_search(args.resume)
+    elif args.data is None:
+        raise UsageError("give a dataset folder (DATA) or --resume TUNE")
+    else:
+        out = (args.out or Path("runs") / f"tune-{name_of(args.data)}-"
+               f"{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+        if same_tree(out, args.data):
+            raise UsageError(f"the search directory {out} would be inside the dataset "
+                             f"{args.data}, which is only ever read: choose --out elsewhere")
+        if out.exists() and any(out.iterdir()):
+            raise UsageError(f"search directory {out} exists and is not empty: choose another "
+                             f"--out, or continue that search with `dupes tune --resume {out}`")
+        base_hyp, hyp_set = hyp_and_given(args)
+        settings = start_search(flags.build(
+            TuneSettings, args, data_dir=absolute(args.data), out=str(out),
+            scan=scan_from_args(args), base_hyp=base_hyp, hyp_set=hyp_set))
+    console.print(f"searching {settings.trials} trial(s) with {settings.scheduler} on "
+                  f"{settings.data_dir} -> {settings.out}", highlight=False)
+    table, best = run_search(settings, resume=bool(args.resume))
+    return EXIT_OK if show_search(table, best, settings, console) else EXIT_FAILED_TRAININGS

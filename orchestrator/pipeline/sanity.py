@@ -1,0 +1,107 @@
+"""The preflight check, in a pass and as `dupes sanity`: overfit one batch, then a short
+training that must beat chance, on a stratified sample of the image cache.
+
+`dupes sanity DATA` reads a sample of DATA through the same cache code as a pass and settles
+the image size, model and hyperparameters through the same settings path
+(`pipeline.settings`), so it checks what `dupes run DATA` would train.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from analysis.report import format_duration, model_and_training
+from orchestrator.config import ScanSettings
+from orchestrator.data.cache import (build_cache, sharded_images, stratified_sample,
+                                      usable_images)
+from orchestrator.data.scan import auto_max
+from orchestrator.pipeline.plan import probe_images
+from orchestrator.pipeline.settings import resolve_hyperparameters, settle_flip
+from orchestrator.run.remote import ShardStore
+from trainers.hyp import Hyp
+from trainers.sanity import mirror_check, sanity
+
+SANITY_SAMPLE = 4096  # images the sanity check trains on: its cost must not grow with N
+
+
+def sanity_table(checks) -> Table:
+    """The preflight verdict: one row per check (objects with name, ok, detail, cause)."""
+    failed = [c for c in checks if not c.ok and not c.warning]
+    title = "sanity check: " + ("[red]FAILED[/]" if failed else "[green]passed[/]")
+    table = Table(title=title, header_style="bold")
+    for col in ("check", "result", "detail"):
+        table.add_column(col, overflow="fold")
+    for c in checks:
+        result = "ok" if c.ok else ("warning" if c.warning else "FAILED")
+        style = "green" if c.ok else ("yellow" if c.warning else "red")
+        detail = c.detail if c.ok else f"{c.detail}\nlikely cause: {c.cause}"
+        table.add_row(c.name, f"[{style}]{result}[/]", detail)
+    return table
+
+
+def run_sanity(images, labels, classes, hyp: Hyp, console: Console, *,
+               expected_s: float | None = None) -> dict:
+    """Run the preflight checks in this process and print the verdict; returns it as
+    sanity.json holds it ({"ok", "seconds", "checks"})."""
+    t0 = time.perf_counter()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    about = f", about {format_duration(expected_s)}" if expected_s else ""
+    console.print(f"sanity check ({hyp.model}, {len(labels):,} images{about}): overfit one "
+                  "batch, then a short training that must beat chance", highlight=False)
+    verdict = sanity(np.asarray(images), np.asarray(labels), classes, hyp, device=device)
+    console.print(sanity_table(verdict.checks))
+    return {"ok": verdict.ok, "seconds": time.perf_counter() - t0,
+            "checks": [dataclasses.asdict(c) for c in verdict.checks]}
+
+
+def settings_table(hyp: Hyp, chosen: dict, *, n_images: int, image_size: int,
+                   channels: int, aspect: str) -> Table:
+    """What `dupes run` would train on these data, in the words of its plan."""
+    table = Table(title="settings (as `dupes run` would train)", show_header=False,
+                  title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("data", f"{n_images:,} images, {image_size}x{image_size}x{channels} "
+                          f"({aspect})")
+    for k, v in [*model_and_training(hyp.to_dict()), *chosen.items()]:
+        table.add_row(k, v)
+    return table
+
+
+def check_dataset(data, scan: ScanSettings, hyp: Hyp, *, given, console: Console,
+                  seed: int = 0) -> bool:
+    """`dupes sanity DATA`: decode a sample of DATA into a temporary image cache, settle the
+    settings as a pass would, print them, and run the checks; True if they pass."""
+    gpus = torch.cuda.device_count()
+    with tempfile.TemporaryDirectory(prefix="dupes-sanity-") as tmp:
+        store = ShardStore(tmp)
+        cache = build_cache(data, store, image_size=scan.image_size, aspect=scan.aspect,
+                            min_per_class=scan.min_per_class, seed=seed,
+                            max_auto_size=auto_max(gpus), sample=SANITY_SAMPLE, local=True)
+        images = store_images(store, cache)
+    labels = cache.index["label"].to_numpy()
+    p = cache.plan
+    console.print(f"{len(cache.index):,} images in {len(cache.classes)} classes, "
+                  f"{len(cache.skipped)} skipped", highlight=False)
+    n_images = usable_images(cache)
+    hyp, chosen = resolve_hyperparameters(hyp, given=given, n_images=n_images,
+                                          image_size=p.size, channels=p.channels, gpu=gpus > 0)
+    if "flip" not in given:  # as the pass's probe does, on the same kind of sample
+        sample = stratified_sample(labels, 2 * probe_images(p.size), seed=seed)
+        mirror = mirror_check(images[sample], labels[sample], seed=seed,
+                              device="cuda" if gpus else "cpu")
+        hyp, chosen = settle_flip(hyp, chosen, dataclasses.asdict(mirror))
+    console.print(settings_table(hyp, chosen, n_images=n_images, image_size=p.size,
+                                 channels=p.channels, aspect=p.aspect))
+    return run_sanity(images, labels, cache.classes, hyp, console)["ok"]
+
+
+def store_images(store: ShardStore, cache) -> np.ndarray:
+    """A small cache's images in memory, in sample order (the store is about to go)."""
+    return sharded_images(store, cache.placement, cache.n_shards).load_all()

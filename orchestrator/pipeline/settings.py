@@ -1,0 +1,81 @@
+"""One settings path: what a training will be, resolved from the data and the machine the same
+way for `dupes run`, `dupes sanity` and `dupes tune`.
+
+- the image size: the images' median size, capped by `data.scan.auto_max` (the machine's GPUs);
+- the hyperparameters no flag, --config file or demo set: `sized_defaults` (measured on CPUs
+  for the small CNN), then the model `auto` resolves to;
+- the flips: from the mirror check (`trainers.sanity.mirror_check`), unless a flag set them.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from trainers.hyp import Hyp
+from trainers.models import resolve_model
+from trainers.sanity import Mirror
+
+
+# The small CNN's defaults on CPUs, chosen from single trainings on MNIST's 10k test images
+# (5,000 trained, 5,000 predicted, 1 thread; BENCHMARKS.md "Defaults sized to the data"):
+# width 16 is as accurate as 24 or 32 at half their time or less; lr 0.2 (0.05 before) and
+# label smoothing 0.1 buy +0.5 pt at equal time; progressive resizing from half size is
+# 1.8x faster for -0.2 pt. Accuracy stops rising at about 60k training images seen (12
+# epochs of 5,000), so the epochs follow the size of the training half. Shifts of 1 px
+# against 2 (3 seeds each): MNIST 0.984 / 0.985, Fashion-MNIST 0.861 / 0.854, CIFAR-10
+# 0.624 / 0.623 (1 seed); predicting also the image moved 1 px two ways (tta_shift) adds
+# 0.04-0.6 pt (mean 0.25) for ~5% more time. airbench's whitening layer (4 seeds each):
+# MNIST 0.987 / 0.987 without, Fashion-MNIST 0.875 / 0.864, CIFAR-10 0.643 / 0.624, for
+# 3-4% less time on gray images and 14% more on colour; at 8 px it breaks the net (below).
+SEEN_PER_TRAINING = 60_000   # training images one training sees (epochs x half)
+SIZED_EPOCHS = (4, 20)       # ... in this many epochs at least and at most
+WHITEN_MIN_SIZE = 24         # px: the whitening layer from this size (measured at 8, 28, 32)
+CPU_SMALLCNN = dict(width=16, lr=0.2, batch_size=128, label_smoothing=0.1)
+
+
+def sized_defaults(hyp: Hyp, *, given, n_images: int, image_size: int, channels: int,
+                   gpu: bool) -> tuple[Hyp, dict]:
+    """The hyperparameters no flag, --config file or demo set (`given` names those that
+    were), chosen from the data and the machine; returns them with {name: "value: why"}.
+    The flips are chosen later, by the probe's mirror check."""
+    model = resolve_model(hyp.model, image_size)
+    if gpu or model != "smallcnn":
+        return hyp, {}  # measured on CPUs only: the defaults stay where nothing was measured
+    half = max(1, n_images // 2)
+    epochs = int(np.clip(round(SEEN_PER_TRAINING / half), *SIZED_EPOCHS))
+    rule = {**CPU_SMALLCNN, "epochs": epochs,
+            "progressive": 0.5 if image_size >= 24 else 0.0,
+            "translate": 1 if image_size <= 32 else 2, "tta_shift": 1,
+            "whiten": image_size >= WHITEN_MIN_SIZE}
+    why = {"epochs": f"about {SEEN_PER_TRAINING:,} images seen per training "
+                     f"({half:,} per epoch), within {SIZED_EPOCHS[0]}-{SIZED_EPOCHS[1]}",
+           "progressive": "from half size" if image_size >= 24 else "off below 24 px",
+           "translate": f"{image_size} px images" + (
+               ": 1 px was as good as 2 on MNIST and CIFAR-10, +0.65 pt on Fashion-MNIST"
+               if image_size <= 32 else ""),
+           "tta_shift": "1 px up-left and down-right: +0.25 pt held-out accuracy on average "
+                        "(MNIST, Fashion-MNIST, CIFAR-10) for about 5% more time",
+           "whiten": "airbench's whitening layer: +1.1 pt held-out accuracy on Fashion-MNIST, "
+                     "+1.8 pt on CIFAR-10, equal on MNIST" if image_size >= WHITEN_MIN_SIZE
+                     else f"{image_size} px images, under {WHITEN_MIN_SIZE}: it trims a pixel, "
+                          "and 8-px digits fell to 0.1-0.7 held-out accuracy with it"}
+    free = {k: v for k, v in rule.items() if k not in set(given)}
+    chosen = {k: f"{('on' if v else 'off') if isinstance(v, bool) else v}: "
+                 f"{why.get(k, 'the small CNN on CPUs')}" for k, v in free.items()}
+    return replace(hyp, **free), chosen
+
+
+def resolve_hyperparameters(hyp: Hyp, *, given, n_images: int, image_size: int,
+                            channels: int, gpu: bool) -> tuple[Hyp, dict]:
+    """`sized_defaults` for what `given` leaves open, then the model `auto` resolves to at
+    this size; returns the hyperparameters and {name: "value: why"} of what was chosen."""
+    hyp, chosen = sized_defaults(hyp, given=given, n_images=n_images, image_size=image_size,
+                                 channels=channels, gpu=gpu)
+    return replace(hyp, model=resolve_model(hyp.model, image_size)), chosen
+
+
+def settle_flip(hyp: Hyp, chosen: dict, mirror: dict) -> tuple[Hyp, dict]:
+    """The flips from a measured mirror check (`trainers.sanity.Mirror` as a dict)."""
+    flip, why = Mirror(**mirror).decision()
+    return replace(hyp, flip=flip), {**chosen, "flip": why}
