@@ -38,3 +38,34 @@ def write_noise_dataset(root: Path, classes=("a", "b", "c"), per_class: int = 40
 @pytest.fixture
 def digit_data(tmp_path) -> Path:
     return write_digit_dataset(tmp_path / "data")
+
+
+# The fast lane (`pytest -m "not ray"`) leaves out every test that starts Ray: those marked
+# `ray` here, or by hand. A test is marked when its source, or the source of a fixture it
+# uses, starts a pass or Ray (a CLI command that trains, ray.init, a subprocess running one);
+# a test marked by mistake only makes the fast lane shorter.
+_STARTS_RAY = ("ray.", '"run"', "'run'", '"demo"', '"tune"', "run_pass", "subprocess",
+               "ray_start", "Cluster(", "bad_pass", "finished_run", "run_data")
+
+
+def _starts_ray(source: str) -> bool:
+    return any(s in source for s in _STARTS_RAY)
+
+
+def pytest_collection_modifyitems(config, items):
+    import inspect
+
+    for item in items:
+        if item.get_closest_marker("slow") or item.get_closest_marker("ray"):
+            item.add_marker(pytest.mark.ray)
+            continue
+        sources = [inspect.getsource(item.function)]
+        for name in getattr(item, "fixturenames", ()):
+            defs = item.session._fixturemanager.getfixturedefs(name, item)
+            for d in defs or ():
+                try:
+                    sources.append(inspect.getsource(d.func))
+                except (OSError, TypeError):
+                    pass
+        if any(_starts_ray(s) for s in sources):
+            item.add_marker(pytest.mark.ray)

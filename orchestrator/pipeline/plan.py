@@ -166,7 +166,7 @@ class Plan:
         """plan.json: flat, as `plan_table` and the benchmarks read it."""
         h = self.hyp
         return {**asdict(self.data), "model": h.model, "epochs": h.epochs,
-                "batch_size": h.batch_size, "width": h.width, "flip": h.flip,
+                "batch_size": h.batch_size, "lr": h.lr, "width": h.width, "flip": h.flip,
                 "translate": h.translate, "whiten": h.whiten, "data_mode": self.data_mode,
                 "trainings": self.trainings, "slots": self.slots.slots,
                 "cpus_per_training": self.slots.cpus, "gpus_per_training": self.slots.gpus,
