@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def write_run(run: Path, n: int, classes: int, repeats: int, seed: int = 0) -> None:
-    from orchestrator.run import rundir
+    from orchestrator.run import partitions, rundir
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, classes, n)
     run.mkdir(parents=True)
@@ -50,7 +50,7 @@ def write_run(run: Path, n: int, classes: int, repeats: int, seed: int = 0) -> N
             pred = np.where(rng.random(len(held)) < 0.9, lab, rng.integers(0, classes, len(held)))
             probs = rng.random((len(held), classes), dtype=np.float32)
             probs /= probs.sum(1, keepdims=True)
-            part = rundir.partition_dir(run, r, f)
+            part = partitions.partition_dir(run, r, f)
             part.mkdir(parents=True)
             pq.write_table(pa.table({
                 "sample_id": pa.array(held, pa.int64()), "label": pa.array(lab, pa.int16()),
@@ -67,9 +67,9 @@ def analyse(run: Path, classes: int, scores: bool) -> dict:
     from analysis.losses import loss_stats, top_losses
     from analysis.rule import DupeRule
     from analysis.run_analysis import analyze
-    from orchestrator.run import rundir
+    from orchestrator.run import partitions
     t0 = time.perf_counter()
-    cols = rundir.read_prediction_columns(run, mean_probs=scores)
+    cols = partitions.read_prediction_columns(run, mean_probs=scores)
     t1 = time.perf_counter()
     index = pd.read_parquet(run / "index.parquet")
     a = analyze(index, cols, [str(c) for c in range(classes)], scores=scores,

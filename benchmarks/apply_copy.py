@@ -26,8 +26,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.review import files as review_files
-from orchestrator.review.files import apply_manifest
+from orchestrator.review import copies as review_files
+from orchestrator.review.apply import apply_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "apply_copy.json"

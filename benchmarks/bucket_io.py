@@ -37,11 +37,11 @@ BUCKET = "bench"
 
 def partition(run: Path, repeat: int, fold: int, rows: int, classes: int) -> int:
     """A prediction partition as a pass writes it; returns its bytes."""
-    from orchestrator.run import rundir
+    from orchestrator.run import partitions
     rng = np.random.default_rng(repeat * 2 + fold)
     probs = rng.dirichlet(np.full(classes, 0.05), rows).astype(np.float32)
     label = rng.integers(0, classes, rows)
-    part = rundir.partition_dir(run, repeat, fold)
+    part = partitions.partition_dir(run, repeat, fold)
     part.mkdir(parents=True)
     pq.write_table(pa.table({
         "sample_id": pa.array(np.arange(rows) * 2 + fold, pa.int64()),
@@ -53,7 +53,7 @@ def partition(run: Path, repeat: int, fold: int, rows: int, classes: int) -> int
 
 
 def main() -> None:
-    from orchestrator.run import rundir
+    from orchestrator.run import partitions, rundir
     from orchestrator.data.scan import scan_dataset
     from orchestrator.run.remote import RemoteRun
     from orchestrator.run.storage import resolve
@@ -108,7 +108,7 @@ def main() -> None:
                     t = time.perf_counter()
                     files = other.pull()
                     pull_s = time.perf_counter() - t
-                    assert rundir.read_predictions(other.local).num_rows == 10 * samples
+                    assert partitions.read_predictions(other.local).num_rows == 10 * samples
                     rows.append({"what": "pull of a 20-training run (10k images, fresh mirror)",
                                  "items": files, "seconds": pull_s, "per_s": files / pull_s})
     finally:

@@ -163,7 +163,7 @@ def evaluate(run: Path, truth_csv: Path) -> list[dict]:
     from analysis.rule import DupeRule
     from analysis.thresholds import parse_threshold
     from analysis.votes import select_dupes
-    from orchestrator.run import rundir
+    from orchestrator.run import partitions
     from orchestrator.run.directory import Run
 
     default_ratio = DupeRule().min_ratio
@@ -174,7 +174,7 @@ def evaluate(run: Path, truth_csv: Path) -> list[dict]:
     wrong = truth_df.loc[truth_df["true_class"] != truth_df["given_class"], "relpath"]
     truth = votes["relpath"].isin(set(wrong)).to_numpy()
     labels = votes["label"].to_numpy().astype(np.int64)
-    probs = rundir.read_prediction_columns(run, mean_probs=True)["mean_probs"]
+    probs = partitions.read_prediction_columns(run, mean_probs=True)["mean_probs"]
     rows = []
     for t in ("10", ">=9", ">=8", ">=7", ">=6", ">=5"):
         for ratio in (default_ratio, 0.0, 3.0):

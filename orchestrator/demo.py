@@ -16,7 +16,8 @@ from analysis.votes import precision_recall
 from orchestrator.config import new_config
 from orchestrator.errors import RunError
 from orchestrator.pipeline.passes import run_pass
-from orchestrator.review.files import apply_manifest, export_review, import_review
+from orchestrator.review.apply import apply_manifest
+from orchestrator.review.files import export_review, import_review
 from orchestrator.run.directory import Run
 from orchestrator.run.records import Summary
 from orchestrator.demo_data import DEMO_HYP, DemoSettings, write_digits

@@ -25,6 +25,8 @@ import pytest
 from PIL import Image
 
 from orchestrator.run import rundir
+
+from orchestrator.run import partitions
 from orchestrator.cli.main import main
 from tests.conftest import write_digit_dataset
 from tests.test_review import WRONG, at, make_run
@@ -260,9 +262,9 @@ def test_damaged_partitions_are_retrained_in_the_folder_the_user_names(bad_pass,
     moved = tmp_path / "moved-run"
     shutil.copytree(original, moved, symlinks=True)
     untouched = source_state(original)
-    truncated = next(rundir.partition_dir(moved, 0, 1).glob("*.parquet"))
+    truncated = next(partitions.partition_dir(moved, 0, 1).glob("*.parquet"))
     truncated.write_bytes(truncated.read_bytes()[:100])
-    for p in rundir.partition_dir(moved, 1, 0).glob("*.parquet"):
+    for p in partitions.partition_dir(moved, 1, 0).glob("*.parquet"):
         p.unlink()
     code, text = dupes(capsys, "report", moved)  # reading first: a message, not a traceback
     assert code == 2 and "--resume" in text and str(moved) in text
@@ -272,7 +274,7 @@ def test_damaged_partitions_are_retrained_in_the_folder_the_user_names(bad_pass,
     assert "resuming: 2 of 4 trainings already done" in text
     # the plan of what is left, with its estimate, comes before any training
     assert text.index("plan: 2 trainings, about") < text.index("training r00 f1 running")
-    preds = rundir.read_predictions(moved, columns=["sample_id"]).to_pandas()
+    preds = partitions.read_predictions(moved, columns=["sample_id"]).to_pandas()
     n = len(pd.read_parquet(moved / "index.parquet"))
     assert len(preds) == 2 * n and (preds.groupby("sample_id").size() == 2).all()
     assert json.loads((moved / "config.json").read_text())["run_dir"] == str(moved.resolve())

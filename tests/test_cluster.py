@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.run import rundir
+
+from orchestrator.run import partitions
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +57,7 @@ def test_the_readmes_cluster_commands_work_as_written():
         assert "4/4 trainings done, 0 failed" in logs  # `dupes status`, from the shell
         summary = json.loads((run / "run" / "summary.json").read_text())
         assert summary["n_trainings"] == 4 and summary["n_prediction_rows"] == 2 * 1797
-        assert len(rundir.read_predictions(run / "run")) == 2 * 1797
+        assert len(partitions.read_predictions(run / "run")) == 2 * 1797
         assert json.loads((run / "run" / "progress.json").read_text())["running"] is False
     finally:
         subprocess.run(["rm", "-rf", str(run)], check=True)

@@ -5,7 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from orchestrator.run import rundir
+
+from orchestrator.run import partitions
 from orchestrator.cli.main import main
 from tests.conftest import tree_hash
 
@@ -18,7 +19,7 @@ def test_demo_finds_the_planted_noise_and_a_review_round_fixes_it(tmp_path):
     s1 = json.loads((out / "run" / "summary.json").read_text())
     assert s1["n_samples"] == 1797 and s1["n_trainings"] == 20
     assert s1["n_prediction_rows"] == 17970
-    preds = rundir.read_predictions(out / "run", columns=["sample_id"]).to_pandas()
+    preds = partitions.read_predictions(out / "run", columns=["sample_id"]).to_pandas()
     assert (preds.groupby("sample_id").size() == 10).all()
     assert s1["planted_recall"] >= 0.85, s1
     assert s1["planted_precision"] >= 0.70, s1

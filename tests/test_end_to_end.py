@@ -12,7 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from orchestrator.run import rundir
+
+from orchestrator.run import partitions
 from orchestrator.cli.main import main
 from tests.conftest import tree_hash, write_digit_dataset
 
@@ -21,7 +22,7 @@ FAST = ["--epochs", "15", "--batch-size", "16", "--width", "16", "--no-flip", "-
 
 
 def check_predictions(run: Path, n_samples: int, repeats: int) -> pa.Table:
-    preds = rundir.read_predictions(run)
+    preds = partitions.read_predictions(run)
     assert preds.num_rows == n_samples * repeats
     df = preds.select(["sample_id", "repeat", "fold"]).to_pandas()
     assert not df.duplicated(["sample_id", "repeat"]).any()
@@ -54,7 +55,7 @@ def test_run_end_to_end_with_bad_files(tmp_path, capsys):
 
     # the streamed reader (report, review) agrees with the whole-table path, batch by batch
     from analysis.run_analysis import prediction_arrays
-    streamed = rundir.read_prediction_columns(run, batch_rows=50)
+    streamed = partitions.read_prediction_columns(run, batch_rows=50)
     whole = prediction_arrays(preds)
     order_s = np.lexsort((streamed["repeat"], streamed["sample_id"]))
     order_w = np.lexsort((whole["repeat"], whole["sample_id"]))
@@ -62,13 +63,13 @@ def test_run_end_to_end_with_bad_files(tmp_path, capsys):
         np.testing.assert_array_equal(streamed[name][order_s], values[order_w])
     # the streamed per-sample mean of the probability vectors, against a plain np.add.at
     from analysis.run_analysis import mean_probs_of
-    mean = rundir.read_prediction_columns(run, batch_rows=50, mean_probs=True)["mean_probs"]
+    mean = partitions.read_prediction_columns(run, batch_rows=50, mean_probs=True)["mean_probs"]
     np.testing.assert_allclose(mean, mean_probs_of(preds, num_samples=90), rtol=1e-5)
     np.testing.assert_allclose(mean.sum(1), 1, atol=1e-4)
 
     # held-out metrics of epochs 5, 10 and 15 (--epoch-losses 5): one row per held-out image
     # and recorded epoch; the last recorded epoch is the final prediction
-    epochs = rundir.read_epochs(run).to_pandas()
+    epochs = partitions.read_epochs(run).to_pandas()
     per_training = epochs.groupby(["repeat", "fold", "epoch"]).size()
     held = preds.select(["repeat", "fold"]).to_pandas().groupby(["repeat", "fold"]).size()
     for (r, f), n in held.items():
@@ -138,21 +139,21 @@ def test_interrupted_run_resumes_to_the_same_counts(tmp_path):
     repeats = 6
     run, proc = start_run(tmp_path, repeats=repeats, epochs=25)
     deadline = time.time() + 240
-    while len(rundir.completed_trainings(run)) < 2 and time.time() < deadline:
+    while len(partitions.completed_trainings(run)) < 2 and time.time() < deadline:
         assert proc.poll() is None, "the run ended before it could be interrupted"
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-run, without any clean-up
     proc.wait()
-    first = rundir.completed_trainings(run)
+    first = partitions.completed_trainings(run)
     assert 2 <= len(first) < 2 * repeats, f"interrupted with {len(first)} trainings done"
-    stamps = {i: rundir.partition_dir(run, *i).stat().st_mtime_ns for i in first}
+    stamps = {i: partitions.partition_dir(run, *i).stat().st_mtime_ns for i in first}
     # an interrupted write leaves a temp folder; resume must clear it, not count it
     (run / "predictions" / ".tmp-r9-f9-deadbeef").mkdir()
 
     rc = main(["run", "--resume", str(run)])
     assert rc == 0
-    assert rundir.completed_trainings(run) == {(r, f) for r in range(repeats) for f in (0, 1)}
-    assert {i: rundir.partition_dir(run, *i).stat().st_mtime_ns for i in first} == stamps
+    assert partitions.completed_trainings(run) == {(r, f) for r in range(repeats) for f in (0, 1)}
+    assert {i: partitions.partition_dir(run, *i).stat().st_mtime_ns for i in first} == stamps
     assert not list((run / "predictions").glob(".tmp-*"))
     check_predictions(run, 90, repeats)
     summary = json.loads((run / "summary.json").read_text())
@@ -171,7 +172,7 @@ def test_failed_training_is_recorded_crashed_worker_is_retried(tmp_path, monkeyp
     failures = json.loads((run / "failures.json").read_text())
     assert [(f["repeat"], f["fold"]) for f in failures] == [(1, 0)]
     assert "injected failure in training r1f0" in failures[0]["error"]
-    done = rundir.completed_trainings(run)
+    done = partitions.completed_trainings(run)
     assert done == {(0, 0), (0, 1), (1, 1), (2, 0), (2, 1)}  # the crashed one was retried
     summary = json.loads((run / "summary.json").read_text())
     assert summary["n_trainings"] == 5 and summary["n_trainings_failed"] == 1

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from orchestrator.run import rundir
+
+from orchestrator.run import partitions
 from tests.conftest import write_digit_dataset
 from tests.test_end_to_end import FAST, check_predictions
 
@@ -72,10 +73,10 @@ def test_pass_finishes_after_a_node_is_removed(cluster, tmp_path):
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.time() + 300
-        while not rundir.completed_trainings(run) and time.time() < deadline:
+        while not partitions.completed_trainings(run) and time.time() < deadline:
             assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
             time.sleep(0.5)
-        assert rundir.completed_trainings(run), "no training finished in time"
+        assert partitions.completed_trainings(run), "no training finished in time"
         progress = json.loads((run / "progress.json").read_text())
         assert sum(t.get("status") == "running" for t in progress["trainings"]) >= 1
         before = {t["worker"] for t in progress["trainings"] if t.get("worker")}

@@ -11,10 +11,13 @@ import pytest
 from PIL import Image
 
 from orchestrator.run import rundir
+
+from orchestrator.run import partitions
 from orchestrator.config import RunConfig
 from orchestrator.run.ledger import read_ledger
 from orchestrator.run.directory import Run
-from orchestrator.review.files import ReviewError, apply_manifest, export_review, import_review
+from orchestrator.review.apply import apply_manifest
+from orchestrator.review.files import ReviewError, export_review, import_review
 from orchestrator.data.scan import scan_dataset
 from tests.conftest import tree_hash
 
@@ -48,7 +51,7 @@ def make_run(tmp: Path, wrong: dict[str, str], repeats: int = 2,
             held = np.arange(n)[np.arange(n) % 2 == f]
             probs = np.full((len(held), c), 0.05, np.float32)
             probs[np.arange(len(held)), pred[held]] = 0.9
-            part = rundir.partition_dir(run, r, f)
+            part = partitions.partition_dir(run, r, f)
             part.mkdir(parents=True)
             pq.write_table(pa.table({
                 "sample_id": pa.array(held, pa.int64()), "label": pa.array(labels[held], pa.int16()),
@@ -243,7 +246,7 @@ def test_apply_refuses_changed_sources_and_escaping_paths(run_data, tmp_path):
 
 
 def test_interrupted_apply_leaves_no_half_dataset(run_data, tmp_path, monkeypatch):
-    import orchestrator.review.files as review_mod
+    import orchestrator.review.copies as review_mod
     data, _, manifest = reviewed(run_data, tmp_path)
     before = tree_hash(data)
     calls = []

@@ -15,6 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from orchestrator.run import rundir
+
+from orchestrator.run import partitions
 from orchestrator.data.scan import scan_dataset
 from orchestrator.run.remote import RemoteRun
 from orchestrator.run.storage import list_tree, read_object, resolve
@@ -38,12 +40,12 @@ def upload_tree(local: Path, uri: str) -> None:
                     destination_filesystem=fs)
 
 
-def fake_run(root: Path, partitions=((0, 0), (0, 1))) -> Path:
+def fake_run(root: Path, trainings=((0, 0), (0, 1))) -> Path:
     """A run directory with a config and prediction partitions (real Parquet)."""
     root.mkdir(parents=True)
     rundir.write_json(root / "config.json", {"repeats": 1})
-    for r, f in partitions:
-        part = rundir.partition_dir(root, r, f)
+    for r, f in trainings:
+        part = partitions.partition_dir(root, r, f)
         part.mkdir(parents=True)
         pq.write_table(pa.table({"sample_id": np.arange(5) + 5 * f, "loss": np.ones(5)}),
                        part / "a.parquet")
@@ -66,17 +68,17 @@ def test_partitions_are_committed_by_their_marker(s3, tmp_path):
     # another machine reads only what the markers commit
     other = RemoteRun(uri, tmp_path / "b")
     other.pull()
-    assert rundir.completed_trainings(other.local) == {(0, 0), (0, 1)}
-    assert sorted(p.name for p in rundir.partition_dir(other.local, 0, 0).iterdir()) == \
+    assert partitions.completed_trainings(other.local) == {(0, 0), (0, 1)}
+    assert sorted(p.name for p in partitions.partition_dir(other.local, 0, 0).iterdir()) == \
         ["a.parquet"]
-    assert rundir.read_predictions(other.local).num_rows == 10
+    assert partitions.read_predictions(other.local).num_rows == 10
     assert remote.clear_partial() == 2
     assert not any(rel.endswith(("x.parquet", "y.parquet")) for rel in list_tree(uri))
 
 
 def test_push_uploads_changed_files_and_pull_fetches_newer_ones(s3, tmp_path):
     uri = f"s3://{BUCKET}/runs/sync"
-    a = RemoteRun(uri, fake_run(tmp_path / "a", partitions=()))
+    a = RemoteRun(uri, fake_run(tmp_path / "a", trainings=()))
     a.push()
     b = RemoteRun(uri, tmp_path / "b")
     b.pull()

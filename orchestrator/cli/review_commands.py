@@ -10,7 +10,8 @@ from analysis.review_plan import CHANGES_REL, manifest_summary
 from analysis.rule import DupeRule
 from orchestrator import flags
 from orchestrator.errors import EXIT_BAD_INPUT, EXIT_OK, UsageError
-from orchestrator.review.files import apply_manifest, export_review, import_review
+from orchestrator.review.apply import apply_manifest
+from orchestrator.review.files import export_review, import_review
 from orchestrator.review.server import ReviewServer
 
 

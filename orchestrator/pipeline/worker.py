@@ -9,10 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import ray
+import torch
+from ray.train import get_context
 
 from orchestrator.run.remote import ShardStore
-from trainers.shards import ShardedImages
+from trainers.data import choose_mode, make_feed
 from trainers.hyp import Hyp
+from trainers.shards import ShardedImages
+from trainers.train import train
 
 
 @dataclass
@@ -79,12 +83,6 @@ def worker_loop(config: dict) -> dict:
     A training that raises is recorded on the board and the loop goes on: 19 finished
     trainings are never lost to the 20th.
     """
-    import torch
-    from ray.train import get_context
-
-    from trainers.data import choose_mode, make_feed
-    from trainers.train import train
-
     cfg: WorkerConfig = config["worker"]
     board = cfg.board
     ctx = get_context()
@@ -142,7 +140,6 @@ def _inject_failure(spec: str | None, repeat: int, fold: int, generation: int) -
 
 
 def _device():
-    import torch
     if torch.cuda.is_available():
         return torch.device("cuda", 0)  # Ray sets CUDA_VISIBLE_DEVICES to this worker's GPU
     return torch.device("cpu")

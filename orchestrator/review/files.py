@@ -1,22 +1,19 @@
-"""The review loop on disk: export dupes for a technician, read back what they did, and
-build a corrected copy of the dataset. The source dataset is only ever read."""
+"""The review loop on disk: export dupes for a technician and read back what they did (the
+corrected copy: `review.apply`). The source dataset is only ever read."""
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import pandas as pd
 
-from analysis.review_plan import (ACTIONS, CHANGES_REL, MANIFEST_COLUMNS, REMOVE_DIR,
-                                  UNSURE_DIR, Problem, corrected_plan, diff_review, export_table,
-                                  safe_class, special_dirs, unsafe_relpath)
+from analysis.review_plan import (REMOVE_DIR, UNSURE_DIR, Problem, diff_review, export_table,
+                                  special_dirs)
 from orchestrator.run import ledger as ledger_mod
 from orchestrator.run import rundir, storage
 from orchestrator.run.directory import Run
 from orchestrator.errors import ReviewError
+from orchestrator.review.copies import ensure_empty, fetch, outside, sha1_of, temp_for
 
 META_DIR = ".dupes"  # review metadata the technician never needs to see
 OWN_FILES = {"before.txt", "after.txt", "README.txt", "manifest.csv"}
@@ -47,96 +44,6 @@ then build the corrected dataset (your original dataset is never changed):
 """
 
 
-def _sha1(f) -> str:
-    h = hashlib.sha1()
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-        h.update(chunk)
-    return h.hexdigest()
-
-
-def sha1_of(path: Path) -> str:
-    """sha1 of a local file; "" for one that cannot be read or is not a regular file (a FIFO
-    dropped into a review folder must not hang the import: it is then found by its name)."""
-    try:
-        with storage.open_regular(path) as f:
-            return _sha1(f)
-    except OSError:
-        return ""
-
-
-FICLONE = 0x40049409  # Linux ioctl: the copy shares the source's blocks, copy-on-write
-_no_reflink: set[tuple[int, int]] = set()  # (source, target) file systems that refused it
-
-
-def copy_file(src: Path, dst: Path, *, hardlink: bool = False) -> str:
-    """A file of the dataset into a review folder or a corrected copy; returns how.
-
-    By default a copy the source never shares: a reflink where the file system has them
-    (btrfs, XFS, bcachefs: instant and no space, and a write to either side leaves the other
-    as it was), else a plain copy. A technician who rotates or re-saves an image edits that
-    copy, never the dataset. `hardlink` shares the source's inode instead (no time, no space,
-    and an edit in the copy IS an edit of the dataset): only on request."""
-    if hardlink:
-        try:
-            os.link(src, dst)
-            return "hardlink"
-        except OSError:
-            pass
-    with storage.open_regular(src) as s:
-        devices = (os.fstat(s.fileno()).st_dev, os.stat(dst.parent).st_dev)
-        if devices not in _no_reflink:
-            try:
-                import fcntl
-                with open(dst, "wb") as d:
-                    fcntl.ioctl(d.fileno(), FICLONE, s.fileno())
-                shutil.copystat(src, dst)
-                return "reflink"
-            except (OSError, ImportError):
-                _no_reflink.add(devices)
-        with open(dst, "wb") as d:
-            shutil.copyfileobj(s, d, 1 << 20)
-    shutil.copystat(src, dst)
-    return "copy"
-
-
-def fetch(root: Path | str, relpath: str, dst: Path, *, hardlink: bool = False) -> str:
-    """A dataset file into a local tree: downloaded from a bucket, else `copy_file`."""
-    local = storage.local_path(root, relpath)
-    if local is None:
-        storage.download(str(root), relpath, dst)
-        return "download"
-    return copy_file(local, dst, hardlink=hardlink)
-
-
-def sha1_in(root: Path | str, relpath: str) -> str | None:
-    """sha1 of a dataset file, or None if it is not there."""
-    if not storage.is_file(root, relpath):
-        return None
-    with storage.open_file(root, relpath) as f:
-        return _sha1(f)
-
-
-def _ensure_empty(path: Path, what: str) -> None:
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        kind = "is a file" if not path.is_dir() else "exists and is not empty"
-        raise ReviewError(f"{what} {path} {kind}: choose a new folder")
-
-
-def _outside(out: Path, data, what: str) -> None:
-    if storage.same_tree(out, data):
-        raise ReviewError(f"the {what} {out} would be inside the dataset {data}, which is only "
-                          "ever read: choose a folder elsewhere")
-
-
-def _temp_for(out: Path) -> Path:
-    """A temporary sibling of `out` to build it in, after removing what an interrupted
-    earlier attempt left there (only names of this pattern: ours)."""
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-        print(f"removed {stale}, left by an interrupted earlier attempt")
-    return out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-
-
 def _read_meta(review: Path) -> dict:
     meta_path = review / META_DIR / "review.json"
     if not meta_path.exists():
@@ -159,9 +66,9 @@ def export_review(run: Run | Path | str, out: Path, *, include_confirmed: bool =
     overrides fields of the run's dupe rule (`threshold`, `min_ratio`)."""
     run = run if isinstance(run, Run) else Run.open(run)
     out = Path(out).resolve()
-    _ensure_empty(out, "review folder")
+    ensure_empty(out, "review folder")
     data = run.config().data_dir  # a folder or a bucket prefix
-    _outside(out, data, "review folder")
+    outside(out, data, "review folder")
     ledger = run.ledger(ledger)
     analysis, _ = run.analysis(ledger=ledger, **rule)
     dupes = analysis.dupes
@@ -174,7 +81,7 @@ def export_review(run: Run | Path | str, out: Path, *, include_confirmed: bool =
     if problems:
         raise ReviewError("the dataset changed since the run; these files are gone:\n  "
                           + "\n  ".join(problems[:20]))
-    tmp = _temp_for(out)
+    tmp = temp_for(out)
     remove_dir, unsure_dir = special_dirs(analysis.classes)
     for folder in [*analysis.classes, remove_dir, unsure_dir, META_DIR]:
         (tmp / folder).mkdir(parents=True, exist_ok=True)
@@ -276,77 +183,3 @@ def import_review(review: Path, *, ledger: Path | None = None,
     confirmed = manifest[manifest["action"] == "confirm"].rename(columns={"old_label": "class_name"})
     ledger_mod.add_confirmed(where, confirmed, str(review))
     return manifest, []
-
-
-def _unsafe_relpath(rel: str, src: Path | str) -> str | None:
-    """Why `rel` may not be used inside src (None if it is fine)."""
-    why = unsafe_relpath(rel)
-    if why is None and (outside := storage.escapes(src, rel)) is not None:
-        why = f"leaves the dataset (resolves to {outside}, e.g. through a symlink)"
-    return why
-
-
-def read_manifest(path: Path) -> pd.DataFrame:
-    """A manifest.csv, every column as text; ReviewError naming the file if it is not one."""
-    try:
-        manifest = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise ReviewError(f"manifest {path} does not exist: give the manifest.csv written by "
-                          "`dupes review import`") from None
-    except (ValueError, UnicodeDecodeError, OSError) as e:
-        raise ReviewError(f"{path} is not a manifest ({type(e).__name__}: {e}): give the "
-                          "manifest.csv written by `dupes review import`") from None
-    missing = sorted(set(MANIFEST_COLUMNS) - set(manifest.columns))
-    if missing:
-        raise ReviewError(f"{path} lacks columns {missing}; expected {MANIFEST_COLUMNS}")
-    return manifest
-
-
-def apply_manifest(manifest_path: Path, src: Path | str, dst: Path, *,
-                   hardlink: bool = False) -> pd.DataFrame:
-    """Build a corrected copy of `src` in `dst` with the manifest's relabels and removals.
-
-    Everything is checked before anything is written; the copy is built in a temporary
-    sibling folder and renamed to `dst` at the end. Its files are copies (reflinks where the
-    file system has them) unless `hardlink`. Returns the CHANGES table.
-    """
-    src, dst = storage.parse_location(storage.absolute(src)), Path(dst).resolve()
-    try:
-        files = storage.all_files(src)
-    except FileNotFoundError:
-        raise ReviewError(f"dataset {src} does not exist") from None
-    if not files:
-        raise ReviewError(f"dataset {src} has no files (or cannot be listed)")
-    _ensure_empty(dst, "output folder")
-    _outside(dst, src, "output folder")
-    manifest = read_manifest(manifest_path)
-    problems = []
-    for row in manifest.itertuples(index=False):
-        why = _unsafe_relpath(row.relpath, src)
-        if why:
-            problems.append(f"{row.relpath}: {why}; a manifest may only name files inside {src}")
-            continue
-        if row.action not in ACTIONS:
-            problems.append(f"{row.relpath}: unknown action '{row.action}' (valid: {ACTIONS})")
-        if row.action == "relabel" and not safe_class(row.new_label):
-            problems.append(f"{row.relpath}: new label '{row.new_label}' is not a valid folder name")
-        sha1 = sha1_in(src, row.relpath)
-        if sha1 is None:
-            problems.append(f"{row.relpath}: not in {src}")
-        elif sha1 != row.sha1:
-            problems.append(f"{row.relpath}: changed since the review (sha1 differs); review it "
-                            "again or restore the reviewed file")
-    if problems:
-        raise ReviewError(f"{manifest_path} cannot be applied to {src}:\n  " + "\n  ".join(problems))
-
-    moves, changes_df = corrected_plan(files, manifest)
-    tmp = _temp_for(dst)
-    for rel, target in moves:
-        (tmp / target).parent.mkdir(parents=True, exist_ok=True)
-        fetch(src, rel, tmp / target, hardlink=hardlink)
-    (tmp / CHANGES_REL).parent.mkdir(parents=True, exist_ok=True)
-    changes_df.to_csv(tmp / CHANGES_REL, index=False)
-    if dst.exists():
-        dst.rmdir()
-    os.rename(tmp, dst)
-    return changes_df

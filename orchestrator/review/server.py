@@ -17,13 +17,14 @@ import threading
 from pathlib import Path
 
 import pandas as pd
+from aiohttp import web
 
 from analysis.review_plan import DECISIONS, decisions_manifest
-from orchestrator.run import ledger as ledger_mod
-from orchestrator.run.directory import Run
-from orchestrator.run import rundir, storage
 from orchestrator.review.files import (META_DIR, ReviewError, _read_meta, read_exported,
                                        review_ledger, review_specials)
+from orchestrator.run import ledger as ledger_mod
+from orchestrator.run import rundir, storage
+from orchestrator.run.directory import Run
 
 DECISIONS_FILE = "decisions.json"
 PAGE = Path(__file__).with_name("page.html")
@@ -117,8 +118,6 @@ def make_app(triage: Triage, token: str):
     """The aiohttp application: the page, the state, the images and the decisions; every
     request but the page's needs the session's token (other local users and web pages the
     browser has open must not decide for the technician)."""
-    from aiohttp import web
-
     def checked(handler):
         async def wrapped(request):
             if request.headers.get("X-Token", request.query.get("token")) != token:
@@ -184,8 +183,6 @@ class ReviewServer:
         return self
 
     def _run(self) -> None:
-        from aiohttp import web
-
         loop = self._loop = asyncio.new_event_loop()
         runner = web.AppRunner(make_app(self.triage, self.token), access_log=None)
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import time
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -21,10 +20,12 @@ import pandas as pd
 import pyarrow as pa
 
 from orchestrator.config import RunConfig
-from orchestrator.errors import RunError, StorageError
-from orchestrator.run import reading, rundir, storage
+from orchestrator.errors import RunError
+from orchestrator.run import rundir, storage
+from orchestrator.run import partitions
+from orchestrator.run.files import RunFiles
 from orchestrator.run.ledger import ledger_path
-from orchestrator.run.records import Item, ScanInfo, Summary, TrainingState
+from orchestrator.run.records import Item, ScanInfo
 from orchestrator.run.remote import RemoteRun, ShardStore
 from trainers.shards import ShardedImages
 
@@ -32,11 +33,10 @@ from trainers.shards import ShardedImages
 # is done), `report` everything but the image cache, `all` (a resume) everything.
 NEEDS = {"status": {"config.json", "progress.json", "summary.json"}, "report": None,
          "all": None}
-PROGRESS_UPLOAD_S = 10.0  # progress.json goes to the bucket at most this often
 LEGACY_CACHE = "cache/images.npy"  # the one-file cache of runs made before the shards
 
 
-class Run:
+class Run(RunFiles):
     """A run directory. `path` is where its files are on this machine (the run itself, or a
     bucket run's mirror); `location` is what the user named."""
 
@@ -89,8 +89,7 @@ class Run:
         if self._made is None or self.has_scan() or self.shard_store().names():
             return False
         if self.remote is not None:
-            for rel in storage.list_tree(self.remote.uri):
-                self.remote.fs.delete_file(self.remote._path(rel))
+            self.remote.delete_all()
             shutil.rmtree(self.path, ignore_errors=True)
         elif self._made:
             shutil.rmtree(self.path, ignore_errors=True)
@@ -120,40 +119,6 @@ class Run:
     @property
     def on_bucket(self) -> bool:
         return self.remote is not None
-
-    # -- files by name (private: callers use the named accessors) ------------------------
-    def path_of(self, name: str) -> Path:
-        """Where one of the run's files is on this machine, to name it in a message or hand
-        it to a writer (the HTML report); `name` must be one of `rundir.RUN_FILES`."""
-        if name not in rundir.RUN_FILES:
-            raise ValueError(f"not a file of a run: {name!r}; one of {sorted(rundir.RUN_FILES)}")
-        return self.path / name
-
-    def _exists(self, rel: str) -> bool:
-        return (self.path / rel).exists()
-
-    def _read_json(self, rel: str):
-        return rundir.read_json(self.path / rel)
-
-    def _write_json(self, rel: str, obj, *, publish: bool = False) -> None:
-        (self.path / rel).parent.mkdir(parents=True, exist_ok=True)
-        rundir.write_json(self.path / rel, obj)
-        if publish:
-            self.publish(rel)
-
-    def publish(self, rel: str) -> None:
-        """Upload one file of a bucket run's mirror (best effort: see `on_upload_error`)."""
-        if self.remote is not None:
-            self._try(self.remote.upload, rel)
-
-    def _try(self, fn, *args) -> None:
-        if self.on_upload_error is None:
-            fn(*args)
-            return
-        try:
-            fn(*args)
-        except Exception as e:  # noqa: BLE001 - the mirror keeps everything; push() retries
-            self.on_upload_error(e)
 
     # -- configuration and scan ------------------------------------------------------------
     def config(self) -> RunConfig:
@@ -237,45 +202,29 @@ class Run:
         status, the bucket's markers say so)."""
         if self.remote is not None and self._need == "status":
             return self.remote.committed()
-        return rundir.completed_trainings(self.path)
+        return partitions.completed_trainings(self.path)
 
     def drop_incomplete(self) -> list[tuple[Item, str]]:
         """Check every committed training against its split and remove those whose
         partitions are not complete and readable (a file truncated, deleted or replaced after
         the commit), so that they are trained again; returns [((repeat, fold), why)]."""
-        if not self.has_splits():
-            return []
-        done = self.completed()
+        done = self.completed() if self.has_splits() else set()
         if not done:
             return []
-        splits = self.splits()
-        key = splits["repeat"].to_numpy().astype(np.int64) * 2 + splits["fold"].to_numpy()
-        order = np.lexsort((splits["sample_id"].to_numpy(), key))
-        ids, key = splits["sample_id"].to_numpy()[order], key[order]
-        dropped = []
-        recorded = rundir.completed_trainings(self.path, kind=rundir.EPOCHS)
-        for r, f in sorted(done):
-            lo, hi = np.searchsorted(key, [r * 2 + f, r * 2 + f + 1])
-            expected = ids[lo:hi]
-            why = rundir.partition_problem(self.path, r, f, expected)
-            if why is None and (r, f) in recorded:
-                why = rundir.partition_problem(self.path, r, f, expected, kind=rundir.EPOCHS)
-                why = why and f"its per-epoch records: {why}"
-            if why is None:
-                continue
-            for kind in rundir.PARTITION_KINDS:
+        dropped = partitions.incomplete(self.path, self.splits(), done)
+        for (r, f), _ in dropped:
+            for kind in partitions.PARTITION_KINDS:
                 if self.remote is not None:  # uncommitted first: readers stop trusting it
                     self.remote.uncommit(kind, r, f)
-                shutil.rmtree(rundir.partition_dir(self.path, r, f, kind=kind),
+                shutil.rmtree(partitions.partition_dir(self.path, r, f, kind=kind),
                               ignore_errors=True)
-            (self.path / rundir.training_rel(r, f)).unlink(missing_ok=True)
-            dropped.append(((r, f), why))
+            (self.path / partitions.training_rel(r, f)).unlink(missing_ok=True)
         return dropped
 
     def clear_partial(self) -> tuple[int, int]:
         """Remove what interrupted writes left: (objects in the bucket, local folders)."""
         remote = self.remote.clear_partial() if self.remote is not None else 0
-        return remote, rundir.clear_partial_writes(self.path)
+        return remote, partitions.clear_partial_writes(self.path)
 
     def commit_partition(self, kind: str, item: Item, write: Callable[[Path], None]) -> None:
         """`write(folder)` fills a temp folder, renamed into the partition once complete; a
@@ -283,7 +232,7 @@ class Run:
         repeat, fold = item
         tmp = self.path / kind / f".tmp-r{repeat}-f{fold}-{uuid.uuid4().hex[:8]}"
         write(tmp)
-        rundir.commit_partition(tmp, self.path, repeat, fold, kind=kind)
+        partitions.commit_partition(tmp, self.path, repeat, fold, kind=kind)
         if self.remote is not None:
             self._try(self.remote.push_partition, kind, repeat, fold)
 
@@ -292,15 +241,15 @@ class Run:
         """One finished training: its epochs (if recorded), then its predictions, whose
         partition marks the training done, then its metrics."""
         if epochs is not None:
-            self.commit_partition(rundir.EPOCHS, item, epochs)
-        self.commit_partition(rundir.PREDICTIONS, item, predictions)
-        self._write_json(rundir.training_rel(*item), {"repeat": item[0], "fold": item[1],
+            self.commit_partition(partitions.EPOCHS, item, epochs)
+        self.commit_partition(partitions.PREDICTIONS, item, predictions)
+        self._write_json(partitions.training_rel(*item), {"repeat": item[0], "fold": item[1],
                                                       **metrics}, publish=True)
 
     def training_metrics(self) -> dict[Item, dict]:
         return {(m["repeat"], m["fold"]): m for m in
                 (rundir.read_json(p) for p in sorted(
-                    (self.path / rundir.TRAININGS).glob("r*_f*.json")))}
+                    (self.path / partitions.TRAININGS).glob("r*_f*.json")))}
 
     def train_storage(self) -> dict:
         """Where Ray Train keeps its run state: RUN/ray, in the bucket for a bucket run (every
@@ -312,86 +261,13 @@ class Run:
 
     # -- predictions -----------------------------------------------------------------------
     def prediction_columns(self, **kw) -> dict[str, np.ndarray]:
-        return rundir.read_prediction_columns(self.path, **kw)
+        return partitions.read_prediction_columns(self.path, **kw)
 
     def predictions(self, columns: list[str] | None = None) -> pa.Table:
-        return rundir.read_predictions(self.path, columns)
+        return partitions.read_predictions(self.path, columns)
 
     def epoch_batches(self, columns: list[str] | None = None):
-        return rundir.epoch_batches(self.path, columns=columns)
-
-    # -- the plan, the sanity check, progress, failures and the end --------------------------
-    def save_plan(self, plan: dict) -> None:
-        self._write_json("plan.json", plan, publish=True)
-
-    def plan(self) -> dict | None:
-        return self._read_json("plan.json") if self._exists("plan.json") else None
-
-    def save_sanity(self, verdict: dict) -> None:
-        self._write_json("sanity.json", verdict)
-
-    def sanity_passed(self) -> bool:
-        return self._exists("sanity.json") and bool(self._read_json("sanity.json")["ok"])
-
-    def save_progress(self, state: dict[Item, TrainingState], *, running: bool,
-                      eta_s: float | None = None) -> None:
-        """Where every training stands, for `dupes status` on any machine that sees the run."""
-        self._write_json("progress.json", {
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "updated_unix": time.time(),
-            "running": running, "eta_s": eta_s,
-            "trainings": [{"repeat": r, "fold": f, **p.to_dict(short_error=True)}
-                          for (r, f), p in sorted(state.items())]})
-        if self.remote is not None and (not running or
-                                        time.time() - self._t_progress > PROGRESS_UPLOAD_S):
-            self._t_progress = time.time()
-            self.publish("progress.json")
-
-    def progress(self) -> tuple[dict, dict[Item, TrainingState]] | None:
-        """progress.json: its header (updated, running, eta_s) and every training's state."""
-        if not self._exists("progress.json"):
-            return None
-        saved = self._read_json("progress.json")
-        return saved, {(t["repeat"], t["fold"]): TrainingState.from_dict(t)
-                       for t in saved["trainings"]}
-
-    def save_failures(self, rows: list[dict]) -> None:
-        self._write_json("failures.json", rows)
-
-    def save_analysis(self, analysis) -> None:
-        """The vote table and the dupes (`analysis.run_analysis.Analysis`) as Parquet and CSV."""
-        reading.write_analysis(self.path, analysis)
-
-    def dupes(self, columns: list[str] | None = None) -> pd.DataFrame:
-        return pd.read_parquet(self.path / "dupes.parquet", columns=columns)
-
-    def analysis(self, *, ledger: Path | str | None = None, **rule: object):
-        """The run analysed from its files alone (no Ray): `reading.load_analysis`."""
-        return reading.load_analysis(self, ledger=ledger, **rule)
-
-    def top_losses(self, *, k: int, per_class: bool) -> pd.DataFrame:
-        return reading.load_top_losses(self, k=k, per_class=per_class)
-
-    def save_summary(self, summary: Summary) -> None:
-        """summary.json; for a bucket run, then everything the bucket still lacks (the summary
-        last: its presence says the pass is over)."""
-        self._write_json("summary.json", summary.to_dict())
-        self.push()
-
-    def summary(self) -> Summary | None:
-        return Summary.from_dict(self._read_json("summary.json")) \
-            if self._exists("summary.json") else None
-
-    def push(self) -> None:
-        """Upload whatever the bucket still lacks (`summary.json` last); nothing locally."""
-        if self.remote is None:
-            return
-        try:
-            self.remote.push()
-        except Exception as e:  # noqa: BLE001 - any pyarrow/network error: say how to retry
-            raise StorageError(f"uploading the run to {self.location} failed: {e}. Every "
-                               f"result is in the local mirror {self.path}; "
-                               f"`dupes run --resume {self.location}` uploads what is missing"
-                               ) from e
+        return partitions.epoch_batches(self.path, columns=columns)
 
     def describe(self) -> str:
         """The run's location, and its mirror when it has one (for the last line of a pass)."""

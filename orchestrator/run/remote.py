@@ -13,11 +13,13 @@ import os
 import shutil
 from pathlib import Path
 
+import pyarrow.fs as pafs
+
 from orchestrator.errors import StorageError
-from orchestrator.run import rundir
-from orchestrator.run.storage import (absolute, child, download, is_file, is_uri, join,
-                                      list_tree, parse_location, read_bytes,
-                                      read_object, resolve, write_bytes, write_object)
+from orchestrator.run import partitions
+from orchestrator.run.storage import (absolute, child, download, is_file, is_uri, join, list_tree,
+                                      parse_location, read_bytes, read_object, resolve, write_bytes,
+                                      write_object)
 
 MARKER = "_COMMITTED.json"  # pyarrow datasets skip names starting with "_"
 REMOTE_MANAGED = ("ray",)  # Ray Train writes RUN/ray to the bucket itself
@@ -86,7 +88,7 @@ def mirror_root() -> Path:
 def _partition_of(rel: str) -> tuple[str, str] | None:
     """(partition folder, file name) for a file inside predictions/ or epochs/ partitions."""
     folder, _, name = rel.rpartition("/")
-    return (folder, name) if name and rundir.parse_partition(folder) is not None else None
+    return (folder, name) if name and partitions.parse_partition(folder) is not None else None
 
 
 def _committed(remote: dict) -> set[str]:
@@ -116,14 +118,18 @@ class RemoteRun:
     def _path(self, rel: str) -> str:
         return join(self.base, rel)
 
+    def delete_all(self) -> None:
+        """Every object under the run's prefix (a run that never started: nothing to keep)."""
+        for rel in list_tree(self.uri):
+            self.fs.delete_file(self._path(rel))
+
     def exists(self) -> bool:
-        import pyarrow.fs as pafs
         return self.fs.get_file_info(self._path("config.json")).type == pafs.FileType.File
 
     def committed(self, kind: str = "predictions") -> set[tuple[int, int]]:
         """(repeat, fold) of every partition whose marker is in the bucket."""
         listing = {f"{kind}/{rel}": info for rel, info in list_tree(join(self.uri, kind)).items()}
-        return {rundir.parse_partition(p)[1:] for p in _committed(listing)}
+        return {partitions.parse_partition(p)[1:] for p in _committed(listing)}
 
     def _marker(self, partition: str) -> dict:
         return json.loads(read_object(join(self.uri, partition, MARKER)))
@@ -131,7 +137,6 @@ class RemoteRun:
     # -- bucket -> mirror ------------------------------------------------------------------
     def _infos(self, rels: set[str]) -> dict:
         """FileInfo of the named objects that exist, without listing the whole run."""
-        import pyarrow.fs as pafs
         names = sorted(rels)
         infos = self.fs.get_file_info([self._path(rel) for rel in names])
         return {rel: i for rel, i in zip(names, infos) if i.type == pafs.FileType.File}
@@ -174,18 +179,17 @@ class RemoteRun:
     # -- mirror -> bucket ------------------------------------------------------------------
     def upload(self, rel: str) -> None:
         """One file of the mirror to the bucket (one PUT: the object appears whole)."""
-        import pyarrow.fs as pafs
         pafs.copy_files(str(self.local / rel), self._path(rel),
                         source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
 
     def push_partition(self, kind: str, repeat: int, fold: int) -> None:
         """A committed local partition: its files, then the marker that commits them."""
-        self._push_partition(rundir.partition_rel(kind, repeat, fold))
+        self._push_partition(partitions.partition_rel(kind, repeat, fold))
 
     def uncommit(self, kind: str, repeat: int, fold: int) -> None:
         """Withdraw a committed partition from the bucket: its marker first (from then on no
         reader trusts it), then its files."""
-        partition = rundir.partition_rel(kind, repeat, fold)
+        partition = partitions.partition_rel(kind, repeat, fold)
         remote = list_tree(join(self.uri, partition))
         if MARKER in remote:
             self.fs.delete_file(self._path(f"{partition}/{MARKER}"))

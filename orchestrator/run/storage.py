@@ -13,11 +13,14 @@ scan, like local files. The mirror, the markers and the shard store are in
 """
 from __future__ import annotations
 
+import argparse
 import errno
 import functools
 import os
 import stat
 from pathlib import Path
+
+import pyarrow.fs as pafs
 
 from orchestrator.errors import FetchError, StorageError
 
@@ -38,8 +41,6 @@ def is_uri(location) -> bool:
 @functools.lru_cache(maxsize=16)
 def resolve(uri: str):
     """(pyarrow filesystem, path inside it) for an object-store URI."""
-    import pyarrow.fs as pafs
-
     try:
         fs, path = pafs.FileSystem.from_uri(uri)
     except Exception as e:  # noqa: BLE001 - pyarrow raises several kinds for a bad URI
@@ -104,7 +105,6 @@ def local_path(root, relpath: str) -> Path | None:
 
 def is_file(root, relpath: str) -> bool:
     if is_uri(root):
-        import pyarrow.fs as pafs
         fs, base = resolve(str(root))
         return fs.get_file_info(join(base, relpath)).type == pafs.FileType.File
     return (Path(root) / relpath).is_file()
@@ -112,8 +112,6 @@ def is_file(root, relpath: str) -> bool:
 
 def list_tree(uri: str) -> dict[str, "object"]:
     """Every object under a URI: relative path -> pyarrow FileInfo (empty if none)."""
-    import pyarrow.fs as pafs
-
     fs, base = resolve(uri)
     try:
         infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
@@ -124,7 +122,6 @@ def list_tree(uri: str) -> dict[str, "object"]:
 
 def read_object(uri: str) -> bytes | None:
     """The whole content of one object, or None if there is none."""
-    import pyarrow.fs as pafs
     fs, path = resolve(uri)
     if fs.get_file_info(path).type != pafs.FileType.File:
         return None
@@ -155,8 +152,6 @@ def download(root: str, relpath: str, dst: Path, *, mtime: float | None = None) 
 def parse_location(text: str) -> Path | str:
     """A command-line location: a local or mounted path, or an s3:// / gs:// URI (kept as
     text: a Path would fold its '//'). An argparse `type`."""
-    import argparse
-
     if is_uri(text):
         return text.rstrip("/")
     scheme = text.split("://", 1)[0].lower() if "://" in text else ""
@@ -168,8 +163,6 @@ def parse_location(text: str) -> Path | str:
 
 def parse_local_path(text: str) -> Path:
     """A local folder or file: what a person opens in a file manager, or a file we rename."""
-    import argparse
-
     loc = parse_location(text)
     if not isinstance(loc, Path):
         raise argparse.ArgumentTypeError(
