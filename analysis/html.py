@@ -13,8 +13,10 @@ import urllib.parse
 import numpy as np
 import pandas as pd
 
+from analysis.columns import shown
 from analysis.losses import highest_losses
 from analysis.run_analysis import Analysis
+from analysis.sections import Section, class_errors_section, score_cells, thresholds_section
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}
@@ -110,23 +112,34 @@ def _sample_rows(df: pd.DataFrame, thumbs: dict, link_base: str | None = None
                  f'<td class="l">{_esc(r.suggested_class or "-")}</td>',
                  f'<td data-v="{int(r.top_wrong_votes)}">{int(r.top_wrong_votes)}/'
                  f'{int(r.n_evals)}</td>',
-                 _num(float(r.mean_loss), ".2f"), _num(float(r.mean_prob_given), ".3f"),
-                 _num(float(getattr(r, "mean_prob_suggested", np.nan)), ".3f"),
-                 _num(float(getattr(r, "self_confidence", np.nan)), ".3f"),
-                 _num(float(getattr(r, "aum", np.nan)), ".3f"),
-                 '<td class="flag">yes</td>' if getattr(r, "cl_issue", False) else "<td></td>",
-                 _num(float(getattr(r, "combined", np.nan)), ".3f")]
+                 *[_cell(c) for c in score_cells(r, SCORES)],
+                 '<td class="flag">yes</td>' if getattr(r, "cl_issue", False) else "<td></td>"]
         confirmed = int(bool(getattr(r, "confirmed", False)))
         rows.append((f'data-votes="{int(r.top_wrong_votes)}" data-confirmed="{confirmed}"',
                      "".join(cells)))
     return rows
 
 
+SCORES = shown()  # the registry's per-image scores (analysis/columns.py)
 SAMPLE_HEADER = [("image", True), ("file", True), ("given", True), ("suggested", True),
-                 ("votes", False), ("mean loss", False), ("p(given)", False),
-                 ("p(suggested)", False),
-                 ("self-confidence", False), ("AUM", False), ("cleanlab", False),
-                 ("combined", False)]
+                 ("votes", False), *[(c.label, False) for c in SCORES], ("cleanlab", False)]
+
+
+def _cell(c) -> str:
+    """A section's cell (`analysis.sections.Cell`) as a table cell, sortable by its value."""
+    if c.left:
+        return f'<td class="l">{_esc(c.text)}</td>'
+    if c.value is None:
+        return f"<td>{_esc(c.text)}</td>"
+    muted = ' class="muted"' if c.text == "-" else ""
+    return f'<td data-v="{c.value:.6g}"{muted}>{_esc(c.text)}</td>'
+
+
+def html_table(section: Section, **kw) -> str:
+    """A report section (`analysis.sections`) as a sortable table."""
+    return _table(section.title, section.header,
+                  ["".join(_cell(c) for c in row) for row in section.rows],
+                  note=kw.pop("note", section.note), **kw)
 
 
 def confusion_html(confusion: np.ndarray, classes: list[str], *, max_classes: int = 40) -> str:
@@ -181,13 +194,7 @@ def html_report(analysis: Analysis, *, thumbs: dict[int, str] | None = None,
     parts = [f"<h1>{_esc(title)}</h1>", '<div class="cards">' + "".join(
         f'<div class="card"><span class=muted>{_esc(k)}</span><b>{_esc(v)}</b></div>'
         for k, v in cards) + "</div>"]
-    bound = (f" and p(suggested) >= {analysis.min_ratio:g} x p(given)"
-             if analysis.min_ratio else "")
-    parts.append(_table("dupes per vote threshold" + bound, [("votes for one wrong class", True),
-                                                     ("images", False), ("share", False)],
-                        [f'<td class="l">{_esc(t)}</td><td>{c:,}</td>'
-                         f"<td>{c / max(len(votes), 1):.2%}</td>"
-                         for t, c in analysis.per_threshold.items()]))
+    parts.append(html_table(thresholds_section(analysis)))
     parts.append(_table(f"dupes ({analysis.threshold}): {len(dupes):,} images",
                         SAMPLE_HEADER, _sample_rows(dupes, thumbs, link_base),
                         note="every dupe; click a column to sort, point at an image to enlarge "
@@ -207,14 +214,7 @@ def html_report(analysis: Analysis, *, thumbs: dict[int, str] | None = None,
     if analysis.confusion is not None:
         parts.append(confusion_html(analysis.confusion, analysis.classes))
     if analysis.per_class is not None:
-        parts.append(_table("held-out error rate per given class",
-                            [("class", True), ("predictions", False), ("error rate", False),
-                             ("most taken for", True), ("share of errors", False),
-                             ("precision", False)],
-                            [f'<td class="l">{_esc(r[1])}</td><td>{r.n:,}</td>'
-                             + _num(r.error_rate, ".2%") + f'<td class="l">{_esc(r.most_taken_for)}'
-                             "</td>" + _num(r.share_of_errors, ".0%") + _num(r.precision, ".3f")
-                             for r in analysis.per_class.itertuples()]))
+        parts.append(html_table(class_errors_section(analysis)))
     if analysis.fit is not None:
         parts.append(_table("per training: training vs held-out accuracy",
                             [("repeat", False), ("fold", False), ("train acc", False),

@@ -6,8 +6,13 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from analysis.columns import shown
 from analysis.quality import quality_warnings
 from analysis.run_analysis import Analysis
+from analysis.sections import Section, class_errors_section, score_cells, thresholds_section
+
+# the terminal's dupes table is narrow: these scores of the registry (the HTML shows them all)
+DUPES_TABLE_SCORES = ("mean_loss", "mean_prob_given", "mean_prob_suggested")
 
 
 def accuracy_table(analysis: Analysis, seconds: dict[tuple[int, int], float] | None = None) -> Table:
@@ -32,18 +37,19 @@ def accuracy_table(analysis: Analysis, seconds: dict[tuple[int, int], float] | N
     return table
 
 
-def threshold_table(analysis: Analysis) -> Table:
-    bound = (f" and p(suggested) >= {analysis.min_ratio:g} x p(given)"
-             if analysis.min_ratio else "")
-    table = Table(title="dupes per vote threshold" + bound, header_style="bold")
-    table.add_column("votes for one wrong class")
-    table.add_column("images", justify="right")
-    table.add_column("share", justify="right")
-    n = max(len(analysis.votes), 1)
-    for thr, count in analysis.per_threshold.items():
-        mark = "  <- selected" if thr == str(analysis.threshold) else ""
-        table.add_row(thr + mark, f"{count:,}", f"{count / n:.2%}")
+def rich_table(section: Section) -> Table:
+    """A report section (`analysis.sections`) as a rich table."""
+    table = Table(title=section.title, header_style="bold")
+    for label, left in section.header:
+        table.add_column(label, justify="left" if left else "right")
+    for i, row in enumerate(section.rows):
+        mark = section.marks[i] if section.marks else ""
+        table.add_row(*[c.text + (mark if j == 0 else "") for j, c in enumerate(row)])
     return table
+
+
+def threshold_table(analysis: Analysis) -> Table:
+    return rich_table(thresholds_section(analysis))
 
 
 def confused_table(analysis: Analysis, *, top: int = 10) -> Table:
@@ -61,18 +67,17 @@ def confused_table(analysis: Analysis, *, top: int = 10) -> Table:
 def dupes_table(analysis: Analysis, *, top: int = 20) -> Table:
     table = Table(title=f"top {top} dupes ({analysis.threshold}, of {len(analysis.dupes):,})",
                   header_style="bold")
+    scores = shown(DUPES_TABLE_SCORES)
     for col, just in [("relpath", "left"), ("given", "left"), ("suggested", "left"),
-                      ("votes", "right"), ("mean loss", "right"), ("p(given)", "right"),
-                      ("p(suggested)", "right")]:
+                      ("votes", "right"), *[(c.label, "right") for c in scores]]:
         table.add_column(col, justify=just, overflow="fold")
     marks = bool(analysis.dupes["confirmed"].any())
     if marks:
         table.add_column("confirmed", justify="center")
     for row in analysis.dupes.head(top).itertuples():
         cells = [row.relpath, row.given_class, row.suggested_class,
-                 f"{row.top_wrong_votes}/{row.n_evals}", f"{row.mean_loss:.2f}",
-                 f"{row.mean_prob_given:.3f}",
-                 f"{getattr(row, 'mean_prob_suggested', float('nan')):.3f}"]
+                 f"{row.top_wrong_votes}/{row.n_evals}",
+                 *[c.text for c in score_cells(row, scores)]]
         table.add_row(*cells, *(["yes" if row.confirmed else ""] if marks else []))
     if marks:
         table.caption = "confirmed: a technician kept this label in an earlier review"
@@ -100,17 +105,8 @@ def fit_table(analysis: Analysis) -> Table | None:
 
 def class_errors_table(analysis: Analysis, *, top: int = 10) -> Table | None:
     """The given classes with the highest held-out error rates."""
-    if analysis.per_class is None:
-        return None
-    table = Table(title=f"held-out error rate per given class (worst {top})",
-                  header_style="bold")
-    for col in ("class", "predictions", "error rate", "most taken for", "share of errors",
-                "precision"):
-        table.add_column(col, justify="left" if col in ("class", "most taken for") else "right")
-    for r in analysis.per_class.head(top).itertuples():
-        table.add_row(str(r[1]), f"{r.n:,}", f"{r.error_rate:.2%}", str(r.most_taken_for),
-                      f"{r.share_of_errors:.0%}", f"{r.precision:.3f}")
-    return table
+    section = class_errors_section(analysis, top=top)
+    return rich_table(section) if section is not None else None
 
 
 def pairs_table(analysis: Analysis, *, top: int = 10) -> Table | None:
@@ -167,68 +163,6 @@ def report(analysis: Analysis, *, seconds: dict | None = None, top: int = 20) ->
     return Group(*[p for p in parts if p is not None])
 
 
-def manifest_tables(per_action, pairs) -> Group:
-    """What a review decided: counts per action and per relabel (given -> new) pair."""
-    actions = Table(title="review actions", header_style="bold")
-    actions.add_column("action")
-    actions.add_column("images", justify="right")
-    meaning = {"confirm": "label kept, remembered", "relabel": "label changed",
-               "remove": "dropped from the dataset", "unsure": "no change, asked again"}
-    actions.add_column("meaning")
-    for action, count in per_action.items():
-        actions.add_row(action, str(int(count)), meaning.get(action, ""))
-    moves = Table(title="relabels per class pair", header_style="bold")
-    for col in ("from", "to"):
-        moves.add_column(col)
-    moves.add_column("images", justify="right")
-    for old, new, count in pairs.to_numpy():
-        moves.add_row(str(old), str(new), str(int(count)))
-    return Group(actions, moves)
-
-
-def problems_table(problems) -> Table:
-    """Everything in a review folder that could not be read as an action, with its fix."""
-    table = Table(title=f"{len(problems)} problem(s): nothing was written", header_style="bold red")
-    for col in ("file", "problem", "fix"):
-        table.add_column(col, overflow="fold")
-    for p in problems:
-        table.add_row(p.path, p.issue, p.fix)
-    return table
-
-
-def rounds_table(rounds: list[dict]) -> Table:
-    """Before and after a review: dupes, held-out accuracy and planted errors per round."""
-    table = Table(title="review rounds", header_style="bold")
-    cols = [("round", "round"), ("images", "n_samples"), ("dupes", "n_dupes"),
-            ("new dupes", "n_dupes_unconfirmed"), ("held-out acc", "heldout_accuracy_mean"),
-            ("planted errors left", "n_planted"), ("precision", "planted_precision"),
-            ("recall", "planted_recall")]
-    for title, _ in cols:
-        table.add_column(title, justify="right")
-    for r in rounds:
-        cells = []
-        for _, key in cols:
-            v = r.get(key, "")
-            cells.append(f"{v:.4f}" if isinstance(v, float) else str(v))
-        table.add_row(*cells)
-    return table
-
-
-def sanity_table(checks) -> Table:
-    """The preflight verdict: one row per check (objects with name, ok, detail, cause)."""
-    failed = [c for c in checks if not c.ok and not c.warning]
-    title = "sanity check: " + ("[red]FAILED[/]" if failed else "[green]passed[/]")
-    table = Table(title=title, header_style="bold")
-    for col in ("check", "result", "detail"):
-        table.add_column(col, overflow="fold")
-    for c in checks:
-        result = "ok" if c.ok else ("warning" if c.warning else "FAILED")
-        style = "green" if c.ok else ("yellow" if c.warning else "red")
-        detail = c.detail if c.ok else f"{c.detail}\nlikely cause: {c.cause}"
-        table.add_row(c.name, f"[{style}]{result}[/]", detail)
-    return table
-
-
 def top_losses_table(rows, *, title: str) -> Table:
     """Rows with relpath, given/suggested class, votes, n_evals, mean/max loss, p(given),
     and the training-dynamics scores (AUM, forgetting) when the run recorded epochs."""
@@ -248,22 +182,6 @@ def top_losses_table(rows, *, title: str) -> Table:
         table.caption = ("AUM: mean held-out margin p(given) - max p(other) over the recorded "
                          "epochs (< 0: another class wins); forgot: correct-to-wrong flips")
     return table
-
-
-def trials_view(table, *, metric: str, scheduler: str, searched: list[str]) -> Table:
-    """The trials of a `dupes tune` search, best first."""
-    view = Table(title=f"trials ({scheduler}, {metric})", header_style="bold")
-    searched = [k for k in searched if k in table.columns]
-    for col in ["trial", "status", "epochs_run", f"best_{metric}", *searched]:
-        view.add_column(col, justify="left" if col in ("trial", "status") else "right")
-    for row in table.sort_values(f"best_{metric}",
-                                 ascending=metric == "heldout_loss").itertuples(index=False):
-        r = row._asdict()
-        cells = [str(r["trial"]), str(r["status"]), str(r["epochs_run"]),
-                 f"{r[f'best_{metric}']:.4f}"]
-        cells += [f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in searched]
-        view.add_row(*cells)
-    return view
 
 
 def format_duration(seconds: float) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.columns import COLUMNS
 from analysis.thresholds import Threshold
 
 VOTE_COLUMNS = [
@@ -130,9 +131,9 @@ def dupe_mask(votes: pd.DataFrame, threshold: Threshold, *, min_ratio: float) ->
 
 
 # What may order the dupes after their votes (`--rank`); for each, whether a high value is
-# suspect (loss, the combined rank) or a low one (cleanlab's quality scores, the margin).
-RANKINGS = {"combined": True, "mean_loss": True, "self_confidence": False,
-            "normalized_margin": False, "aum": False}
+# suspect (loss, the combined rank) or a low one (cleanlab's quality scores, the margin):
+# the registry's columns marked `rank`, the default first.
+RANKINGS = {"combined": True, **{c.name: bool(c.suspect_high) for c in COLUMNS if c.rank}}
 
 
 def select_dupes(votes: pd.DataFrame, threshold: Threshold, *, min_ratio: float,

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
+from rich.table import Table
 
-from analysis.report import manifest_tables, rounds_table
 from analysis.review_plan import manifest_summary
 from analysis.votes import precision_recall
 from orchestrator.config import new_config
+from orchestrator.demo_data import DEMO_HYP, DemoSettings, write_digits
 from orchestrator.errors import RunError
 from orchestrator.pipeline.passes import run_pass
 from orchestrator.review.apply import apply_manifest
-from orchestrator.review.files import export_review, import_review
+from orchestrator.review.files import export_review, import_review, manifest_tables
 from orchestrator.run.directory import Run
 from orchestrator.run.records import Summary
-from orchestrator.demo_data import DEMO_HYP, DemoSettings, write_digits
 
 
 def score_round(summary: Summary, run: Run, planted: pd.DataFrame) -> Summary:
@@ -108,3 +108,21 @@ def review_round(out: Path, run: Run, cfg, planted: pd.DataFrame, console: Conso
             "round2": {k: second[k] for k in (
                 "n_samples", "n_dupes", "n_dupes_unconfirmed", "heldout_accuracy_mean",
                 "n_planted", "planted_precision", "planted_recall", "run_dir")}}, summary2
+
+
+def rounds_table(rounds: list[dict]) -> Table:
+    """Before and after a review: dupes, held-out accuracy and planted errors per round."""
+    table = Table(title="review rounds", header_style="bold")
+    cols = [("round", "round"), ("images", "n_samples"), ("dupes", "n_dupes"),
+            ("new dupes", "n_dupes_unconfirmed"), ("held-out acc", "heldout_accuracy_mean"),
+            ("planted errors left", "n_planted"), ("precision", "planted_precision"),
+            ("recall", "planted_recall")]
+    for title, _ in cols:
+        table.add_column(title, justify="right")
+    for r in rounds:
+        cells = []
+        for _, key in cols:
+            v = r.get(key, "")
+            cells.append(f"{v:.4f}" if isinstance(v, float) else str(v))
+        table.add_row(*cells)
+    return table

@@ -5,13 +5,13 @@ import threading
 
 from rich.console import Console
 
-from analysis.report import manifest_tables, problems_table
 from analysis.review_plan import CHANGES_REL, manifest_summary
 from analysis.rule import DupeRule
 from orchestrator import flags
 from orchestrator.errors import EXIT_BAD_INPUT, EXIT_OK, UsageError
 from orchestrator.review.apply import apply_manifest
-from orchestrator.review.files import export_review, import_review
+from orchestrator.review.files import (export_review, import_review, manifest_tables,
+                                       problems_table)
 from orchestrator.review.server import ReviewServer
 
 

@@ -22,19 +22,19 @@ import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
 from ray.tune.search.basic_variant import BasicVariantGenerator
+from rich.table import Table
 
-from analysis.report import trials_view
 from orchestrator.data.cache import build_cache, sharded_images
 from orchestrator.data.scan import auto_max
 from orchestrator.data.splits import make_splits
 from orchestrator.pipeline.cluster import init_ray
+from orchestrator.pipeline.search_space import CHECKPOINTS_KEPT, METRICS, PBT_FIXED, TuneSettings
 from orchestrator.pipeline.settings import resolve_hyperparameters
+from orchestrator.run import rundir
 from orchestrator.run.remote import ShardStore
+from trainers.hyp import Hyp
 from trainers.train import train
 
-from orchestrator.pipeline.search_space import CHECKPOINTS_KEPT, METRICS, PBT_FIXED, TuneSettings
-from orchestrator.run import rundir
-from trainers.hyp import Hyp
 
 def tune_domains(space: dict) -> dict:
 
@@ -257,3 +257,19 @@ def show_search(table: pd.DataFrame, best: dict | None, settings: TuneSettings, 
                   f"{best['tuned']}; use it with `dupes run DATA --config "
                   f"{Path(settings.out) / 'best.json'}`", highlight=False)
     return True
+
+
+def trials_view(table, *, metric: str, scheduler: str, searched: list[str]) -> Table:
+    """The trials of a `dupes tune` search, best first."""
+    view = Table(title=f"trials ({scheduler}, {metric})", header_style="bold")
+    searched = [k for k in searched if k in table.columns]
+    for col in ["trial", "status", "epochs_run", f"best_{metric}", *searched]:
+        view.add_column(col, justify="left" if col in ("trial", "status") else "right")
+    for row in table.sort_values(f"best_{metric}",
+                                 ascending=metric == "heldout_loss").itertuples(index=False):
+        r = row._asdict()
+        cells = [str(r["trial"]), str(r["status"]), str(r["epochs_run"]),
+                 f"{r[f'best_{metric}']:.4f}"]
+        cells += [f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in searched]
+        view.add_row(*cells)
+    return view

@@ -6,14 +6,16 @@ import os
 from pathlib import Path
 
 import pandas as pd
+from rich.console import Group
+from rich.table import Table
 
 from analysis.review_plan import (REMOVE_DIR, UNSURE_DIR, Problem, diff_review, export_table,
                                   special_dirs)
+from orchestrator.errors import ReviewError
+from orchestrator.review.copies import ensure_empty, fetch, outside, sha1_of, temp_for
 from orchestrator.run import ledger as ledger_mod
 from orchestrator.run import rundir, storage
 from orchestrator.run.directory import Run
-from orchestrator.errors import ReviewError
-from orchestrator.review.copies import ensure_empty, fetch, outside, sha1_of, temp_for
 
 META_DIR = ".dupes"  # review metadata the technician never needs to see
 OWN_FILES = {"before.txt", "after.txt", "README.txt", "manifest.csv"}
@@ -183,3 +185,32 @@ def import_review(review: Path, *, ledger: Path | None = None,
     confirmed = manifest[manifest["action"] == "confirm"].rename(columns={"old_label": "class_name"})
     ledger_mod.add_confirmed(where, confirmed, str(review))
     return manifest, []
+
+
+def manifest_tables(per_action, pairs) -> Group:
+    """What a review decided: counts per action and per relabel (given -> new) pair."""
+    actions = Table(title="review actions", header_style="bold")
+    actions.add_column("action")
+    actions.add_column("images", justify="right")
+    meaning = {"confirm": "label kept, remembered", "relabel": "label changed",
+               "remove": "dropped from the dataset", "unsure": "no change, asked again"}
+    actions.add_column("meaning")
+    for action, count in per_action.items():
+        actions.add_row(action, str(int(count)), meaning.get(action, ""))
+    moves = Table(title="relabels per class pair", header_style="bold")
+    for col in ("from", "to"):
+        moves.add_column(col)
+    moves.add_column("images", justify="right")
+    for old, new, count in pairs.to_numpy():
+        moves.add_row(str(old), str(new), str(int(count)))
+    return Group(actions, moves)
+
+
+def problems_table(problems) -> Table:
+    """Everything in a review folder that could not be read as an action, with its fix."""
+    table = Table(title=f"{len(problems)} problem(s): nothing was written", header_style="bold red")
+    for col in ("file", "problem", "fix"):
+        table.add_column(col, overflow="fold")
+    for p in problems:
+        table.add_row(p.path, p.issue, p.fix)
+    return table

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 from aiohttp import web
 
+from analysis.columns import shown
 from analysis.review_plan import DECISIONS, decisions_manifest
 from orchestrator.review.files import (META_DIR, ReviewError, _read_meta, read_exported,
                                        review_ledger, review_specials)
@@ -28,8 +29,9 @@ from orchestrator.run.directory import Run
 
 DECISIONS_FILE = "decisions.json"
 PAGE = Path(__file__).with_name("page.html")
-SCORE_COLUMNS = {"mean_loss": "mean held-out loss", "mean_prob_given": "p(given)",
-                 "mean_prob_suggested": "p(suggested)"}
+# the scores the page shows beside an image, labelled as the reports label them
+SCORE_COLUMNS = {c.name: c.label for c in shown(("mean_loss", "mean_prob_given",
+                                                 "mean_prob_suggested"))}
 
 
 class Triage:
