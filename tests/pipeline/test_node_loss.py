@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.run import partitions
 from tests.conftest import write_digit_dataset
-from tests.test_end_to_end import FAST, check_predictions
+from tests.pipeline.test_end_to_end import FAST, check_predictions
 
 pytestmark = pytest.mark.slow
 

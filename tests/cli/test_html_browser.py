@@ -10,7 +10,7 @@ from PIL import Image
 from orchestrator.cli.main import main
 from tests.conftest import write_digit_dataset
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

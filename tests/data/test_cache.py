@@ -15,7 +15,7 @@ from orchestrator.cli.main import main
 from orchestrator.data.scan import fit_square, scan_dataset
 from orchestrator.run.remote import ShardStore
 from tests.conftest import tree_hash
-from tests.test_end_to_end import FAST, check_predictions
+from tests.pipeline.test_end_to_end import FAST, check_predictions
 from trainers.data import ResidentFeed, ShardedImages, StreamFeed, make_feed
 from trainers.hyp import Hyp
 from trainers.train import train

@@ -13,7 +13,7 @@ import pytest
 from orchestrator.run.ledger import read_ledger
 from orchestrator.review.files import ReviewError, export_review, import_review
 from orchestrator.review.server import ReviewServer
-from tests.test_review import WRONG, at, make_run
+from tests.review.test_review import WRONG, at, make_run
 
 # one decision per exported image, as the browser sends them (decision, label), and the same
 # decision as a file-manager move

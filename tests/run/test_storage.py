@@ -22,7 +22,7 @@ from orchestrator.run.remote import RemoteRun
 from orchestrator.run.storage import list_tree, read_object, resolve
 from tests.conftest import write_digit_dataset
 from tests.s3server import moto_s3
-from tests.test_end_to_end import FAST, check_predictions
+from tests.pipeline.test_end_to_end import FAST, check_predictions
 
 BUCKET = "dupes-test"
 

@@ -16,8 +16,8 @@ import pytest
 
 from orchestrator.review.files import export_review, import_review
 from orchestrator.review.server import ReviewServer
-from tests.test_review import make_run
-from tests.test_review_serve import file_manager
+from tests.review.test_review import make_run
+from tests.review.test_review_serve import file_manager
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.slow
@@ -148,8 +148,8 @@ def test_the_pages_script_triages_by_keyboard_with_a_reload_and_an_undo(tmp_path
     web = tmp_path / "web"
     export_review(run, web, threshold=">=2")
     server = ReviewServer(web, port=0, ledger=tmp_path / "ledger.csv").start()
-    harness = Path(__file__).with_name("review_page_harness.js")
-    page = Path(__file__).resolve().parent.parent / "orchestrator" / "review" / "page.html"
+    harness = Path(__file__).resolve().parents[1] / "review_page_harness.js"
+    page = Path(__file__).resolve().parents[2] / "orchestrator" / "review" / "page.html"
 
     def visit(n: int, after=()):
         plan = {"n": n, "keys": {rel: list(keys) for rel, (keys, _) in PLAN.items()},

@@ -29,7 +29,7 @@ from orchestrator.run import rundir
 from orchestrator.run import partitions
 from orchestrator.cli.main import main
 from tests.conftest import write_digit_dataset
-from tests.test_review import WRONG, at, make_run
+from tests.review.test_review import WRONG, at, make_run
 
 # -- helpers -------------------------------------------------------------------------------
 
