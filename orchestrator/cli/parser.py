@@ -65,6 +65,14 @@ def rule_flags(only=None) -> argparse.ArgumentParser:
     return _parent(build)
 
 
+def review_folder_flags() -> argparse.ArgumentParser:
+    def build(p):
+        p.add_argument("review", type=Path, help="review folder made by `dupes review export`")
+        p.add_argument("--ledger", type=parse_location, default=None,
+                       help="ledger to update (default: the one chosen at export)")
+    return _parent(build)
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dupes", description="Find mislabeled images: 10 repeats of 50:50 swap-split "
@@ -159,18 +167,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     exp.add_argument("--include-confirmed", action="store_true",
                      help="export images the ledger lists as confirmed too (default: skip them)")
     exp.add_argument("--copy", action="store_true", help=argparse.SUPPRESS)  # always, now
-    imp = rsub.add_parser("import", help="turn a reviewed folder into manifest.csv",
+    imp = rsub.add_parser("import", parents=[review_folder_flags()],
+                          help="turn a reviewed folder into manifest.csv",
                           description="Read back what the technician did in REVIEW and write "
                           "REVIEW/after.txt and REVIEW/manifest.csv; confirmed images go into "
                           "the ledger. Nothing is written if anything cannot be interpreted.")
-    imp.add_argument("review", type=Path, help="review folder made by `dupes review export`")
-    imp.add_argument("--ledger", type=parse_location, default=None,
-                     help="ledger to update (default: the one chosen at export)")
     imp.add_argument("--accept-untouched", action="store_true",
                      help="accept the suggestions of the files left in place even when they are "
                           "most of the review (without it, such an import is refused: it is "
                           "what a folder nobody reviewed looks like)")
-    srv = rsub.add_parser("serve", help="triage a review folder in the browser, by keyboard",
+    srv = rsub.add_parser("serve", parents=[review_folder_flags()],
+                          help="triage a review folder in the browser, by keyboard",
                           description="Serve a page on 127.0.0.1 that shows every image of "
                           "REVIEW large, with its labels, votes and scores, and takes one "
                           "decision per image from the keyboard (a accept the suggestion, k keep "
@@ -178,11 +185,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                           "decision is saved at once: REVIEW/manifest.csv and the ledger are "
                           "what `review import` gives for the same moves in a file manager. "
                           "Stop with Ctrl-C; a later serve goes on where it stopped.")
-    srv.add_argument("review", type=Path, help="review folder made by `dupes review export`")
     srv.add_argument("--port", type=int, default=8765,
                      help="port on 127.0.0.1 (default 8765; 0 = any free port)")
-    srv.add_argument("--ledger", type=parse_location, default=None,
-                     help="ledger to update (default: the one chosen at export)")
 
     app = sub.add_parser("apply", help="build a corrected copy of a dataset from a manifest",
                          description="Copy DATA to OUT with the manifest's relabels and "
