@@ -13,7 +13,7 @@ and plan_estimate_v2_first_run.json).
 
     .venv/bin/python benchmarks/plan_estimate.py --fit benchmarks/results/plan_estimate*.json
 
-fits the estimate's two constants (orchestrator/plan.py: SIDE_BY_SIDE, FIXED_S) over the
+fits the estimate's two constants (orchestrator/pipeline/plan.py: SIDE_BY_SIDE, FIXED_S) over the
 passes with the defaults in those files and re-scores each with the rule in use.
 """
 from __future__ import annotations
@@ -127,7 +127,7 @@ def parts(r: dict) -> tuple[float, float, float] | None:
 def fit(files: list[Path]) -> None:
     """Least-squares fit of the plan's two constants (a training beside others at k x the
     probe's time, plus a fixed cost) over the passes with the defaults in `files`, and every
-    pass re-scored with the rule in orchestrator/plan.py."""
+    pass re-scored with the rule in orchestrator/pipeline/plan.py."""
     from orchestrator.pipeline.plan import FIXED_S, SIDE_BY_SIDE
     rows = []
     for f in files:

@@ -1,0 +1,1 @@
+"""The review loop on disk: export, import, the corrected copy, the browser triage."""
