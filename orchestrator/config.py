@@ -56,6 +56,11 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+# px: below 8 the small CNN's pooling leaves nothing; above 1024 one image is 3 MB decoded,
+# and a cache of such images outgrows a machine's memory long before a model needs them
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024
+
+
 def opt(default, help: str, **meta):
     return field(default=default, metadata={"help": help, **meta})
 
@@ -67,7 +72,7 @@ class ScanSettings:
     image_size: int | None = opt(None, "training size in px (images are resized to a "
                                  "square); none: the images' median size, at most 128 px with "
                                  "GPUs, 64 px without (the small CNN's sizes)",
-                                 gt=0)
+                                 min=MIN_IMAGE_SIZE, max=MAX_IMAGE_SIZE)
     min_per_class: int | None = opt(None, "drop classes with fewer usable images than this "
                                     "(reported); none: a class with fewer than 2 is an error",
                                     gt=0)

@@ -17,20 +17,41 @@ DATA_MODES = ("auto", "resident", "streamed")
 
 
 def bound_error(value, meta) -> str | None:
-    """What is wrong with a number against a field's bounds (`gt`, `min`), or None: the one
-    rule the command line's flags and a hyperparameter file are both checked by."""
+    """What is wrong with a number against a field's bounds (`gt`, `min`, `lt`, `max`), or
+    None: the one rule the command line's flags and a hyperparameter file are checked by."""
     if value != value or value in (float("inf"), float("-inf")):
         return "must be a finite number"
     if "gt" in meta and not value > meta["gt"]:
         return f"must be > {meta['gt']:g}"
     if "min" in meta and not value >= meta["min"]:
         return f"must be >= {meta['min']:g}"
+    if "lt" in meta and not value < meta["lt"]:
+        return f"must be < {meta['lt']:g}"
+    if "max" in meta and not value <= meta["max"]:
+        return f"must be <= {meta['max']:g}"
     return None
+
+
+def type_error(value, annotation: str) -> str | None:
+    """What is wrong with a value's type against a field's annotation (`int`, `float`,
+    `bool`, `str`, `X | None`), or None: a hyperparameter file's "lr": "0.1" or
+    "batch_size": null is refused before it reaches a training."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    if value is None:
+        return None if "None" in kinds else "must not be null"
+    ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str)}
+    known = [k for k in kinds if k in ok]
+    if not known or any(ok[k](value) for k in known):
+        return None
+    return f"must be {' or '.join(k if k != 'str' else 'text' for k in known)}, " \
+           f"got {type(value).__name__} {value!r}"
 
 
 def hp(default, help: str, **meta):
     """A hyperparameter: its default and what the flag's help says (unit included); `meta`
-    may bound it (`gt`, `min`) or list its `choices`."""
+    may bound it (`gt`, `min`, `lt`, `max`) or list its `choices`."""
     return field(default=default, metadata={"help": help, **meta})
 
 
@@ -50,7 +71,7 @@ class Hyp:
     momentum: float = hp(0.9, "SGD momentum", min=0)
     weight_decay: float = hp(5e-4, "L2 weight decay per step, of conv and linear weights", min=0)
     label_smoothing: float = hp(0.0, "training label smoothing; the held-out loss is plain "
-                                "cross-entropy", min=0, sized=True)
+                                "cross-entropy", min=0, lt=1, sized=True)
     mixup: float = hp(0.0, "alpha of mixup's Beta(alpha, alpha) weight; 0 = off", min=0)
     flip: bool = hp(True, "random left-right mirror (a pass measures whether mirrored images "
                     "keep their labels: not so for digits and text)", sized=True)
@@ -65,9 +86,9 @@ class Hyp:
                         min=0, sized=True)
     progressive: float = hp(0.0, "progressive resizing: first epochs at this fraction of the "
                             "size, full size from 75% of training (measured on MNIST: 0.5 is "
-                            "1.8x faster, -0.2 pt accuracy); 0 = off", min=0, sized=True)
+                            "1.8x faster, -0.2 pt accuracy); 0 = off", min=0, max=1, sized=True)
     crop_scale: float = hp(0.35, "random-resized-crop min area for images > 64 px; 0 = off",
-                           min=0)
+                           min=0, max=1)
     pretrained: bool = hp(False, "start from torchvision's ImageNet weights of --model "
                           "(downloaded once)")
     weights: str | None = hp(None, "start from a local weights file instead (offline clusters)")
@@ -91,7 +112,9 @@ class Hyp:
         bad = []
         for f in fields(self):
             v, meta = getattr(self, f.name), f.metadata
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
+            if (why := type_error(v, str(f.type))) is not None:
+                bad.append(f"{f.name} {why}")
+            elif isinstance(v, bool) or not isinstance(v, (int, float)):
                 if "choices" in meta and v not in meta["choices"]:
                     bad.append(f"{f.name}={v!r} (one of {', '.join(meta['choices'])})")
             elif (why := bound_error(v, meta)) is not None:

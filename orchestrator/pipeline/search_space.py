@@ -57,6 +57,8 @@ def space_arg(text: str) -> dict:
     """`--space FILE` as an argparse type: the loaded, checked search space."""
     try:
         return load_space(Path(text))
+    except yaml.YAMLError as e:  # a parser's message names the line and column
+        raise argparse.ArgumentTypeError(f"{text} is not valid YAML: {e}") from None
     except (OSError, ValueError) as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 

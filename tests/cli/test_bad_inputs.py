@@ -89,6 +89,9 @@ def _scratch(t: Path) -> None:
     (t / "binary.json").write_bytes(bytes(range(256)))
     (t / "nan.json").write_text('{"lr": NaN}')
     (t / "unknown.json").write_text('{"learning_rate": 0.1}')
+    (t / "lr-text.json").write_text('{"lr": "0.1"}')
+    (t / "batch-null.json").write_text('{"batch_size": null}')
+    (t / "broken.yaml").write_text("lr: {loguniform: [0.01, 0.1]\nepochs: [\n")
 
 
 def _flag_cases(d: Path, t: Path) -> dict[str, tuple[list, str]]:
@@ -126,6 +129,13 @@ def _flag_cases(d: Path, t: Path) -> dict[str, tuple[list, str]]:
         "top-losses-k-zero": (["top-losses", d, "--k", "0"], "--k"),
         "budget-not-a-duration": (["run", d, "--budget", "10x"], "--budget"),
         "budget-zero": (["run", d, "--budget", "0m"], "--budget"),
+        "label-smoothing-5": (["run", d, "--label-smoothing", "5"], "--label-smoothing"),
+        "image-size-1": (["run", d, "--image-size", "1"], "--image-size"),
+        "image-size-huge": (["run", d, "--image-size", "100000"], "--image-size"),
+        "sanity-image-size-huge": (["sanity", d, "--image-size", "100000"], "--image-size"),
+        "config-lr-text": (["run", d, "--config", t / "lr-text.json"], "lr must be"),
+        "config-batch-null": (["run", d, "--config", t / "batch-null.json"], "batch_size"),
+        "tune-space-broken-yaml": (["tune", d, "--space", t / "broken.yaml"], "not valid YAML"),
     }
 
 
