@@ -27,7 +27,22 @@ from orchestrator.visual import write_html
 def run_pass(run: Run, cfg: RunConfig, console: Console, *,
              t_start: float | None = None) -> Summary:
     """Scan, split, train what is missing, analyse; returns the summary (the caller saves
-    it, last, with `Run.save_summary`)."""
+    it, last, with `Run.save_summary`). One driver per run: a second is refused (RunError)
+    before it writes anything; a driver stopped by Ctrl-C says so in progress.json."""
+    with run.driver_lock():
+        run.mark_started()
+        try:
+            return _run_pass(run, cfg, console, t_start=t_start)
+        except KeyboardInterrupt:
+            run.mark_stopped("interrupted (Ctrl-C)")
+            raise
+        except Exception as e:
+            run.mark_stopped(f"stopped by an error: {type(e).__name__}: {e}")
+            raise
+
+
+def _run_pass(run: Run, cfg: RunConfig, console: Console, *,
+              t_start: float | None = None) -> Summary:
     t_start = t_start or time.perf_counter()
     run.save_config(cfg)
     for (r, f), why in run.drop_incomplete():

@@ -179,7 +179,11 @@ def show_status(run, console: Console) -> None:
     if saved is not None:
         header, state = saved
         age = time.time() - header.get("updated_unix", time.time())
-        if header["running"] and age > STALE_S:
+        if header.get("stopped"):
+            console.print(f"[yellow]stopped:[/] {header['stopped']} at {header['updated']}. "
+                          f"`dupes run --resume {run.location}` continues the run",
+                          highlight=False)
+        elif header["running"] and age > STALE_S:
             console.print(f"[red]no heartbeat for {age / 60:.0f} min[/] (last "
                           f"{header['updated']}): the driver stopped without finishing (killed, "
                           f"or its machine is gone). `dupes run --resume {run.location}` "

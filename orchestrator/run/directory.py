@@ -25,6 +25,7 @@ from orchestrator.run import rundir, storage
 from orchestrator.run import partitions
 from orchestrator.run.files import RunFiles
 from orchestrator.run.ledger import ledger_path
+from orchestrator.run.lock import FolderLock
 from orchestrator.run.records import Item, ScanInfo
 from orchestrator.run.remote import RemoteRun, ShardStore
 from trainers.shards import ShardedImages
@@ -33,7 +34,8 @@ from trainers.shards import ShardedImages
 # is done), `report` everything but the image cache, `all` (a resume) everything.
 NEEDS = {"status": {"config.json", "progress.json", "summary.json"}, "report": None,
          "all": None}
-LEGACY_CACHE = "cache/images.npy"  # the one-file cache of runs made before the shards
+LEGACY_CACHE = "cache/images.npy"
+DRIVER_LOCK = ".driver.lock"  # hidden: never uploaded, never read as a run file  # the one-file cache of runs made before the shards
 
 
 class Run(RunFiles):
@@ -115,6 +117,13 @@ class Run(RunFiles):
             raise RunError(f"{run.location} is not a run directory (no config.json): give a "
                            "run directory written by `dupes run`")
         return run
+
+    def driver_lock(self) -> FolderLock:
+        """Held by the one driver of this run (`dupes run`, a resume, the demo): a second one
+        is refused, naming the first, before it writes anything."""
+        return FolderLock(self.path, DRIVER_LOCK, refuse=lambda who: RunError(
+            f"{self.location} is being run by {who}: wait for it to finish, or stop it "
+            f"(Ctrl-C) and resume with `dupes run --resume {self.location}`"))
 
     @property
     def on_bucket(self) -> bool:

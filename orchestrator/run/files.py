@@ -11,7 +11,7 @@ import pandas as pd
 
 from orchestrator.errors import StorageError
 from orchestrator.run import reading, rundir
-from orchestrator.run.records import Item, Summary, TrainingState
+from orchestrator.run.records import Item, Status, Summary, TrainingState
 
 PROGRESS_UPLOAD_S = 10.0  # progress.json goes to the bucket at most this often
 
@@ -70,17 +70,37 @@ class RunFiles:
         return self._exists("sanity.json") and bool(self._read_json("sanity.json")["ok"])
 
     def save_progress(self, state: dict[Item, TrainingState], *, running: bool,
-                      eta_s: float | None = None) -> None:
-        """Where every training stands, for `dupes status` on any machine that sees the run."""
+                      eta_s: float | None = None, stopped: str | None = None) -> None:
+        """Where every training stands, for `dupes status` on any machine that sees the run;
+        `stopped` says why a driver stopped before the end (it records that on its way out)."""
         self._write_json("progress.json", {
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "updated_unix": time.time(),
-            "running": running, "eta_s": eta_s,
+            "running": running, "eta_s": eta_s, **({"stopped": stopped} if stopped else {}),
             "trainings": [{"repeat": r, "fold": f, **p.to_dict(short_error=True)}
                           for (r, f), p in sorted(state.items())]})
         if self.remote is not None and (not running or
                                         time.time() - self._t_progress > PROGRESS_UPLOAD_S):
             self._t_progress = time.time()
             self.publish("progress.json")
+
+    def mark_started(self) -> None:
+        """A driver took the run again (a resume): progress.json stops saying it stopped."""
+        saved = self.progress()
+        if saved is not None:
+            self.save_progress(saved[1], running=True)
+
+    def mark_stopped(self, why: str) -> None:
+        """progress.json says at once that the driver stopped, and why (Ctrl-C, an error):
+        `dupes status` must not show a run as running until its heartbeat goes stale."""
+        try:  # best effort: the error that stopped the driver is the one to report
+            saved = self.progress()
+            state = saved[1] if saved else {}
+            for p in state.values():  # what was in flight is lost with the driver
+                if p.status not in (Status.DONE, Status.FAILED):
+                    p.status = Status.PENDING
+            self.save_progress(state, running=False, stopped=why)
+        except Exception:  # noqa: BLE001 - a full disk, a bucket unreachable
+            pass
 
     def progress(self) -> tuple[dict, dict[Item, TrainingState]] | None:
         """progress.json: its header (updated, running, eta_s) and every training's state."""
