@@ -15,6 +15,7 @@ from orchestrator.errors import ReviewError
 from orchestrator.review.copies import ensure_empty, fetch, outside, sha1_of, temp_for
 from orchestrator.run import ledger as ledger_mod
 from orchestrator.run import rundir, storage
+from orchestrator.run.lock import FolderLock
 from orchestrator.run.directory import Run
 
 META_DIR = ".dupes"  # review metadata the technician never needs to see
@@ -152,11 +153,26 @@ def review_ledger(review: Path, meta: dict, override: Path | None = None):
     return where
 
 
+def serve_lock(review: Path) -> FolderLock:
+    """Held by the one `dupes review serve` of a folder (and by an import, which must not
+    read a folder a page is deciding in): a second is refused, naming the first."""
+    return FolderLock(review / META_DIR, "serve.lock", refuse=lambda who: ReviewError(
+        f"{review} is being triaged by {who}: use that server's page, or stop it (Ctrl-C) "
+        "first; two servers on one folder would overwrite each other's decisions"))
+
+
 def import_review(review: Path, *, ledger: Path | None = None,
                   accept_untouched: bool = False) -> tuple[pd.DataFrame, list[Problem]]:
     """Read back the technician's actions. With problems, nothing is written. A review in
     which most files are untouched is refused unless `accept_untouched`."""
     review = Path(review).resolve()
+    _read_meta(review)  # a folder made by an export, before its lock is taken
+    with serve_lock(review):
+        return _import_review(review, ledger=ledger, accept_untouched=accept_untouched)
+
+
+def _import_review(review: Path, *, ledger: Path | None,
+                   accept_untouched: bool) -> tuple[pd.DataFrame, list[Problem]]:
     meta = _read_meta(review)
     before = read_exported(review)
     after = list_review_tree(review)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sys
 import threading
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from aiohttp import web
 
 from analysis.columns import shown
 from analysis.review_plan import DECISIONS, decisions_manifest
-from orchestrator.review.files import (META_DIR, ReviewError, _read_meta, read_exported,
-                                       review_ledger, review_specials)
+from orchestrator.review.files import (META_DIR, ReviewError, _read_meta, list_review_tree,
+                                       read_exported, review_ledger, review_specials, serve_lock)
 from orchestrator.run import ledger as ledger_mod
 from orchestrator.run import rundir, storage
 from orchestrator.run.directory import Run
@@ -32,6 +33,25 @@ PAGE = Path(__file__).with_name("page.html")
 # the scores the page shows beside an image, labelled as the reports label them
 SCORE_COLUMNS = {c.name: c.label for c in shown(("mean_loss", "mean_prob_given",
                                                  "mean_prob_suggested"))}
+
+
+class NotSaved(OSError):
+    """A decision could not be written; the message says where and what to do."""
+
+
+def refuse_moved(review: Path, before: pd.DataFrame) -> None:
+    """The browser route starts from the folder as exported: files moved or deleted in a file
+    manager are decisions of the other route, which `dupes review import` reads; the browser
+    would silently leave them out of manifest.csv."""
+    after = set(list_review_tree(review)["review_path"])
+    exported = set(before["review_path"])
+    changed = sorted((exported - after) | (after - exported))
+    if changed:
+        raise ReviewError(
+            f"{review} has {len(changed)} file(s) moved, deleted or added since the export "
+            f"(e.g. {changed[0]}): it is being reviewed in a file manager. Finish that with "
+            f"`dupes review import {review}`, or put the files back to triage it in the "
+            "browser")
 
 
 class Triage:
@@ -44,6 +64,7 @@ class Triage:
         self.classes = [str(c) for c in meta["classes"]]
         self.specials = review_specials(meta)
         self.before = read_exported(self.review)
+        refuse_moved(self.review, self.before)
         self.ledger = review_ledger(self.review, meta, ledger)
         self.scores = _scores(meta.get("run_dir"), self.before)
         path = self.review / META_DIR / DECISIONS_FILE
@@ -84,8 +105,18 @@ class Triage:
             manifest = decisions_manifest(self.before, new, self.classes,
                                           specials=self.specials)  # validates
             old_confirmed = self._confirmed(self.decisions)
-            rundir.write_json(self.review / META_DIR / DECISIONS_FILE, new)
-            rundir.write_csv(self.review / "manifest.csv", manifest)
+            path = self.review / META_DIR / DECISIONS_FILE
+            try:
+                rundir.write_json(path, new)
+                rundir.write_csv(self.review / "manifest.csv", manifest)
+            except OSError as e:  # a full disk, a folder moved away: the page must say so
+                try:  # what was acknowledged stays as it was, where it can be written back
+                    rundir.write_json(path, self.decisions)
+                except OSError:
+                    pass
+                raise NotSaved(f"not saved: {e.strerror or e} writing {e.filename or path}; "
+                               "free space or fix the review folder, then decide again "
+                               "(every earlier decision is kept)") from None
             self.decisions = new
             now = self._confirmed(new)
             if len(now):
@@ -151,6 +182,9 @@ def make_app(triage: Triage, token: str):
                                              body.get("decision"), body.get("label"))
         except (ValueError, KeyError, TypeError) as e:
             return web.json_response({"error": str(e)}, status=400)
+        except OSError as e:  # NotSaved: told to the page and the terminal, no traceback
+            print(f"warning: {e}", file=sys.stderr, flush=True)
+            return web.json_response({"error": str(e), "saved": False}, status=507)
         return web.json_response(result)
 
     app = web.Application()
@@ -164,7 +198,13 @@ class ReviewServer:
     """The triage page served from a background thread, on 127.0.0.1 only."""
 
     def __init__(self, review: Path, *, port: int = 0, ledger: Path | None = None):
-        self.triage = Triage(review, ledger=ledger)
+        _read_meta(Path(review).resolve())  # a review folder, before its lock is made there
+        self._lock = serve_lock(Path(review).resolve()).__enter__()  # one server per folder
+        try:
+            self.triage = Triage(review, ledger=ledger)
+        except BaseException:
+            self._lock.__exit__()
+            raise
         self.token = secrets.token_urlsafe(16)
         self.port = port
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -180,6 +220,7 @@ class ReviewServer:
         self._thread.start()
         self._ready.wait(30)
         if self._error is not None:
+            self._lock.__exit__()
             raise ReviewError(f"cannot serve on 127.0.0.1:{self.port} ({self._error}): pass "
                               "another --port, or 0 for a free one") from None
         return self
@@ -207,3 +248,4 @@ class ReviewServer:
         if self._loop is not None and self._loop.is_running():
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._lock.__exit__()
