@@ -5,6 +5,8 @@ and the fix; the CLI prints that message and exits with the code below, never a 
 """
 from __future__ import annotations
 
+import errno
+
 EXIT_OK, EXIT_FAILED_TRAININGS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -55,3 +57,26 @@ EXIT_CODES: dict[type, int] = {
     StorageError: EXIT_BAD_INPUT, CacheError: EXIT_BAD_INPUT, BudgetError: EXIT_BAD_INPUT,
     FileNotFoundError: EXIT_BAD_INPUT,
 }
+
+
+def disk_full(e: BaseException) -> OSError | str | None:
+    """The full disk behind an error, if one is: an ENOSPC OSError in its chain, or, for an
+    error a Ray task raised (wrapped, its cause as text), that text."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return e
+        if "No space left on device" in str(e):
+            return str(e).strip().splitlines()[-1]
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def disk_full_message(full: OSError | str, command: str) -> str:
+    where = f" writing {full.filename}" if isinstance(full, OSError) and full.filename else ""
+    detail = "" if isinstance(full, OSError) else f" ({full})"
+    again = ("then `dupes run --resume RUN`: finished trainings are kept, partial writes are "
+             "removed" if command in ("run", "demo") else "then run the command again: "
+             "nothing half-written was left")
+    return f"the disk is full{where}{detail}: free space on it, {again}"

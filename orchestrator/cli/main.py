@@ -13,7 +13,8 @@ import sys
 from rich.console import Console
 
 from orchestrator.cli.parser import get_args_parser
-from orchestrator.errors import EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED
+from orchestrator.errors import (EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, disk_full,
+                                 disk_full_message)
 
 # command -> (module of orchestrator.cli, handler)
 COMMANDS = {
@@ -46,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         return next(code for kind, code in EXIT_CODES.items() if isinstance(e, kind))
     except ValueError as e:  # a value the parser could not judge alone (a --config file's)
         console.print(f"[red]error:[/] {e}", highlight=False)
+        return EXIT_BAD_INPUT
+    except Exception as e:
+        full = disk_full(e)
+        if full is None:
+            raise
+        console.print(f"[red]error:[/] {disk_full_message(full, args.command)}", highlight=False)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         run = getattr(args, "resume", None) or getattr(args, "out", None)

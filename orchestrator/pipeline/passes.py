@@ -58,7 +58,7 @@ def _run_pass(run: Run, cfg: RunConfig, console: Console, *,
         prep = prepare(run, cfg, console, task_options=scan_task_options(cfg.data_dir),
                        max_auto_size=auto_max(gpus))
         if stale_local:
-            console.print(f"removed {stale_local} partial prediction write(s) of an interrupted "
+            console.print(f"removed {stale_local} partial write(s) of an interrupted "
                           "attempt")
         outcome = train_missing(run, cfg, prep, console, t_start=t_start)
     prep.timings.update(timings)

@@ -2,7 +2,6 @@
 is written, the copy built in a temp folder and renamed into place. The dataset is only read."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -11,8 +10,8 @@ from analysis.review_plan import ACTIONS, CHANGES_REL, MANIFEST_COLUMNS, correct
     safe_class, unsafe_relpath
 from orchestrator.errors import ReviewError
 from orchestrator.review import copies
-from orchestrator.review.copies import ensure_empty, outside, sha1_in, temp_for
-from orchestrator.run import storage
+from orchestrator.review.copies import ensure_empty, outside, sha1_in
+from orchestrator.run import rundir, storage
 
 
 def _unsafe_relpath(rel: str, src: Path | str) -> str | None:
@@ -77,13 +76,13 @@ def apply_manifest(manifest_path: Path, src: Path | str, dst: Path, *,
         raise ReviewError(f"{manifest_path} cannot be applied to {src}:\n  " + "\n  ".join(problems))
 
     moves, changes_df = corrected_plan(files, manifest)
-    tmp = temp_for(dst)
-    for rel, target in moves:
-        (tmp / target).parent.mkdir(parents=True, exist_ok=True)
-        copies.fetch(src, rel, tmp / target, hardlink=hardlink)
-    (tmp / CHANGES_REL).parent.mkdir(parents=True, exist_ok=True)
-    changes_df.to_csv(tmp / CHANGES_REL, index=False)
-    if dst.exists():
-        dst.rmdir()
-    os.rename(tmp, dst)
+
+    def build(tmp: Path) -> None:
+        for rel, target in moves:
+            (tmp / target).parent.mkdir(parents=True, exist_ok=True)
+            copies.fetch(src, rel, tmp / target, hardlink=hardlink)
+        (tmp / CHANGES_REL).parent.mkdir(parents=True, exist_ok=True)
+        rundir.write_csv(tmp / CHANGES_REL, changes_df)
+
+    copies.build_into(dst, build)
     return changes_df

@@ -102,3 +102,18 @@ def temp_for(out: Path) -> Path:
         shutil.rmtree(stale, ignore_errors=True)
         print(f"removed {stale}, left by an interrupted earlier attempt")
     return out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+def build_into(out: Path, build) -> None:
+    """`build(tmp)` fills a temporary sibling of `out`, renamed to `out` once complete, so a
+    tree appears whole or not at all; a build that fails (a full disk, Ctrl-C) is removed:
+    nothing half-built is left to fill the disk."""
+    tmp = temp_for(out)
+    try:
+        build(tmp)
+        if out.exists():
+            out.rmdir()
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

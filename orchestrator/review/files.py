@@ -12,7 +12,7 @@ from rich.table import Table
 from analysis.review_plan import (REMOVE_DIR, UNSURE_DIR, Problem, diff_review, export_table,
                                   special_dirs)
 from orchestrator.errors import ReviewError
-from orchestrator.review.copies import ensure_empty, fetch, outside, sha1_of, temp_for
+from orchestrator.review.copies import build_into, ensure_empty, fetch, outside, sha1_of
 from orchestrator.run import ledger as ledger_mod
 from orchestrator.run import rundir, storage
 from orchestrator.run.lock import FolderLock
@@ -84,25 +84,25 @@ def export_review(run: Run | Path | str, out: Path, *, include_confirmed: bool =
     if problems:
         raise ReviewError("the dataset changed since the run; these files are gone:\n  "
                           + "\n  ".join(problems[:20]))
-    tmp = temp_for(out)
     remove_dir, unsure_dir = special_dirs(analysis.classes)
-    for folder in [*analysis.classes, remove_dir, unsure_dir, META_DIR]:
-        (tmp / folder).mkdir(parents=True, exist_ok=True)
-    for rel, review_path in zip(table["relpath"], table["review_path"]):
-        fetch(data, rel, tmp / review_path)
-    (tmp / "before.txt").write_text("".join(
-        f"{p}\t{s}\t{h}\n" for p, s, h in zip(table["review_path"], table["sample_id"],
-                                             table["sha1"])))
-    table.to_csv(tmp / META_DIR / "exported.csv", index=False)
-    rundir.write_json(tmp / META_DIR / "review.json", {
-        "run_dir": run.location, "data_dir": str(data), "threshold": str(analysis.threshold),
-        "classes": analysis.classes, "ledger": str(ledger), "remove_dir": remove_dir,
-        "unsure_dir": unsure_dir})
-    (tmp / "README.txt").write_text(README.format(run=run, review=out, data=data,
-                                                  remove=remove_dir, unsure=unsure_dir))
-    if out.exists():
-        out.rmdir()
-    os.rename(tmp, out)  # a review folder appears complete or not at all
+
+    def build(tmp: Path) -> None:
+        for folder in [*analysis.classes, remove_dir, unsure_dir, META_DIR]:
+            (tmp / folder).mkdir(parents=True, exist_ok=True)
+        for rel, review_path in zip(table["relpath"], table["review_path"]):
+            fetch(data, rel, tmp / review_path)
+        (tmp / "before.txt").write_text("".join(
+            f"{p}\t{s}\t{h}\n" for p, s, h in zip(table["review_path"], table["sample_id"],
+                                                 table["sha1"])))
+        rundir.write_csv(tmp / META_DIR / "exported.csv", table)
+        rundir.write_json(tmp / META_DIR / "review.json", {
+            "run_dir": run.location, "data_dir": str(data), "threshold": str(analysis.threshold),
+            "classes": analysis.classes, "ledger": str(ledger), "remove_dir": remove_dir,
+            "unsure_dir": unsure_dir})
+        (tmp / "README.txt").write_text(README.format(run=run, review=out, data=data,
+                                                      remove=remove_dir, unsure=unsure_dir))
+
+    build_into(out, build)  # a review folder appears complete or not at all
     return table
 
 

@@ -231,9 +231,14 @@ class Run(RunFiles):
         return dropped
 
     def clear_partial(self) -> tuple[int, int]:
-        """Remove what interrupted writes left: (objects in the bucket, local folders)."""
+        """Remove what interrupted writes left: (objects in the bucket, local folders and
+        temp files). The driver's lock is held: no other process writes here now."""
         remote = self.remote.clear_partial() if self.remote is not None else 0
-        return remote, partitions.clear_partial_writes(self.path)
+        temps = [p for d in (self.path, self.path / "cache", self.path / partitions.TRAININGS)
+                 for p in d.glob(".*.tmp-*") if p.is_file()]
+        for p in temps:  # a shard or a file cut short by a kill or a full disk
+            p.unlink(missing_ok=True)
+        return remote, partitions.clear_partial_writes(self.path) + len(temps)
 
     def commit_partition(self, kind: str, item: Item, write: Callable[[Path], None]) -> None:
         """`write(folder)` fills a temp folder, renamed into the partition once complete; a

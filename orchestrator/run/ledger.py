@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestrator.run import storage
+from orchestrator.run import rundir, storage
 
 LEDGER_NAME = "dupes-ledger.csv"
 LEDGER_COLUMNS = ["sha1", "class_name", "relpath", "confirmed_at", "review"]
@@ -53,7 +53,7 @@ def add_confirmed(path: Path | str, confirmed: pd.DataFrame, review: str) -> int
     new = new[[(s, c) not in known for s, c in zip(new["sha1"], new["class_name"])]]
     if len(new):  # replaced whole: temp + rename on disk, one PUT on a bucket
         table = pd.concat([ledger, new[LEDGER_COLUMNS]], ignore_index=True)
-        storage.write_bytes(path, table.to_csv(index=False).encode())
+        storage.write_bytes(path, rundir.csv_text(table).encode())
     return len(new)
 
 
@@ -66,7 +66,7 @@ def withdraw_confirmed(path: Path | str, withdrawn: pd.DataFrame, review: str) -
                         zip(ledger["sha1"], ledger["class_name"], ledger["review"])),
                        dtype=bool, count=len(ledger))
     if drop.any():
-        storage.write_bytes(path, ledger[~drop].to_csv(index=False).encode())
+        storage.write_bytes(path, rundir.csv_text(ledger[~drop]).encode())
     return int(drop.sum())
 
 

@@ -2,6 +2,7 @@
 so an interrupted run leaves either the old file or the new one, never half of one."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import uuid
@@ -36,10 +37,20 @@ def _tmp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
 
 
-def write_json(path: Path, obj) -> None:
+def _atomic(path: Path, write) -> None:
+    """`write(tmp)` then rename into place; a write that fails (a full disk, Ctrl-C) leaves
+    neither a half file nor its temp behind."""
     tmp = _tmp(path)
-    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    _atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n"))
 
 
 def _jsonable(o):
@@ -55,9 +66,7 @@ def _jsonable(o):
 
 
 def write_text(path: Path, text: str) -> None:
-    tmp = _tmp(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def read_json(path: Path):
@@ -65,26 +74,30 @@ def read_json(path: Path):
 
 
 def write_parquet(path: Path, df: pd.DataFrame) -> None:
-    tmp = _tmp(path)
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
-    os.replace(tmp, path)
+    _atomic(path, lambda tmp: pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp))
+
+
+def csv_text(df: pd.DataFrame) -> str:
+    """A table as CSV that reads back as it was. A carriage return in a file name is legal on
+    Linux, and the csv module quotes only the line terminator ("\\n"), so a bare "\\r" would
+    split the row on reading: then every text field is quoted."""
+    text = [c for c in df.columns if pd.api.types.is_string_dtype(df[c])
+            or df[c].dtype == object]
+    risky = any(df[c].astype(str).str.contains("\r", regex=False).any() for c in text)
+    return df.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC if risky else csv.QUOTE_MINIMAL)
 
 
 def write_csv(path: Path, df: pd.DataFrame) -> None:
-    tmp = _tmp(path)
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    _atomic(path, lambda tmp: tmp.write_text(csv_text(df)))
 
 
 def write_png(path: Path, image) -> None:
     """A PIL image as PNG."""
-    tmp = _tmp(path)
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    _atomic(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 def write_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = _tmp(path)
-    with open(tmp, "wb") as f:
-        np.save(f, arr)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.save(f, arr)
+    _atomic(path, write)

@@ -271,5 +271,9 @@ def write_bytes(location, data: bytes) -> None:
     path = Path(location)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk: no half shard left to fill it further
+        tmp.unlink(missing_ok=True)
+        raise

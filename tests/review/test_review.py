@@ -25,9 +25,11 @@ CLASSES = ["0", "1", "cat"]  # numeric class names must survive CSV round trips
 
 
 def make_run(tmp: Path, wrong: dict[str, str], repeats: int = 2,
-             classes: list[str] = CLASSES) -> tuple[Path, Path]:
+             classes: list[str] = CLASSES, renamed: dict[str, str] | None = None
+             ) -> tuple[Path, Path]:
     """A dataset of 4 images per class and a finished run directory in which the images in
-    `wrong` (relpath -> class) are predicted as that other class by every training."""
+    `wrong` (relpath -> class) are predicted as that other class by every training;
+    `renamed` gives some files other names (relpath -> relpath) before the scan."""
     data = tmp / "data"
     rng = np.random.default_rng(0)
     for c in classes:
@@ -35,6 +37,8 @@ def make_run(tmp: Path, wrong: dict[str, str], repeats: int = 2,
         for i in range(4):
             sub = "sub/" if i == 3 else ""
             Image.fromarray(rng.integers(0, 255, (8, 8), np.uint8)).save(data / c / f"{sub}img{i}.png")
+    for old, new in (renamed or {}).items():
+        (data / old).rename(data / new)
     run = tmp / "runs" / "r1"
     run.mkdir(parents=True)
     scan = scan_dataset(data, image_size=8)
