@@ -15,6 +15,7 @@ from orchestrator.errors import EXIT_FAILED_TRAININGS, EXIT_OK, UsageError
 from orchestrator.pipeline.passes import run_pass
 from orchestrator.pipeline.sanity import check_dataset
 from orchestrator.pipeline.search_space import TuneSettings
+from orchestrator.pipeline.settings import check_fits
 from orchestrator.pipeline.tune import load_search, run_search, show_search, start_search
 from orchestrator.run.directory import Run
 from orchestrator.run.storage import absolute, child, name_of, same_tree
@@ -43,6 +44,8 @@ def cmd_run(args, console: Console) -> int:
                              f"{absolute(args.data)}, which is only ever read: put runs "
                              "elsewhere (--out or --storage)")
         cfg = new_config(args, data_dir=absolute(args.data), run_dir=absolute(out))
+        if cfg.scan.image_size:  # else checked once the scan knows the size
+            check_fits(cfg.hyp, cfg.scan.image_size)
         run = Run.create(out)  # after every flag and file was read: a bad one leaves nothing
     try:
         summary = run_pass(run, cfg, console, t_start=t0)

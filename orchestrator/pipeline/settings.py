@@ -69,10 +69,28 @@ def sized_defaults(hyp: Hyp, *, given, n_images: int, image_size: int, channels:
 def resolve_hyperparameters(hyp: Hyp, *, given, n_images: int, image_size: int,
                             channels: int, gpu: bool) -> tuple[Hyp, dict]:
     """`sized_defaults` for what `given` leaves open, then the model `auto` resolves to at
-    this size; returns the hyperparameters and {name: "value: why"} of what was chosen."""
+    this size; returns the hyperparameters and {name: "value: why"} of what was chosen.
+    ValueError naming the flag when the small CNN cannot take images of this size."""
     hyp, chosen = sized_defaults(hyp, given=given, n_images=n_images, image_size=image_size,
                                  channels=channels, gpu=gpu)
-    return replace(hyp, model=resolve_model(hyp.model, image_size)), chosen
+    hyp = replace(hyp, model=resolve_model(hyp.model, image_size))
+    check_fits(hyp, image_size)
+    return hyp, chosen
+
+
+def check_fits(hyp: Hyp, image_size: int) -> None:
+    """The small CNN pools twice by 2 after its stem (and the whitening layer trims 1 px):
+    the stem must leave it at least 4 px, 5 with whitening, or the model fails at its first
+    batch. Checked before anything is spent, with the fix."""
+    if resolve_model(hyp.model, image_size) != "smallcnn":
+        return
+    need = 4 + int(hyp.whiten)
+    left = image_size // hyp.stem_pool
+    if left < need:
+        most = max(1, image_size // need)
+        raise ValueError(f"--stem-pool {hyp.stem_pool} pools {image_size}-px images to {left} "
+                         f"px, and the small CNN needs at least {need}: use --stem-pool {most} "
+                         "or less, or a larger --image-size")
 
 
 def settle_flip(hyp: Hyp, chosen: dict, mirror: dict) -> tuple[Hyp, dict]:

@@ -135,6 +135,8 @@ def _flag_cases(d: Path, t: Path) -> dict[str, tuple[list, str]]:
         "sanity-image-size-huge": (["sanity", d, "--image-size", "100000"], "--image-size"),
         "config-lr-text": (["run", d, "--config", t / "lr-text.json"], "lr must be"),
         "config-batch-null": (["run", d, "--config", t / "batch-null.json"], "batch_size"),
+        "stem-pool-too-big": (["run", d, "--image-size", "16", "--stem-pool", "64"],
+                              "--stem-pool"),
         "tune-space-broken-yaml": (["tune", d, "--space", t / "broken.yaml"], "not valid YAML"),
     }
 
