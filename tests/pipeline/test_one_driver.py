@@ -43,13 +43,19 @@ def test_a_second_driver_on_a_run_is_refused_naming_the_first(tmp_path, capsys):
     assert main(["run", "--resume", str(run)]) == 0
 
 
+def interruptible() -> None:
+    """In the child: Ctrl-C as in a terminal. A suite started in the background by a shell
+    without job control inherits SIGINT ignored, and Python then keeps ignoring it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_status_says_stopped_at_once_after_ctrl_c(tmp_path):
     data = write_digit_dataset(tmp_path / "data", per_class=20)
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli.main", "run", str(data),
                              "--out", str(run), "--repeats", "4", "--epochs", "30",
                              "--no-sanity"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, preexec_fn=interruptible)
     deadline = time.time() + 300
     while not (run / "progress.json").exists() and time.time() < deadline:
         time.sleep(0.5)

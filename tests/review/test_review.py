@@ -268,9 +268,9 @@ def test_interrupted_apply_leaves_no_half_dataset(run_data, tmp_path, monkeypatc
     assert not (tmp_path / "fixed").exists()
     assert tree_hash(data) == before
     monkeypatch.setattr(review_mod, "copy_file", real)
-    assert list(tmp_path.glob(".fixed.tmp-*"))  # what the interruption left behind ...
+    assert not list(tmp_path.glob(".fixed.tmp-*"))  # the half copy went with the interruption
     apply_manifest(manifest, data, tmp_path / "fixed")  # a rerun after the interruption works
-    assert not list(tmp_path.glob(".fixed.tmp-*"))  # ... the rerun removed
+    assert not list(tmp_path.glob(".fixed.tmp-*"))
     assert (tmp_path / "fixed" / ".dupes/CHANGES.csv").exists()
 
 
