@@ -19,7 +19,7 @@ from orchestrator.errors import (EXIT_BAD_INPUT, EXIT_CODES, EXIT_INTERRUPTED, d
 # command -> (module of orchestrator.cli, handler)
 COMMANDS = {
     "run": ("pass_commands", "cmd_run"), "demo": ("pass_commands", "cmd_demo"),
-    "sanity": ("pass_commands", "cmd_sanity"), "tune": ("pass_commands", "cmd_tune"),
+    "sanity": ("pass_commands", "cmd_sanity"), "tune": ("tune_command", "cmd_tune"),
     "report": ("read_commands", "cmd_report"), "status": ("read_commands", "cmd_status"),
     "top-losses": ("read_commands", "cmd_top_losses"),
     "review": ("review_commands", "cmd_review"), "apply": ("review_commands", "cmd_apply"),

@@ -1,5 +1,6 @@
-"""The commands that train: `dupes run`, `demo`, `sanity` and `tune` (they import Ray and
-torch; the CLI imports this module only to run one of them)."""
+"""The commands that train: `dupes run`, `demo` and `sanity` (they import Ray and torch; the
+CLI imports this module only to run one of them; `tune`, which imports Ray Tune too, has its
+own module)."""
 from __future__ import annotations
 
 import time
@@ -14,9 +15,7 @@ from orchestrator.demo_data import DemoSettings
 from orchestrator.errors import EXIT_FAILED_TRAININGS, EXIT_OK, UsageError
 from orchestrator.pipeline.passes import run_pass
 from orchestrator.pipeline.sanity import check_dataset
-from orchestrator.pipeline.search_space import TuneSettings
 from orchestrator.pipeline.settings import check_fits
-from orchestrator.pipeline.tune import load_search, run_search, show_search, start_search
 from orchestrator.run.directory import Run
 from orchestrator.run.storage import absolute, child, name_of, same_tree
 
@@ -70,27 +69,3 @@ def cmd_sanity(args, console: Console) -> int:
     hyp, given = hyp_and_given(args)
     ok = check_dataset(args.data, scan_from_args(args), hyp, given=given, console=console)
     return EXIT_OK if ok else EXIT_FAILED_TRAININGS
-
-
-def cmd_tune(args, console: Console) -> int:
-    if args.resume:
-        settings = load_search(args.resume)
-    elif args.data is None:
-        raise UsageError("give a dataset folder (DATA) or --resume TUNE")
-    else:
-        out = (args.out or Path("runs") / f"tune-{name_of(args.data)}-"
-               f"{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-        if same_tree(out, args.data):
-            raise UsageError(f"the search directory {out} would be inside the dataset "
-                             f"{args.data}, which is only ever read: choose --out elsewhere")
-        if out.exists() and any(out.iterdir()):
-            raise UsageError(f"search directory {out} exists and is not empty: choose another "
-                             f"--out, or continue that search with `dupes tune --resume {out}`")
-        base_hyp, hyp_set = hyp_and_given(args)
-        settings = start_search(flags.build(
-            TuneSettings, args, data_dir=absolute(args.data), out=str(out),
-            scan=scan_from_args(args), base_hyp=base_hyp, hyp_set=hyp_set))
-    console.print(f"searching {settings.trials} trial(s) with {settings.scheduler} on "
-                  f"{settings.data_dir} -> {settings.out}", highlight=False)
-    table, best = run_search(settings, resume=bool(args.resume))
-    return EXIT_OK if show_search(table, best, settings, console) else EXIT_FAILED_TRAININGS
