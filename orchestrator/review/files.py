@@ -106,8 +106,9 @@ def export_review(run: Run | Path | str, out: Path, *, include_confirmed: bool =
     return table
 
 
-def list_review_tree(review: Path) -> pd.DataFrame:
-    """Every file the technician left in the review tree: review_path, sha1."""
+def list_review_tree(review: Path, *, hashes: bool = True) -> pd.DataFrame:
+    """Every file the technician left in the review tree: review_path, sha1 ("" without
+    `hashes`: where only the paths matter, no file is read)."""
     rows = []
     for dirpath, dirnames, filenames in os.walk(review):
         dirnames[:] = sorted(d for d in dirnames if d != META_DIR)
@@ -116,7 +117,7 @@ def list_review_tree(review: Path) -> pd.DataFrame:
             if name in JUNK_FILES or (rel_dir == Path(".") and name in OWN_FILES):
                 continue
             rel = (rel_dir / name).as_posix()
-            rows.append((rel, sha1_of(Path(dirpath) / name)))
+            rows.append((rel, sha1_of(Path(dirpath) / name) if hashes else ""))
     return pd.DataFrame(rows, columns=["review_path", "sha1"])
 
 
@@ -166,14 +167,13 @@ def import_review(review: Path, *, ledger: Path | None = None,
     """Read back the technician's actions. With problems, nothing is written. A review in
     which most files are untouched is refused unless `accept_untouched`."""
     review = Path(review).resolve()
-    _read_meta(review)  # a folder made by an export, before its lock is taken
+    meta = _read_meta(review)  # a folder made by an export, before its lock is taken
     with serve_lock(review):
-        return _import_review(review, ledger=ledger, accept_untouched=accept_untouched)
+        return _import_review(review, meta, ledger=ledger, accept_untouched=accept_untouched)
 
 
-def _import_review(review: Path, *, ledger: Path | None,
+def _import_review(review: Path, meta: dict, *, ledger: Path | None,
                    accept_untouched: bool) -> tuple[pd.DataFrame, list[Problem]]:
-    meta = _read_meta(review)
     before = read_exported(review)
     after = list_review_tree(review)
     specials = review_specials(meta)

@@ -43,7 +43,7 @@ def refuse_moved(review: Path, before: pd.DataFrame) -> None:
     """The browser route starts from the folder as exported: files moved or deleted in a file
     manager are decisions of the other route, which `dupes review import` reads; the browser
     would silently leave them out of manifest.csv."""
-    after = set(list_review_tree(review)["review_path"])
+    after = set(list_review_tree(review, hashes=False)["review_path"])
     exported = set(before["review_path"])
     changed = sorted((exported - after) | (after - exported))
     if changed:
