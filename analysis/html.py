@@ -188,14 +188,14 @@ def html_report(analysis: Analysis, *, thumbs: dict[int, str] | None = None,
     cards = [("images", f"{len(votes):,}"), ("classes", f"{len(analysis.classes):,}"),
              ("trainings", f"{len(analysis.accuracy):,}"),
              ("held-out accuracy", f"{acc.mean():.4f}" if len(acc) else "-"),
-             (f"dupes {analysis.threshold}", f"{len(dupes):,}")]
+             (f"dupes {analysis.set_name}", f"{len(dupes):,}")]
     if analysis.num_issues is not None:
         cards.append(("cleanlab estimate", f"{analysis.num_issues:,}"))
     parts = [f"<h1>{_esc(title)}</h1>", '<div class="cards">' + "".join(
         f'<div class="card"><span class=muted>{_esc(k)}</span><b>{_esc(v)}</b></div>'
         for k, v in cards) + "</div>"]
     parts.append(html_table(thresholds_section(analysis)))
-    parts.append(_table(f"dupes ({analysis.threshold}): {len(dupes):,} images",
+    parts.append(_table(f"dupes ({analysis.set_name}): {len(dupes):,} images",
                         SAMPLE_HEADER, _sample_rows(dupes, thumbs, link_base),
                         note="every dupe; click a column to sort, point at an image to enlarge "
                              "it; combined: the measured best ranking (BENCHMARKS.md), as a "

@@ -14,8 +14,9 @@ from analysis.run_analysis import Analysis
 MIN_LIFT = 0.5
 # more than this share of all images flagged is far above any label noise worth reviewing
 MAX_FLAGGED = 0.15
-FIXES = ("train longer (--epochs, or --budget), search the hyperparameters (dupes tune), start "
-         "from pretrained weights (--pretrained), or use a larger --image-size")
+FIXES = ("start from a pretrained backbone (--mode frozen, or --mode finetune), train longer "
+         "(--epochs, or --budget), search the hyperparameters (dupes tune), or use a larger "
+         "--image-size")
 
 
 def quality_warnings(analysis: Analysis, *, min_lift: float = MIN_LIFT,

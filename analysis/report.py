@@ -48,12 +48,24 @@ def rich_table(section: Section) -> Table:
     return table
 
 
+def selection_text(analysis: Analysis) -> Text:
+    """Which rule made the dupe set, and why."""
+    if analysis.selected_by == "ranking":
+        what = (f"the {len(analysis.dupes):,} most suspect images by {analysis.rule.rank}, "
+                "as many as confident learning estimates wrong labels")
+    else:
+        what = f"{analysis.threshold} votes for one wrong class" + (
+            f" and p(suggested) >= {analysis.min_ratio:g} x p(given)" if analysis.min_ratio else "")
+    return Text(f"dupes: {what} ({analysis.selected_why})" if analysis.selected_why
+                else f"dupes: {what}")
+
+
 def threshold_table(analysis: Analysis) -> Table:
     return rich_table(thresholds_section(analysis))
 
 
 def confused_table(analysis: Analysis, *, top: int = 10) -> Table:
-    table = Table(title=f"most confused pairs among dupes ({analysis.threshold})",
+    table = Table(title=f"most confused pairs among dupes ({analysis.set_name})",
                   header_style="bold")
     table.add_column("given class")
     table.add_column("suggested class")
@@ -65,7 +77,7 @@ def confused_table(analysis: Analysis, *, top: int = 10) -> Table:
 
 
 def dupes_table(analysis: Analysis, *, top: int = 20) -> Table:
-    table = Table(title=f"top {top} dupes ({analysis.threshold}, of {len(analysis.dupes):,})",
+    table = Table(title=f"top {top} dupes ({analysis.set_name}, of {len(analysis.dupes):,})",
                   header_style="bold")
     scores = shown(DUPES_TABLE_SCORES)
     for col, just in [("relpath", "left"), ("given", "left"), ("suggested", "left"),
@@ -133,7 +145,7 @@ def second_opinion_table(analysis: Analysis) -> Table | None:
     cl = votes["cl_issue"].to_numpy(bool)
     table = Table(title="second opinion: confident learning (cleanlab) on the mean "
                         "out-of-sample probabilities", header_style="bold")
-    for col in ("estimated wrong labels", "flagged by cleanlab", f"dupes ({analysis.threshold})",
+    for col in ("estimated wrong labels", "flagged by cleanlab", f"dupes ({analysis.set_name})",
                 "both", "cleanlab only", "dupes only"):
         table.add_column(col, justify="right")
     table.add_row(f"{analysis.num_issues:,}" if analysis.num_issues is not None else "-",
@@ -157,7 +169,7 @@ def report(analysis: Analysis, *, seconds: dict | None = None, top: int = 20) ->
     """The whole report: accuracy per training and fit, dupes per threshold, the second
     opinion, error analysis, confusions among dupes, top dupes."""
     parts = [quality_text(analysis), accuracy_table(analysis, seconds), fit_table(analysis),
-             threshold_table(analysis),
+             threshold_table(analysis), selection_text(analysis),
              second_opinion_table(analysis), class_errors_table(analysis),
              pairs_table(analysis), confused_table(analysis), dupes_table(analysis, top=top)]
     return Group(*[p for p in parts if p is not None])
@@ -200,6 +212,17 @@ def model_and_training(d: dict) -> list[tuple[str, str]]:
     """The "model" and "training" rows of a plan or of a run's hyperparameters (both dicts
     name them alike): one wording in the printed plan and in the report."""
     model = str(d.get("model", "?"))
+    mode = d.get("mode")
+    if mode == "frozen":  # heads on a backbone's features: no epochs, no augmentation
+        weights = d.get("weights_name")
+        head = (f"MLP ({d.get('head_hidden')} hidden), {d.get('head_epochs')} epochs"
+                if d.get("head_hidden") else f"logistic regression, L2 {d.get('head_l2')}")
+        return [("model", f"frozen {d.get('backbone')} features at {d.get('embed_size')} px"
+                          + (f" ({weights}, sha256 {str(d.get('weights_sha256'))[:12]})"
+                             if weights else "")),
+                ("training", f"a head per training: {head}")]
+    if mode == "finetune":
+        model = f"{model} fine-tuned from its pretrained weights"
     training = (f"{d.get('epochs')} epochs, batch {d.get('batch_size')}"
                 + (f", lr {d['lr']}" if "lr" in d else "")
                 + (", flips" if d.get("flip") else ", no flips")

@@ -9,11 +9,11 @@ import pyarrow as pa
 
 from analysis.errors import confused_pairs, confusion_matrix, fit_table, per_class_errors
 from analysis.probs import mean_probs_of, probs_matrix
-from analysis.rule import DupeRule
+from analysis.rule import RANKING_BELOW_ACCURACY, DupeRule
 from analysis.scores import combined_score, label_quality
 from analysis.thresholds import Threshold, parse_threshold
 from analysis.votes import (count_votes, dupes_per_threshold, heldout_accuracy, most_confused,
-                            select_dupes)
+                            rank_dupes, select_dupes)
 
 REPORT_THRESHOLDS = ("10", ">=9", ">=8")
 __all__ = ["Analysis", "analyze", "vote_table", "select", "prediction_arrays", "probs_matrix",
@@ -37,10 +37,19 @@ class Analysis:
     pairs: pd.DataFrame | None = None         # most-confused (given, predicted) pairs
     fit: pd.DataFrame | None = None           # per training: train vs held-out accuracy
     num_issues: int | None = None             # cleanlab's estimate of wrong labels
+    selected_by: str = "votes"                # how the dupes were chosen: votes or ranking
+    selected_why: str = ""
 
     @property
     def threshold(self) -> Threshold:
         return self.rule.votes
+
+    @property
+    def set_name(self) -> str:
+        """What made the dupe set, in a few words: `>=8`, or `top 97 by combined`."""
+        if self.selected_by == "ranking":
+            return f"top {len(self.dupes):,} by {self.rule.rank}"
+        return str(self.threshold)
 
     @property
     def min_ratio(self) -> float:
@@ -97,16 +106,38 @@ def vote_table(index: pd.DataFrame, col: dict[str, np.ndarray], classes: list[st
     return votes, num_issues
 
 
+def selection(analysis: Analysis, rule: DupeRule) -> tuple[str, str]:
+    """Which way `rule` selects the dupes of `analysis` ("votes" or "ranking"), and why."""
+    acc = float(analysis.accuracy["accuracy"].mean()) if len(analysis.accuracy) else float("nan")
+    if rule.select == "votes":
+        return "votes", "--select votes"
+    if analysis.num_issues is None:
+        return "votes", ("no estimate of the number of wrong labels (no probabilities)"
+                         if rule.select == "ranking" else "--select auto, no estimate of "
+                         "the number of wrong labels")
+    if rule.select == "ranking":
+        return "ranking", "--select ranking"
+    if acc < RANKING_BELOW_ACCURACY:
+        return "ranking", (f"held-out accuracy {acc:.3f} is under {RANKING_BELOW_ACCURACY}: "
+                           "votes of models this weak flag far too much (BENCHMARKS.md)")
+    return "votes", f"held-out accuracy {acc:.3f}: the votes of strong models"
+
+
 def select(analysis: Analysis, rule: DupeRule) -> Analysis:
     """The same analysis under another rule: only the selection runs again."""
     votes = analysis.votes
-    dupes = select_dupes(votes[~votes["confirmed"]] if rule.ignore_confirmed else votes,
-                         rule.votes, min_ratio=rule.min_ratio, rank=rule.rank)
+    pool = votes[~votes["confirmed"]] if rule.ignore_confirmed else votes
+    how, why = selection(analysis, rule)
+    if how == "ranking":
+        dupes = rank_dupes(pool, count=int(analysis.num_issues), rank=rule.rank)
+    else:
+        dupes = select_dupes(pool, rule.votes, min_ratio=rule.min_ratio, rank=rule.rank)
     per_threshold = dupes_per_threshold(votes, [parse_threshold(t) for t in REPORT_THRESHOLDS],
                                         min_ratio=rule.min_ratio)
     per_threshold.setdefault(str(rule.votes), len(dupes))
     return replace(analysis, dupes=dupes, per_threshold=per_threshold,
-                   confused=most_confused(dupes), rule=rule)
+                   confused=most_confused(dupes), rule=rule, selected_by=how,
+                   selected_why=why)
 
 
 def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str], *,

@@ -155,6 +155,24 @@ def select_dupes(votes: pd.DataFrame, threshold: Threshold, *, min_ratio: float,
     return order.drop(columns="_suspect")
 
 
+def rank_dupes(votes: pd.DataFrame, *, count: int, rank: str = "combined") -> pd.DataFrame:
+    """The `count` most suspect rows by `rank` (one of RANKINGS) among those some model
+    predicted wrong (they have a suggested class), most suspect first: the dupe set when the
+    models are too weak for votes, `count` being an estimate of the wrong labels (confident
+    learning's)."""
+    if rank not in RANKINGS:
+        raise ValueError(f"unknown rank {rank!r}: valid choices are {sorted(RANKINGS)}")
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    hit = votes[votes["top_wrong_class"].to_numpy() >= 0]
+    if rank not in hit or hit[rank].isna().all():
+        rank = "mean_loss"
+    suspect = hit[rank] if RANKINGS[rank] else -hit[rank]
+    order = hit.assign(_suspect=suspect.fillna(-np.inf)).sort_values(
+        ["_suspect", "top_wrong_votes"], ascending=[False, False], kind="stable")
+    return order.head(count).drop(columns="_suspect")
+
+
 def dupes_per_threshold(votes: pd.DataFrame, thresholds: list[Threshold], *,
                         min_ratio: float) -> dict[str, int]:
     """Number of dupes at each threshold, keyed by the threshold's canonical text."""

@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from analysis.rule import DupeRule
+from analysis.rule import DupeRule, implied
 from orchestrator.flags import build, changed, flag_name, given
 from orchestrator.data.scan import ASPECTS
 from orchestrator.data.splits import SPLIT_MODES
@@ -130,6 +130,8 @@ class RunConfig:
     # others from the data and the machine (orchestrator.pipeline.plan.sized_defaults)
     hyp_set: list = field(default_factory=list)
     hyp_chosen: dict = field(default_factory=dict)  # {hyperparameter: what was chosen, why}
+    # frozen mode: which backbone, size and weights (name, sha256) made the features
+    embedding: dict = field(default_factory=dict)
     scan: ScanSettings = field(default_factory=ScanSettings)
     rule: DupeRule = field(default_factory=DupeRule)
     hyp: Hyp = field(default_factory=Hyp)
@@ -200,7 +202,8 @@ def new_config(args: argparse.Namespace, *, data_dir: str, run_dir: str,
     hyp, hyp_set = hyp_and_given(args, hyp)
     return build(RunConfig, args, data_dir=data_dir, run_dir=run_dir,
                  config=str(getattr(args, "config", None) or ""), scan=scan_from_args(args),
-                 rule=build(DupeRule, args), hyp=hyp, hyp_set=hyp_set)
+                 rule=DupeRule(**implied(given(args, DupeRule))), hyp=hyp,
+                 hyp_set=hyp_set)
 
 
 def hyp_and_given(args: argparse.Namespace, base: Hyp | None = None) -> tuple[Hyp, list[str]]:
@@ -227,5 +230,5 @@ def resume_config(saved: RunConfig, args: argparse.Namespace, *, run_dir: str
     if getattr(args, "config", None):
         ignored["--config"] = (saved.config or None, str(args.config))
     cfg = replace(saved, run_dir=run_dir, **{k: new for k, (_, new) in own.items()},
-                  rule=replace(saved.rule, **{k: new for k, (_, new) in rule.items()}))
+                  rule=replace(saved.rule, **implied({k: new for k, (_, new) in rule.items()})))
     return cfg, {flag_name(k): v for k, v in {**own, **rule}.items()}, ignored

@@ -68,7 +68,7 @@ def write_sheets(analysis: Analysis, data_dir: Path | str, out_dir: Path, *,
     jobs = [("top_losses.png", f"top {len(ranked)} held-out losses", ranked)]
     for given, suggested, df in dupe_pairs(analysis.dupes, max_pairs=max_pairs):
         jobs.append((f"dupes_{_safe(given)}_as_{_safe(suggested)}.png",
-                     f"dupes {analysis.threshold}: given {given}, suggested {suggested} "
+                     f"dupes {analysis.set_name}: given {given}, suggested {suggested} "
                      f"({len(df)})", df.head(tiles)))
     written = []
     for name, title, df in jobs:

@@ -9,8 +9,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 # any torchvision classifier works by name; these are the ones documented and tested
-MODELS = ("auto", "smallcnn", "resnet18", "resnet50", "efficientnet_b0", "convnext_tiny",
-          "vit_b_16")
+MODELS = ("auto", "smallcnn", "efficientnet_lite0", "resnet18", "resnet50", "efficientnet_b0",
+          "convnext_tiny", "vit_b_16")
+
+# how the 20 trainings learn: a small CNN from scratch, heads on a pretrained backbone's frozen
+# features (one embedding pass first), or the pretrained backbone fine-tuned
+MODES = ("auto", "scratch", "frozen", "finetune")
+BACKBONE_NAMES = ("efficientnet_lite0", "resnet18", "resnet50", "efficientnet_b0",
+                  "convnext_tiny")
 
 # how a training sees the image cache (trainers/data.py): all of it on the device, or streamed
 DATA_MODES = ("auto", "resident", "streamed")
@@ -59,6 +65,25 @@ def hp(default, help: str, **meta):
 class Hyp:
     """Hyperparameters of one training."""
 
+    mode: str = hp("auto", "scratch: --model from random weights; frozen: heads on "
+                   "--backbone's features, embedded once; finetune: --backbone's pretrained "
+                   "weights trained; auto: the plan chooses from the data, the machine and the "
+                   "weights at hand, and says why", choices=MODES)
+    backbone: str = hp("efficientnet_lite0", "pretrained backbone of the frozen and finetune "
+                       "modes (efficientnet_lite0's ImageNet weights install with pip; the "
+                       "others download from torchvision's hub, or give --weights)",
+                       choices=BACKBONE_NAMES)
+    embed_size: int = hp(0, "px the backbone sees (images are resized to it); 0 = 128 on "
+                         "CPUs, the backbone's own (224) on GPUs", min=0, max=1024)
+    head_hidden: int = hp(0, "frozen mode: hidden units of the head; 0 = logistic regression "
+                          "(fit to convergence)", min=0)
+    head_l2: float = hp(300.0, "frozen mode: L2 strength of the logistic regression, "
+                        "sklearn's 1/C (mean loss + l2/2n |W|^2)", min=0)
+    head_epochs: int = hp(20, "frozen mode, hidden layer: passes over the training half", gt=0)
+    head_lr: float = hp(1e-3, "frozen mode, hidden layer: peak AdamW learning rate (cosine "
+                        "to 0)", gt=0)
+    head_decay: float = hp(0.05, "frozen mode, hidden layer: AdamW weight decay", min=0)
+    head_batch: int = hp(256, "frozen mode, hidden layer: features per step", gt=0)
     model: str = hp("auto", "smallcnn for small images, a torchvision classifier for larger; "
                     "auto picks smallcnn up to 64 px, else resnet18", choices=MODELS)
     width: int = hp(32, "channels of the small CNN's first block", gt=0, sized=True)

@@ -5,8 +5,6 @@ so offline clusters and tests never touch the network.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
@@ -129,14 +127,11 @@ def make_model(name: str, *, in_channels: int, num_classes: int, image_size: int
         return model
     import torchvision
 
-    if pretrained and not weights:
-        enum = torchvision.models.get_model_weights(name).DEFAULT
-        try:
-            model = torchvision.models.get_model(name, weights=enum)
-        except Exception as e:  # no network on this node
-            raise RuntimeError(f"cannot download the pretrained weights of {name} ({e}); on an "
-                               f"offline cluster download {enum.url} elsewhere and pass "
-                               "--weights PATH") from e
+    from trainers.backbones import LITE0, build
+    if name == LITE0 or (pretrained and not weights):
+        # the package's or the hub's weights, loaded strictly (backbones.WeightsMismatch)
+        model, _ = build(name, size=image_size, weights=weights,
+                         pretrained=pretrained or bool(weights))
     else:
         model = torchvision.models.get_model(name, weights=None)
         if weights:
@@ -146,15 +141,16 @@ def make_model(name: str, *, in_channels: int, num_classes: int, image_size: int
     return GrayToRGB(model) if in_channels == 1 else model
 
 
+def classifier_prefix(model: nn.Module) -> str:
+    """The state-dict prefix of the model's classifier (its last Linear), e.g. 'fc.'."""
+    _, _, layer = last_linear(model)
+    return next(f"{n}." for n, m in model.named_modules() if m is layer)
+
+
 def _load_weights(model: nn.Module, path: str) -> None:
-    state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    state = state.get("model", state) if isinstance(state, dict) else state
-    own = model.state_dict()
-    # the classifier of a checkpoint trained on other classes does not fit: leave it out
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise ValueError(f"{path} holds no weights that fit this model")
-    model.load_state_dict(usable, strict=False)
+    """Every tensor but the classifier from `path`, or WeightsMismatch with the counts."""
+    from trainers.backbones import load_strict, read_state
+    load_strict(model, read_state(path), classifier=(classifier_prefix(model),), source=path)
 
 
 def head_parameters(model: nn.Module) -> list[nn.Parameter]:

@@ -13,6 +13,8 @@ class ShardedImages:
     """The image cache: shard files plus each sample's (shard, row). Arrays are opened
     memory-mapped, so holding this costs no pixel memory."""
 
+    DTYPE, NDIM = np.uint8, 4    # what every shard holds: N x H x W x C pixels
+
     paths: list[str]             # shard files, in shard-number order
     shard_of: np.ndarray         # int32 per sample_id
     row_of: np.ndarray           # int32 per sample_id
@@ -47,7 +49,7 @@ class ShardedImages:
                 arr = np.load(self.paths[k], mmap_mode="r")
             except (OSError, ValueError) as e:
                 raise CorruptShard(self.paths[k], e) from e
-            if arr.dtype != np.uint8 or arr.ndim != 4:
+            if arr.dtype != self.DTYPE or arr.ndim != self.NDIM:
                 raise CorruptShard(self.paths[k], f"dtype {arr.dtype}, shape {arr.shape}")
             self._maps[k] = arr
         return self._maps[k]
@@ -81,7 +83,7 @@ class ShardedImages:
     def gather(self, sids: np.ndarray) -> np.ndarray:
         """The images of `sids`, in that order (any shards)."""
         sids = np.asarray(sids, np.int64)
-        out = np.empty((len(sids), *self.image_shape), np.uint8)
+        out = np.empty((len(sids), *self.image_shape), self.DTYPE)
         for k, pos in self._by_shard(sids):
             out[pos] = self.read(k, sids[pos])
         return out
@@ -89,6 +91,18 @@ class ShardedImages:
     def load_all(self) -> np.ndarray:
         """Every sample's image, in sample order: the resident cache."""
         return self.gather(np.arange(len(self)))
+
+
+@dataclass
+class ShardedFeatures(ShardedImages):
+    """A backbone's embeddings, sharded like the image cache they were computed from: shard
+    k holds row r's features at row r (float16, N x D, memory-mappable)."""
+
+    DTYPE, NDIM = np.float16, 2
+
+    @property
+    def dim(self) -> int:
+        return self.image_shape[0]
 
 
 class CorruptShard(OSError):

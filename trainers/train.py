@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from trainers.augment import batch_flip, batch_resized_crop, batch_translate, shift
 from trainers.data import ResidentFeed, ShardedImages, StreamFeed, make_feed
+from trainers.backbones import LITE0, SPECS
 from trainers.hyp import Hyp
 from trainers.models import (IMAGENET_MEAN, IMAGENET_STD, SMALL_IMAGE_MAX, head_parameters,
                              make_model, resolve_model)
@@ -180,10 +181,12 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor | ShardedImages | Resident
     c, size = feed.shape[0], feed.shape[1]
 
     arch = resolve_model(hyp.model, size)
-    transfer = arch != "smallcnn" and (hyp.pretrained or bool(hyp.weights))
+    transfer = arch != "smallcnn" and (hyp.pretrained or bool(hyp.weights)
+                                       or arch == LITE0)
     if transfer:  # a pretrained backbone expects the statistics it was trained with
-        mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+        stats = SPECS[arch] if arch in SPECS else None
+        mean = torch.tensor(stats.mean if stats else IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(stats.std if stats else IMAGENET_STD, device=device).view(1, 3, 1, 1)
         if c == 1:
             mean, std = mean.mean(1, keepdim=True), std.mean(1, keepdim=True)
     else:  # the training half's own statistics: the held-out half stays unseen

@@ -95,7 +95,7 @@ def write_predictions(refs: list) -> Callable:
 
 
 def launch(run: Run, cfg: RunConfig, prep: Prepared, todo: list[Item], slots: Slots,
-           console: Console) -> Launch:
+           console: Console, features: tuple | None = None) -> Launch:
     """Start one Ray Train run whose workers work through `todo` on the plan's `slots`
     (fit() in a thread)."""
     ctx = ray.data.DataContext.get_current()
@@ -116,7 +116,8 @@ def launch(run: Run, cfg: RunConfig, prep: Prepared, todo: list[Item], slots: Sl
         folds=[ray.put(prep.folds)], labels=prep.index["label"].to_numpy(), hyp=cfg.hyp,
         train_seed=cfg.train_seed, threads=max(1, int(cpt)), record_every=cfg.epoch_losses,
         data_mode=cfg.data_mode, device_share=gpt if gpt else 0.0,
-        inject_failure=os.environ.get("DUPES_INJECT_FAILURE"))
+        inject_failure=os.environ.get("DUPES_INJECT_FAILURE"), num_classes=len(prep.classes),
+        **({"feature_store": features[0], "features": features[1]} if features else {}))
     resources = {"CPU": cpt, **({"GPU": gpt} if gpt else {}), **cfg.resources_per_training}
     trainer = DataParallelTrainer(
         worker_loop, train_loop_config={"worker": worker},
@@ -201,10 +202,11 @@ def collect(run: Run, launched: Launch, prep: Prepared, todo: list[Item],
 
 
 def run_trainings(run: Run, cfg: RunConfig, prep: Prepared, todo: list[Item], slots: Slots,
-                  console: Console, *, planned_s: float | None = None) -> PassOutcome:
+                  console: Console, *, planned_s: float | None = None,
+                  features: tuple | None = None) -> PassOutcome:
     """Train every (repeat, fold) in `todo` on the connected Ray, on the plan's `slots`.
     `planned_s`, the plan's time per training, drives the ETA until one finished."""
-    launched = launch(run, cfg, prep, todo, slots, console)
+    launched = launch(run, cfg, prep, todo, slots, console, features)
     failures, timings = collect(run, launched, prep, todo, console, planned_s)
     error = launched.errors[0] if launched.errors else None
     return PassOutcome(failures=failures, slots=launched.slots, timings=timings,

@@ -15,8 +15,9 @@ from orchestrator.data.cache import stratified_sample
 from orchestrator.data.prepare import Prepared
 from orchestrator.errors import BudgetError
 from orchestrator.pipeline.cluster import like_a_training, plan_resources
-from orchestrator.pipeline.plan import (DataShape, Plan, make_plan, plan_table, probe,
-                                        probe_images)
+from orchestrator.pipeline.embed import describe, embed_size, embedding_store, pool_shape
+from orchestrator.pipeline.plan import (DataShape, Plan, make_frozen_plan, make_plan, plan_table,
+                                        probe, probe_frozen, probe_images)
 from orchestrator.pipeline.settings import resolve_hyperparameters, settle_flip
 from orchestrator.run.directory import Run
 
@@ -37,6 +38,9 @@ def make_pass_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console
                                               n_images=data.n_images,
                                               image_size=data.image_size,
                                               channels=data.channels)
+    if hyp.mode == "frozen":
+        return _frozen_plan(run, cfg, prep, todo, console, hyp=hyp, chosen=chosen, data=data,
+                            slots=slots, fresh=fresh, spent_s=spent_s)
     mirror = fresh and "flip" not in cfg.hyp_set
     sample = stratified_sample(labels, 2 * probe_images(data.image_size), seed=cfg.seed)
     t0 = time.perf_counter()
@@ -66,4 +70,50 @@ def make_pass_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console
                                   scan=dataclasses.replace(cfg.scan,
                                                            image_size=data.image_size))
         run.save_config(cfg)
+    return cfg, plan
+
+
+def _frozen_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console: Console, *,
+                 hyp, chosen: dict, data: DataShape, slots, fresh: bool,
+                 spent_s: float) -> tuple[RunConfig, Plan]:
+    """The plan of a frozen pass: the weights checked (strictly, once), the embedding and the
+    heads measured here, the estimate printed and saved."""
+    from trainers.backbones import spec_of
+    gpu = slots.gpus > 0
+    size = embed_size(hyp.embed_size, gpu=gpu, native=spec_of(hyp.backbone).size)
+    if fresh and not hyp.embed_size:
+        chosen = {**chosen, "embed_size": f"{size}: " + (
+            "the backbone's own size" if gpu else "on CPUs 192 px measured best per second "
+            "of 128-224 on CIFAR-10 photos (BENCHMARKS.md)")}
+    hyp = dataclasses.replace(hyp, embed_size=size)
+    spec = describe(hyp.backbone, size, hyp.weights)  # WeightsMismatch before anything runs
+    names = run.shard_names()
+    have = embedding_store(run, spec).names()
+    todo_frac = sum(n not in have for n in names) / max(1, len(names))
+    nodes = max(1, sum(n.get("Alive", False) for n in ray.nodes()))
+    actors, _, _, threads = pool_shape(ray.cluster_resources(), nodes)
+    labels = prep.index["label"].to_numpy()
+    sample = stratified_sample(labels, 48, seed=cfg.seed)
+    t0 = time.perf_counter()
+    rates = probe_frozen(prep.images.gather(sample), backbone=hyp.backbone, size=size,
+                         weights=hyp.weights, threads=threads, n_images=data.n_images,
+                         device="cuda" if gpu else "cpu")
+    spent_s += time.perf_counter() - t0
+    try:
+        plan = make_frozen_plan(hyp, data=data, slots=slots, trainings=len(todo), rates=rates,
+                                embedding=dataclasses.asdict(spec), embed_todo=todo_frac,
+                                actors=min(actors, max(1, len(names))),
+                                budget_s=cfg.budget if fresh else None, spent_s=spent_s,
+                                chosen=chosen)
+    except BudgetError as e:
+        raise BudgetError(f"{e}. Nothing was embedded; `dupes run --resume {run} --budget "
+                          "DURATION` keeps this run's scan") from None
+    console.print(plan_table(plan.to_dict()))
+    run.save_plan({**plan.to_dict(), "made": time.time(), "spent_s": spent_s})
+    cfg = dataclasses.replace(cfg, hyp=plan.hyp, embedding=dataclasses.asdict(spec),
+                              **({"hyp_chosen": plan.chosen,
+                                  "scan": dataclasses.replace(cfg.scan,
+                                                              image_size=data.image_size)}
+                                 if fresh else {}))
+    run.save_config(cfg)
     return cfg, plan

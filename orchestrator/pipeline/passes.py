@@ -16,6 +16,7 @@ from orchestrator.data.scan import auto_max
 from orchestrator.errors import SanityError
 from orchestrator.pipeline.cluster import ray_session, scan_task_options
 from orchestrator.pipeline.driver import PassOutcome, run_trainings
+from orchestrator.pipeline.embed import EmbedSpec, embed_pass, features_for_workers
 from orchestrator.pipeline.pass_plan import make_pass_plan
 from orchestrator.pipeline.sanity import SANITY_SAMPLE, run_sanity
 from orchestrator.pipeline.summary import summarise
@@ -81,6 +82,15 @@ def train_missing(run: Run, cfg: RunConfig, prep: Prepared, console: Console, *,
     if todo:  # before the sanity check: a budget that cannot be met stops the pass here
         cfg, plan = make_pass_plan(run, cfg, prep, todo, console, fresh=not done,
                                    spent_s=time.perf_counter() - t_start, sanity=will_check)
+    features = None
+    if cfg.hyp.mode == "frozen":
+        # heads cost seconds: a sanity check would save nothing, and the heads' held-out
+        # accuracy is in the report as for any pass
+        will_check = False
+        spec = EmbedSpec(**cfg.embedding)
+        _, costs = embed_pass(run, spec, cfg.hyp.weights, console)
+        prep.timings.update(costs)
+        features = features_for_workers(run, spec)
     if will_check:
         labels = prep.index["label"].to_numpy()
         sample = stratified_sample(labels, SANITY_SAMPLE, seed=cfg.seed)
@@ -98,7 +108,8 @@ def train_missing(run: Run, cfg: RunConfig, prep: Prepared, console: Console, *,
         return PassOutcome()
     if done:
         console.print(f"resuming: {len(done)} of {len(planned)} trainings already done")
-    return run_trainings(run, cfg, prep, todo, plan.slots, console, planned_s=plan.training_s)
+    return run_trainings(run, cfg, prep, todo, plan.slots, console, planned_s=plan.training_s,
+                         features=features)
 
 
 def analyse(run: Run, prep: Prepared, outcome: PassOutcome, console: Console, *,

@@ -153,6 +153,8 @@ class Plan:
     budget_s: float | None = None
     budget_note: str = ""
     chosen: dict = field(default_factory=dict)  # {hyperparameter: "value: why"} no flag set
+    embed_s: float = 0.0        # frozen mode: the embedding pass still to run, estimated
+    embedding: dict | None = None  # frozen mode: `pipeline.embed.EmbedSpec` as a dict
 
     @property
     def model(self) -> str:
@@ -173,7 +175,12 @@ class Plan:
                 "training_s": self.training_s, "sanity_s": self.sanity_s,
                 "estimate_s": self.estimate_s, "probe": asdict(self.probe),
                 "budget_s": self.budget_s, "budget_note": self.budget_note,
-                "chosen": dict(self.chosen)}
+                "chosen": dict(self.chosen), "mode": h.mode, "backbone": h.backbone,
+                "head_hidden": h.head_hidden, "head_l2": h.head_l2,
+                "head_epochs": h.head_epochs, "embed_s": self.embed_s,
+                **({"embed_size": self.embedding["size"],
+                    "weights_name": self.embedding["weights"],
+                    "weights_sha256": self.embedding["sha256"]} if self.embedding else {})}
 
 
 def make_plan(hyp: Hyp, *, data: DataShape, slots: Slots, data_mode: str, trainings: int,
@@ -197,6 +204,73 @@ def make_plan(hyp: Hyp, *, data: DataShape, slots: Slots, data_mode: str, traini
     return Plan(data=data, hyp=hyp, slots=slots, data_mode=data_mode, trainings=trainings,
                 training_s=one, sanity_s=check_s, estimate_s=check_s + waves * one + FIXED_S,
                 probe=rates, budget_s=budget_s, budget_note=note, chosen=dict(chosen or {}))
+
+
+# What a frozen pass costs besides the embedding and the heads: Ray Train's launch for the
+# heads, the analysis and the reports (the scratch pass's constant, not refit yet)
+FROZEN_FIXED_S = FIXED_S
+PROBE_EMBED = 48  # images the probe embeds (the first batch of 16 warms up, untimed)
+
+
+def probe_frozen(images: np.ndarray, *, backbone: str, size: int, weights: str | None,
+                 threads: int, n_images: int, device: str = "cpu") -> Probe:
+    """One slot's speed in frozen mode: images embedded per second (one actor with
+    `threads`), and the features of one head per second (a logistic regression on random
+    features of the backbone's width, of up to 2,048 rows: a head's time grows with its rows)."""
+    from trainers.backbones import embed, feature_extractor
+    from trainers.heads import train_head
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        t0 = time.perf_counter()
+        ext, _ = feature_extractor(backbone, size=size, weights=weights, device=device)
+        embed(ext, images[:16], batch=16)
+        t1 = time.perf_counter()
+        feats = embed(ext, images[16:PROBE_EMBED], batch=32)
+        t2 = time.perf_counter()
+        rows = int(min(2048, max(64, n_images // 2)))
+        rng = np.random.default_rng(0)
+        fake = rng.standard_normal((2 * rows, feats.shape[1])).astype(np.float32)
+        labels = rng.integers(0, 10, 2 * rows)
+        t3 = time.perf_counter()
+        train_head(Hyp(), fake, labels, np.arange(rows), np.arange(rows, 2 * rows), seed=0,
+                   num_classes=10)
+        t4 = time.perf_counter()
+    finally:
+        torch.set_num_threads(old)
+    return Probe(train_rate=len(feats) / max(t2 - t1, 1e-6),
+                 predict_rate=2 * rows / max(t4 - t3, 1e-6), seconds=t4 - t0,
+                 images=len(feats))
+
+
+def make_frozen_plan(hyp: Hyp, *, data: DataShape, slots: Slots, trainings: int,
+                     rates: Probe, embedding: dict, embed_todo: float, actors: int,
+                     budget_s: float | None = None, spent_s: float = 0.0,
+                     chosen: dict | None = None) -> Plan:
+    """The plan of a frozen pass: the embedding of `embed_todo` of the images (a resumed pass
+    embeds only missing shards) on `actors` actors at the probe's rate, then the heads (their
+    rows at the probe's head rate), in waves. BudgetError when the embedding alone would not
+    fit `budget_s`: a frozen pass has no epochs to trim."""
+    n = data.n_images
+    embed_s = embed_todo * n / max(1e-6, rates.train_rate * max(1, actors))
+    one = n / max(1e-6, rates.predict_rate) * (SIDE_BY_SIDE if slots.slots > 1 else 1.0)
+    estimate = embed_s + waves_of(trainings, slots.slots) * one + FROZEN_FIXED_S
+    note = ""
+    if budget_s is not None:
+        if estimate + spent_s > budget_s:
+            raise BudgetError(
+                f"--budget {format_duration(budget_s)} cannot be met: embedding {n:,} images "
+                f"through {hyp.backbone} at {embedding['size']} px takes about "
+                f"{format_duration(embed_s)} here ({rates.train_rate:,.0f} images/s on "
+                f"{actors} actor(s)) and the heads about "
+                f"{format_duration(estimate - embed_s)}. Give --budget "
+                f"{format_duration((estimate + spent_s) * 1.1)} or more, a smaller "
+                "--embed-size, or --mode scratch")
+        note = f"the frozen pass fits the budget of {format_duration(budget_s)}"
+    return Plan(data=data, hyp=hyp, slots=slots, data_mode="features", trainings=trainings,
+                training_s=one, sanity_s=0.0, estimate_s=estimate, probe=rates,
+                budget_s=budget_s, budget_note=note, chosen=dict(chosen or {}),
+                embed_s=embed_s, embedding=dict(embedding))
 
 
 def fit_budget(hyp: Hyp, left_s: float, *, waves: int, slots: int, n_images: int,
@@ -234,14 +308,22 @@ def plan_table(plan: dict) -> Table:
                  f"({plan['aspect']}), {plan['data_mode']}"),
         *model_and_training(plan),
         ("slots", f"{plan['slots']} at a time"),
-        ("measured", f"{probe['train_rate']:,.0f} training images/s and "
-                     f"{probe['predict_rate']:,.0f} predicted/s per training "
-                     f"({probe['seconds']:.1f} s probe on {probe['images']} images)"),
-        ("estimate", f"{format_duration(plan['training_s'])} per training"
-                     + (f", sanity check {format_duration(plan['sanity_s'])}"
-                        if plan["sanity_s"] else "")
-                     + f"; the pass about {format_duration(plan['estimate_s'])}"),
     ]
+    if plan.get("mode") == "frozen":
+        rows += [("measured", f"{probe['train_rate']:,.0f} images embedded/s per actor, "
+                              f"{probe['predict_rate']:,.0f} features/s per head "
+                              f"({probe['seconds']:.1f} s probe)"),
+                 ("estimate", f"embedding {format_duration(plan['embed_s'])}, "
+                              f"{format_duration(plan['training_s'])} per head; the pass "
+                              f"about {format_duration(plan['estimate_s'])}")]
+    else:
+        rows += [("measured", f"{probe['train_rate']:,.0f} training images/s and "
+                              f"{probe['predict_rate']:,.0f} predicted/s per training "
+                              f"({probe['seconds']:.1f} s probe on {probe['images']} images)"),
+                 ("estimate", f"{format_duration(plan['training_s'])} per training"
+                              + (f", sanity check {format_duration(plan['sanity_s'])}"
+                                 if plan["sanity_s"] else "")
+                              + f"; the pass about {format_duration(plan['estimate_s'])}")]
     if plan.get("budget_s"):
         rows.append(("budget", plan["budget_note"]))
     for name, why in (plan.get("chosen") or {}).items():  # what no flag set, and why

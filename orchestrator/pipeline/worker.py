@@ -15,7 +15,8 @@ from ray.train import get_context
 from orchestrator.run.remote import ShardStore
 from trainers.data import choose_mode, make_feed
 from trainers.hyp import Hyp
-from trainers.shards import ShardedImages
+from trainers.heads import train_head
+from trainers.shards import ShardedFeatures, ShardedImages
 from trainers.train import train
 
 
@@ -34,7 +35,10 @@ class WorkerConfig:
     record_every: int = 0           # held-out metrics every k-th epoch; 0 = off
     data_mode: str = "auto"         # resident, streamed, or auto (trainers.data.choose_mode)
     device_share: float = 0.0       # GPUs per training (0: CPU, shared by the node's workers)
+    num_classes: int = 0            # classes of the dataset (a head's outputs)
     inject_failure: str | None = None  # fault injection for tests (DUPES_INJECT_FAILURE)
+    features: ShardedFeatures | None = None  # frozen mode: the embeddings by shard name
+    feature_store: ShardStore | None = None  # ... and where they are
 
 
 def prediction_table(sample_id: np.ndarray, label: np.ndarray, pred: np.ndarray,
@@ -92,13 +96,20 @@ def worker_loop(config: dict) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = _device()
-    images = ShardedImages([cfg.store.local(n) for n in cfg.images.paths], cfg.images.shard_of,
-                           cfg.images.row_of)
     labels = np.asarray(cfg.labels)
     folds = ray.get(cfg.folds[0])          # repeats x N, int8
-    share = cfg.device_share if device.type == "cuda" else 1.0 / max(1, ctx.get_local_world_size())
-    mode = choose_mode(cfg.data_mode, images.nbytes, device, share=share)
-    feed = make_feed(images, device, mode=mode, seed=rank)  # resident: to the device once
+    if cfg.features is not None:  # frozen mode: heads on the embeddings, read once
+        f = cfg.features
+        features = ShardedFeatures([cfg.feature_store.local(n) for n in f.paths], f.shard_of,
+                                   f.row_of).gather(np.arange(len(labels)))
+        mode = "features"
+    else:
+        images = ShardedImages([cfg.store.local(n) for n in cfg.images.paths],
+                               cfg.images.shard_of, cfg.images.row_of)
+        share = cfg.device_share if device.type == "cuda" \
+            else 1.0 / max(1, ctx.get_local_world_size())
+        mode = choose_mode(cfg.data_mode, images.nbytes, device, share=share)
+        feed = make_feed(images, device, mode=mode, seed=rank)  # resident: to the device once
     done = 0
     while (item := ray.get(board.next.remote(worker))) is not None:
         repeat, fold = item
@@ -106,12 +117,16 @@ def worker_loop(config: dict) -> dict:
             _inject_failure(cfg.inject_failure, repeat, fold, generation)
             held = np.flatnonzero(folds[repeat] == fold)
             trained = np.flatnonzero(folds[repeat] != fold)
-            out = train(cfg.hyp, feed, labels, trained, held,
-                        seed=training_seed(cfg.train_seed, repeat, fold), device=device,
-                        record_every=cfg.record_every,
-                        on_epoch=lambda info, held=held: board.epoch.remote(
-                            item, info.epoch - 1, info.epochs, info.train_loss,
-                            info.heldout_loss, top_losses(held, info.heldout_losses)))
+            seed = training_seed(cfg.train_seed, repeat, fold)
+            if cfg.features is not None:
+                out = train_head(cfg.hyp, features, labels, trained, held, seed=seed,
+                                 num_classes=cfg.num_classes, device=device)
+            else:
+                out = train(cfg.hyp, feed, labels, trained, held, seed=seed, device=device,
+                            record_every=cfg.record_every,
+                            on_epoch=lambda info, held=held: board.epoch.remote(
+                                item, info.epoch - 1, info.epochs, info.train_loss,
+                                info.heldout_loss, top_losses(held, info.heldout_losses)))
             table = prediction_table(held, labels[held], out.pred, out.loss, out.probs)
             epochs = epoch_table(held, out.epochs) if out.epochs is not None else None
             metrics = {"seconds": out.seconds, "train_accuracy": out.train_accuracy,

@@ -12,7 +12,7 @@ import pandas as pd
 
 from analysis.dynamics import DynamicsSums
 from analysis.losses import loss_stats, top_losses
-from analysis.rule import DupeRule
+from analysis.rule import DupeRule, implied
 from analysis.run_analysis import Analysis, analyze, dupes_export_table
 from orchestrator.run import rundir
 from orchestrator.run.ledger import confirmed_mask, read_ledger
@@ -23,7 +23,8 @@ def load_analysis(run, *, ledger: Path | str | None = None,
     """Analyse a run from its files; returns the analysis and each training's seconds.
 
     The dupe rule is the run's own, with any of its fields (`threshold`, `min_ratio`,
-    `ignore_confirmed`, `rank`) overridden by keyword. Images in the ledger of confirmed
+    `ignore_confirmed`, `select`, `rank`) overridden by keyword (a threshold or ratio
+    without `select` means the votes). Images in the ledger of confirmed
     labels are marked (`confirmed`), or left out of the dupes with `ignore_confirmed`.
     """
     cfg = run.config()
@@ -34,7 +35,8 @@ def load_analysis(run, *, ledger: Path | str | None = None,
     confirmed = confirmed_mask(index["sha1"].to_numpy(), index["class_name"].to_numpy(),
                                read_ledger(run.ledger(ledger)))
     analysis = analyze(index, run.prediction_columns(mean_probs=True), run.classes(),
-                       rule=dataclasses.replace(cfg.rule, **rule), confirmed=confirmed,
+                       rule=dataclasses.replace(cfg.rule, **implied(rule)),
+                       confirmed=confirmed,
                        dynamics=load_dynamics(run, index["label"].to_numpy()),
                        train_accuracy=train_acc)
     return analysis, seconds

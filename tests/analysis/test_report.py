@@ -264,7 +264,8 @@ def _random_run(n: int, classes: int, accuracy: float, seed: int = 0):
 def test_the_quality_gate_fires_on_near_chance_models_and_stays_quiet_on_good_ones():
     from analysis.quality import quality_warnings
 
-    weak = analyze(*_random_run(400, 10, accuracy=0.2), rule=DupeRule("2", min_ratio=0))
+    weak = analyze(*_random_run(400, 10, accuracy=0.2),
+                   rule=DupeRule("2", min_ratio=0, select="votes"))
     warnings = quality_warnings(weak)
     assert len(warnings) == 1 and "held-out accuracy 0.2" in warnings[0], warnings
     assert "dupes tune" in warnings[0]
