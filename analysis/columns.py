@@ -24,6 +24,8 @@ COLUMNS = (
     Column("self_confidence", "self-confidence", ".3f", False, rank=True),
     Column("normalized_margin", "normalized margin", ".3f", False, rank=True, report=False),
     Column("aum", "AUM", ".3f", False, rank=True),
+    # frozen mode: share of the 10 nearest neighbours in embedding space with the same label
+    Column("neighbours", "neighbours agree", ".2f", False, rank=True),
     Column("combined", "combined", ".3f", True, rank=True),
 )
 BY_NAME = {c.name: c for c in COLUMNS}

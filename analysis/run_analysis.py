@@ -74,7 +74,8 @@ def prediction_arrays(table: pa.Table) -> dict[str, np.ndarray]:
 
 def vote_table(index: pd.DataFrame, col: dict[str, np.ndarray], classes: list[str], *,
                confirmed: np.ndarray | None = None, dynamics: pd.DataFrame | None = None,
-               scores: bool = True) -> tuple[pd.DataFrame, int | None]:
+               scores: bool = True, neighbours: np.ndarray | None = None
+               ) -> tuple[pd.DataFrame, int | None]:
     """One row per sample: votes, losses, scores, class names; and cleanlab's estimated
     number of wrong labels (None without scores). Independent of the dupe rule."""
     votes = count_votes(col["sample_id"], col["label"], col["pred"], col["loss"],
@@ -102,6 +103,10 @@ def vote_table(index: pd.DataFrame, col: dict[str, np.ndarray], classes: list[st
             raise ValueError(f"dynamics has {len(dynamics)} rows for {len(votes)} samples")
         votes["aum"] = dynamics["aum"].to_numpy(np.float32)
         votes["forgetting"] = dynamics["forgetting"].to_numpy()
+    if neighbours is not None:
+        if len(neighbours) != len(votes):
+            raise ValueError(f"neighbours has {len(neighbours)} rows for {len(votes)} samples")
+        votes["neighbours"] = np.asarray(neighbours, np.float32)
     votes["combined"] = combined_score(votes.rename(columns={"top_wrong_votes": "votes"}))
     return votes, num_issues
 
@@ -143,7 +148,7 @@ def select(analysis: Analysis, rule: DupeRule) -> Analysis:
 def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str], *,
             rule: DupeRule = DupeRule(), confirmed: np.ndarray | None = None,
             dynamics: pd.DataFrame | None = None, train_accuracy: dict | None = None,
-            scores: bool = True) -> Analysis:
+            scores: bool = True, neighbours: np.ndarray | None = None) -> Analysis:
     """Votes, dupes, scores, per-training accuracy and error analysis of one run.
 
     `index` has `sample_id, relpath, label, class_name`; `predictions` the long-format
@@ -153,7 +158,8 @@ def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str
     ratio). `confirmed` marks samples a technician confirmed as correctly labelled; `rule`
     says which images are dupes (`DupeRule`). `dynamics` (from `dynamics_scores`) adds `aum`
     and `forgetting`; `train_accuracy` maps (repeat, fold) to the training accuracy for the
-    fit table. Every sample gets a `combined` suspect score in [0, 1].
+    fit table; `neighbours` (from `analysis.neighbours.neighbour_agreement`) adds the
+    neighbour score. Every sample gets a `combined` suspect score in [0, 1].
     """
     if not isinstance(rule, DupeRule):
         raise ValueError(f"rule must be a DupeRule, got {type(rule).__name__}")
@@ -168,7 +174,7 @@ def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str
     col = {name: np.asarray(predictions[name]) for name in FLAT_COLUMNS}
     col["mean_probs"] = predictions.get("mean_probs")
     votes, num_issues = vote_table(index, col, classes, confirmed=confirmed, dynamics=dynamics,
-                                   scores=scores)
+                                   scores=scores, neighbours=neighbours)
     accuracy = heldout_accuracy(col["repeat"], col["fold"], col["label"], col["pred"])
     confusion = confusion_matrix(col["label"], col["pred"], num_classes=len(classes))
     summary = Analysis(votes, votes.iloc[:0], accuracy, {}, most_confused(votes.iloc[:0]), rule,

@@ -76,9 +76,12 @@ class ScanSettings:
     min_per_class: int | None = opt(None, "drop classes with fewer usable images than this "
                                     "(reported); none: a class with fewer than 2 is an error",
                                     gt=0)
-    aspect: str = opt("pad", "how an image that is not square becomes square: pad keeps all of "
+    aspect: str = opt("auto", "how an image that is not square becomes square: pad keeps all of "
                       "it and its proportions (padded with its border's mean colour), crop "
-                      "keeps the centre, squash stretches it", choices=ASPECTS)
+                      "keeps the centre, squash stretches it; auto: squash for frozen "
+                      "features (pretrained backbones learnt from aspect-jittered crops, never "
+                      "padding: +9 pt held-out accuracy on the photos case, BENCHMARKS.md), "
+                      "else pad", choices=("auto", *ASPECTS))
 
 
 @dataclass
@@ -150,6 +153,7 @@ class RunConfig:
         d = dict(d)
         rule = d.pop("rule", None) or {k: d[k] for k in ("threshold", "min_ratio",
                                                          "ignore_confirmed") if k in d}
+        rule = {"select": "votes", **rule}  # a run from before --select was chosen by votes
         scan = d.pop("scan", None) or {k: d[k] for k in ("image_size", "min_per_class") if k in d}
         known = {f.name for f in fields(cls)} - {"scan", "rule", "hyp"}
         hyp = d.get("hyp") or {}

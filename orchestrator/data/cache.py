@@ -19,6 +19,8 @@ decoding a column chunk).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import io
 import json
 import time
@@ -112,18 +114,23 @@ class Cache:
 def build_cache(root, store: ShardStore, *, image_size: int | None, aspect: str,
                 min_per_class: int | None, seed: int, console: Console | None = None,
                 task_options: dict | None = None, max_auto_size: int = scanmod.AUTO_MAX,
-                sample: int | None = None, local: bool = False) -> Cache:
+                sample: int | None = None, local: bool = False,
+                aspect_for: Callable[[int, int], str] = lambda size, channels: "pad"
+                ) -> Cache:
     """Scan `root` into shards in `store` with a Ray Data job (Ray must be initialised);
     `task_options` are the Ray options of its tasks (e.g. a scheduling strategy); without an
     `image_size`, the images' median size up to `max_auto_size`. With `sample`, only up to
     that many files, every class in proportion (a preflight check: its cost must not grow
-    with the dataset); with `local`, every shard is decoded in this process, without Ray."""
+    with the dataset); with `local`, every shard is decoded in this process, without Ray.
+    `aspect` "auto" is settled by `aspect_for(size, channels)` once the headers are read."""
     found, rejects, classes = scanmod.list_files(root)
     n_listed = len(found)
     found = scanmod.sample_files(found, sample)
     size, channels = scanmod.header_sample(root, [rel for _, rel in found],
                                            max_side=max_auto_size)
     size = image_size or size
+    if aspect == "auto":  # settled from what the headers say (the mode depends on it)
+        aspect = aspect_for(int(size), int(channels))
     plan = Plan(str(root), int(size), int(channels), aspect, rows_per_shard(size, channels),
                 int(seed))
     groups = deal(len(found), plan.rows, plan.seed)

@@ -28,10 +28,11 @@ class Prepared:
 
 
 def prepare(run: Run, cfg: RunConfig, console: Console, *, task_options: dict,
-            max_auto_size: int) -> Prepared:
+            max_auto_size: int, aspect_for=None) -> Prepared:
     """Scan into the sharded cache and split once; on a resumed run, load what the first
     attempt wrote. `task_options` place the scan's Ray tasks; `max_auto_size` caps the
-    automatic image size (it depends on the cluster's GPUs)."""
+    automatic image size (it depends on the cluster's GPUs); `aspect_for(size, channels)`
+    settles `--aspect auto` (it depends on the mode the data will get)."""
     t0 = time.perf_counter()
     timings: dict = {}
 
@@ -40,10 +41,12 @@ def prepare(run: Run, cfg: RunConfig, console: Console, *, task_options: dict,
             console.print(f"the dataset {cfg.data_dir} is only readable on this node: the scan "
                           "runs here (a shared mount or a bucket lets every node decode)",
                           highlight=False)
+        aspect = run.scan_info().aspect if run.has_scan() else cfg.scan.aspect
         return build_cache(cfg.data_dir, run.shard_store(), image_size=cfg.scan.image_size,
-                           aspect=cfg.scan.aspect, min_per_class=cfg.scan.min_per_class,
+                           aspect=aspect, min_per_class=cfg.scan.min_per_class,
                            seed=cfg.seed, console=console, task_options=task_options,
-                           max_auto_size=max_auto_size)
+                           max_auto_size=max_auto_size,
+                           **({"aspect_for": aspect_for} if aspect_for else {}))
 
     if run.has_scan() and run.has_splits():
         index, classes, splits = run.index(), run.classes(), run.splits()

@@ -11,35 +11,19 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass
 
 import numpy as np
-import ray
 from rich.console import Console
 
+from orchestrator.errors import UsageError
 from orchestrator.run.directory import Run
+from orchestrator.run.embeddings import EmbedSpec, embedding_store
 from orchestrator.run.remote import ShardStore
 from trainers.shards import ShardedFeatures
 
 PROGRESS_S = 10.0      # seconds between progress lines
 EMBED_BATCH = 32       # images per forward pass on a CPU (channels-last: measured best of 32/64)
 GPU_EMBED_BATCH = 256
-
-
-@dataclass(frozen=True)
-class EmbedSpec:
-    """What the embeddings are of: recorded in config.json and the report."""
-
-    backbone: str
-    size: int          # px the backbone saw
-    weights: str       # the weights' file, package or hub entry
-    sha256: str
-    dim: int
-
-    @property
-    def key(self) -> str:
-        """The embedding folder's name: another backbone, size or weights never reuses it."""
-        return f"{self.backbone}-{self.size}px-{self.sha256[:12]}"
 
 
 def embed_size(hyp_size: int, *, gpu: bool, native: int) -> int:
@@ -56,15 +40,12 @@ EMBED_CPU_SIZE = 192
 def describe(backbone: str, size: int, weights: str | None) -> EmbedSpec:
     """The spec of an embedding, its weights loaded strictly once here (a file that does not
     fit is refused before any actor starts: `trainers.backbones.WeightsMismatch`)."""
-    from trainers.backbones import build, spec_of
-    _, got = build(backbone, size=size, weights=weights, pretrained=True)
+    from trainers.backbones import WeightsMismatch, build, spec_of
+    try:
+        _, got = build(backbone, size=size, weights=weights, pretrained=True)
+    except WeightsMismatch as e:
+        raise UsageError(str(e)) from None
     return EmbedSpec(backbone, size, got.name, got.sha256, spec_of(backbone).dim)
-
-
-def embedding_store(run: Run, spec: EmbedSpec) -> ShardStore:
-    from orchestrator.run import storage
-    root = run.remote.uri if run.remote else run.path
-    return ShardStore(storage.child(storage.child(root, "embeddings"), spec.key))
 
 
 class EmbedShards:
@@ -124,6 +105,7 @@ def embed_pass(run: Run, spec: EmbedSpec, weights: str | None, console: Console)
     t0 = time.perf_counter()
     n_images = 0
     if todo:
+        import ray
         import ray.data
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
@@ -160,12 +142,5 @@ def embed_pass(run: Run, spec: EmbedSpec, weights: str | None, console: Console)
                       "reused_shards": len(names) - len(todo)}
 
 
-def features_for_workers(run: Run, spec: EmbedSpec) -> tuple[ShardStore, ShardedFeatures]:
-    """The embedding store and the features by shard name, to be located on each node."""
-    out = embedding_store(run, spec)
-    p = run.placement()
-    return out, ShardedFeatures(run.shard_names(), p["shard"].to_numpy(), p["row"].to_numpy())
-
-
 __all__ = ["EmbedSpec", "embed_pass", "describe", "embed_size", "embedding_store",
-           "features_for_workers", "pool_shape"]
+           "pool_shape"]

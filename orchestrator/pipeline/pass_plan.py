@@ -18,7 +18,7 @@ from orchestrator.pipeline.cluster import like_a_training, plan_resources
 from orchestrator.pipeline.embed import describe, embed_size, embedding_store, pool_shape
 from orchestrator.pipeline.plan import (DataShape, Plan, make_frozen_plan, make_plan, plan_table,
                                         probe, probe_frozen, probe_images)
-from orchestrator.pipeline.settings import resolve_hyperparameters, settle_flip
+from orchestrator.pipeline.settings import ignored_flags, resolve_hyperparameters, settle_flip
 from orchestrator.run.directory import Run
 
 
@@ -64,13 +64,24 @@ def make_pass_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console
         raise BudgetError(f"{e}. Nothing was trained; `dupes run --resume {run} --budget "
                           "DURATION` keeps this run's scan") from None
     console.print(plan_table(plan.to_dict()))
+    warn_ignored(plan.hyp, cfg.hyp_set, console)
     run.save_plan({**plan.to_dict(), "made": time.time(), "spent_s": spent_s})
     if fresh:  # what auto, the data and the budget settled, recorded with the reasons
         cfg = dataclasses.replace(cfg, hyp=plan.hyp, hyp_chosen=plan.chosen,
-                                  scan=dataclasses.replace(cfg.scan,
-                                                           image_size=data.image_size))
+                                  scan=dataclasses.replace(cfg.scan, image_size=data.image_size,
+                                                           aspect=data.aspect))
         run.save_config(cfg)
     return cfg, plan
+
+
+def warn_ignored(hyp, given, console: Console) -> None:
+    unused = ignored_flags(hyp, given)
+    if unused:
+        what = {"frozen": "heads on frozen features", "finetune": "fine-tuning "
+                f"{hyp.backbone}"}.get(hyp.mode, f"{hyp.model} from scratch")
+        console.print(f"[yellow]warning:[/] {', '.join(unused)} do not apply to {what} and are "
+                      "ignored" + (" (--mode scratch or --mode finetune trains a network)"
+                                   if hyp.mode == "frozen" else ""), highlight=False)
 
 
 def _frozen_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console: Console, *,
@@ -81,6 +92,10 @@ def _frozen_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console: 
     from trainers.backbones import spec_of
     gpu = slots.gpus > 0
     size = embed_size(hyp.embed_size, gpu=gpu, native=spec_of(hyp.backbone).size)
+    if fresh and cfg.scan.aspect == "auto":
+        chosen = {**chosen, "aspect": f"{data.aspect}: pretrained backbones learnt from "
+                  "aspect-jittered crops, never from padding (+9 pt held-out accuracy on the "
+                  "photos case, BENCHMARKS.md); --aspect pad keeps proportions"}
     if fresh and not hyp.embed_size:
         chosen = {**chosen, "embed_size": f"{size}: " + (
             "the backbone's own size" if gpu else "on CPUs 192 px measured best per second "
@@ -109,10 +124,11 @@ def _frozen_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console: 
         raise BudgetError(f"{e}. Nothing was embedded; `dupes run --resume {run} --budget "
                           "DURATION` keeps this run's scan") from None
     console.print(plan_table(plan.to_dict()))
+    warn_ignored(plan.hyp, cfg.hyp_set, console)
     run.save_plan({**plan.to_dict(), "made": time.time(), "spent_s": spent_s})
     cfg = dataclasses.replace(cfg, hyp=plan.hyp, embedding=dataclasses.asdict(spec),
                               **({"hyp_chosen": plan.chosen,
-                                  "scan": dataclasses.replace(cfg.scan,
+                                  "scan": dataclasses.replace(cfg.scan, aspect=data.aspect,
                                                               image_size=data.image_size)}
                                  if fresh else {}))
     run.save_config(cfg)

@@ -16,9 +16,11 @@ from orchestrator.data.scan import auto_max
 from orchestrator.errors import SanityError
 from orchestrator.pipeline.cluster import ray_session, scan_task_options
 from orchestrator.pipeline.driver import PassOutcome, run_trainings
-from orchestrator.pipeline.embed import EmbedSpec, embed_pass, features_for_workers
+from orchestrator.pipeline.embed import embed_pass
+from orchestrator.run.embeddings import EmbedSpec, features_for_workers
 from orchestrator.pipeline.pass_plan import make_pass_plan
 from orchestrator.pipeline.sanity import SANITY_SAMPLE, run_sanity
+from orchestrator.pipeline.settings import aspect_for
 from orchestrator.pipeline.summary import summarise
 from orchestrator.run.directory import Run
 from orchestrator.run.records import Summary, all_trainings
@@ -57,7 +59,8 @@ def _run_pass(run: Run, cfg: RunConfig, console: Console, *,
                                                        highlight=False)) as timings:
         gpus = ray.cluster_resources().get("GPU", 0) or cfg.gpus_per_training or 0
         prep = prepare(run, cfg, console, task_options=scan_task_options(cfg.data_dir),
-                       max_auto_size=auto_max(gpus))
+                       max_auto_size=auto_max(gpus), aspect_for=aspect_for(cfg.hyp,
+                                                                           gpu=gpus > 0))
         if stale_local:
             console.print(f"removed {stale_local} partial write(s) of an interrupted "
                           "attempt")

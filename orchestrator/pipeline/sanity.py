@@ -22,7 +22,7 @@ from orchestrator.data.cache import (build_cache, sharded_images, stratified_sam
                                       usable_images)
 from orchestrator.data.scan import auto_max
 from orchestrator.pipeline.plan import probe_images
-from orchestrator.pipeline.settings import resolve_hyperparameters, settle_flip
+from orchestrator.pipeline.settings import aspect_for, resolve_hyperparameters, settle_flip
 from orchestrator.run.remote import ShardStore
 from trainers.hyp import Hyp
 from trainers.sanity import mirror_check, sanity
@@ -83,7 +83,8 @@ def check_dataset(data, scan: ScanSettings, hyp: Hyp, *, given, console: Console
         store = ShardStore(tmp)
         cache = build_cache(data, store, image_size=scan.image_size, aspect=scan.aspect,
                             min_per_class=scan.min_per_class, seed=seed,
-                            max_auto_size=auto_max(gpus), sample=SANITY_SAMPLE, local=True)
+                            max_auto_size=auto_max(gpus), sample=SANITY_SAMPLE, local=True,
+                            aspect_for=aspect_for(hyp, gpu=gpus > 0))
         images = store_images(store, cache)
     labels = cache.index["label"].to_numpy()
     p = cache.plan
@@ -92,6 +93,10 @@ def check_dataset(data, scan: ScanSettings, hyp: Hyp, *, given, console: Console
     n_images = usable_images(cache)
     hyp, chosen = resolve_hyperparameters(hyp, given=given, n_images=n_images,
                                           image_size=p.size, channels=p.channels, gpu=gpus > 0)
+    if hyp.mode == "frozen":
+        return frozen_check(images, labels, hyp, chosen, console, gpu=gpus > 0,
+                            table=dict(n_images=n_images, image_size=p.size,
+                                       channels=p.channels, aspect=p.aspect), seed=seed)
     if "flip" not in given:  # as the pass's probe does, on the same kind of sample
         sample = stratified_sample(labels, 2 * probe_images(p.size), seed=seed)
         mirror = mirror_check(images[sample], labels[sample], seed=seed,
@@ -100,6 +105,40 @@ def check_dataset(data, scan: ScanSettings, hyp: Hyp, *, given, console: Console
     console.print(settings_table(hyp, chosen, n_images=n_images, image_size=p.size,
                                  channels=p.channels, aspect=p.aspect))
     return run_sanity(images, labels, cache.classes, hyp, console)["ok"]
+
+
+def frozen_check(images: np.ndarray, labels: np.ndarray, hyp: Hyp, chosen: dict,
+                 console: Console, *, gpu: bool, table: dict, seed: int = 0) -> bool:
+    """Frozen mode's check, on the sample: the weights load (strictly), and a head on half of
+    the sample's features beats always guessing the largest class on the other half."""
+    from orchestrator.pipeline.embed import EMBED_CPU_SIZE
+    from trainers.backbones import embed, feature_extractor, spec_of
+    from trainers.heads import train_head
+    size = hyp.embed_size or (spec_of(hyp.backbone).size if gpu else EMBED_CPU_SIZE)
+    hyp = dataclasses.replace(hyp, embed_size=size)
+    ext, got = feature_extractor(hyp.backbone, size=size, weights=hyp.weights,
+                                 device="cuda" if gpu else "cpu")
+    shown = {**hyp.to_dict(), "weights_name": got.name, "weights_sha256": got.sha256}
+    out = Table(title="settings (as `dupes run` would train)", show_header=False,
+                title_justify="left")
+    out.add_column(style="bold")
+    out.add_column()
+    out.add_row("data", f"{table['n_images']:,} images, {table['image_size']}x"
+                        f"{table['image_size']}x{table['channels']} ({table['aspect']})")
+    for k, v in [*model_and_training(shown), *chosen.items()]:
+        out.add_row(k, v)
+    console.print(out)
+    features = embed(ext, images)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    tr, ev = np.sort(order[:len(order) // 2]), np.sort(order[len(order) // 2:])
+    held = train_head(hyp, features, labels, tr, ev, seed=seed, num_classes=int(labels.max()) + 1)
+    accuracy = float((held.pred == labels[ev]).mean())
+    chance = float(np.bincount(labels[ev]).max() / max(1, len(ev)))
+    ok = accuracy > chance
+    console.print(f"{'[green]ok[/]' if ok else '[red]failed[/]'}: a head on {len(tr)} images' "
+                  f"features predicts {len(ev)} others at {accuracy:.3f} held-out accuracy "
+                  f"(always the largest class: {chance:.3f})", highlight=False)
+    return ok
 
 
 def store_images(store: ShardStore, cache) -> np.ndarray:

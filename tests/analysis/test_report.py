@@ -44,7 +44,7 @@ def tables():
 
 def test_analysis_and_report_render(tables):
     index, preds, classes = tables
-    a = analyze(index, preds, classes, rule=DupeRule("2"))
+    a = analyze(index, preds, classes, rule=DupeRule("2", select="votes"))
     assert a.dupes["relpath"].tolist() == ["b/x.png"]
     assert a.per_threshold == {">=10": 0, ">=9": 0, ">=8": 0, ">=2": 1}
     assert a.accuracy["accuracy"].tolist() == [1.0, 0.5, 1.0, 0.5]
@@ -63,12 +63,12 @@ def test_analyze_rejects_incomplete_tables(tables):
     with pytest.raises(ValueError, match="probs"):
         analyze(index, preds.drop_columns(["probs"]), classes)
     with pytest.raises(ValueError, match="valid forms"):
-        analyze(index, preds, classes, rule=DupeRule("most"))
+        analyze(index, preds, classes, rule=DupeRule("most", select="votes"))
 
 
 def test_report_shows_error_analysis_and_second_opinion(tables):
     index, preds, classes = tables
-    a = analyze(index, preds, classes, rule=DupeRule("2"), train_accuracy={(0, 0): 1.0})
+    a = analyze(index, preds, classes, rule=DupeRule("2", select="votes"), train_accuracy={(0, 0): 1.0})
     assert a.confusion.tolist() == [[4, 0], [2, 2]]
     assert {"self_confidence", "normalized_margin", "cl_issue", "combined"} <= set(a.votes)
     assert a.votes["combined"].idxmax() == 3  # the always-wrong sample is the most suspect
@@ -86,7 +86,7 @@ def test_html_report_is_one_valid_page_with_thumbnails_and_escaped_names(tables)
 
     index, preds, classes = tables
     index = index.assign(relpath=["a/1.png", "a/2.png", "b/3.png", "b/<x>&.png"])
-    a = analyze(index, preds, classes, rule=DupeRule("2"))
+    a = analyze(index, preds, classes, rule=DupeRule("2", select="votes"))
     uri = "data:image/png;base64,AAAA"
     page = html_report(a, thumbs={3: uri}, title="t<1>", sheets=["sheets/top_losses.png"])
 
@@ -299,3 +299,34 @@ def test_the_report_says_what_was_trained_and_why():
     page = html_report(a, top=5, settings=list(rows.items()))
     assert "what was trained" in page and "mirroring changes the labels" in page
     assert "what was trained" not in html_report(a, top=5)
+
+
+def test_weak_models_select_by_ranking_and_the_report_says_why():
+    from rich.console import Console
+
+    weak = analyze(*_random_run(400, 10, accuracy=0.6))
+    assert weak.selected_by == "ranking" and "under 0.8" in weak.selected_why
+    assert len(weak.dupes) == weak.num_issues > 0
+    # the most suspect first, and only images some model predicted wrong
+    sc = weak.dupes["self_confidence"].to_numpy()
+    assert (np.diff(sc) >= 0).all() and (weak.dupes["top_wrong_class"] >= 0).all()
+    console = Console(record=True, width=200)
+    console.print(report(weak))
+    text = console.export_text()
+    assert "dupes: the" in text and "most suspect images by combined" in text, text
+    assert f"top 20 dupes (top {len(weak.dupes)} by combined" in text
+    # forced votes, and strong models: the votes, as before
+    votes = analyze(*_random_run(400, 10, accuracy=0.6), rule=DupeRule(select="votes"))
+    assert votes.selected_by == "votes" and votes.set_name == ">=8"
+    strong = analyze(*_random_run(400, 10, accuracy=0.95))
+    assert strong.selected_by == "votes" and "0.9" in strong.selected_why
+
+
+def test_a_threshold_given_without_a_selection_means_the_votes():
+    from analysis.rule import implied
+    assert implied({"threshold": "7"}) == {"threshold": "7", "select": "votes"}
+    assert implied({"min_ratio": 0.0})["select"] == "votes"
+    assert implied({"threshold": "7", "select": "ranking"})["select"] == "ranking"
+    assert implied({"rank": "mean_loss"}) == {"rank": "mean_loss"}
+    with pytest.raises(ValueError, match="valid choices"):
+        DupeRule(select="most")

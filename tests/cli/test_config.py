@@ -102,10 +102,10 @@ def test_bad_values_are_refused_where_they_are_parsed(argv, capsys):
 
 def test_rule_validates_itself():
     with pytest.raises(ValueError, match="valid forms"):
-        DupeRule("most")
+        DupeRule("most", select="votes")
     with pytest.raises(ValueError, match="finite"):
         DupeRule(min_ratio=float("nan"))
-    assert DupeRule("8").votes.low == 8
+    assert DupeRule("8", select="votes").votes.low == 8
 
 
 def test_old_config_json_reads_into_the_typed_config():
@@ -114,7 +114,7 @@ def test_old_config_json_reads_into_the_typed_config():
            "hyp": {**Hyp().to_dict(), "epochs": 3}}
     cfg = RunConfig.from_dict(old)
     assert cfg.storage == "s3://b/runs/r1" and cfg.scan.image_size == 16
-    assert cfg.rule == DupeRule(">=9", 0.0, True) and cfg.hyp.epochs == 3
+    assert cfg.rule == DupeRule(">=9", 0.0, True, "votes") and cfg.hyp.epochs == 3
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
 
 

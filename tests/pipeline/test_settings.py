@@ -34,10 +34,11 @@ def rows(text: str) -> dict[str, str]:
 @pytest.mark.ray
 def test_sanity_prints_the_model_size_and_hyperparameters_that_run_trains(tmp_path, capsys):
     data = write_photos(tmp_path / "photos")
-    assert main(["sanity", str(data)]) == 0
+    # from scratch (colour photos would get frozen features: tests/pipeline/test_frozen.py)
+    assert main(["sanity", str(data), "--mode", "scratch"]) == 0
     sanity = rows(capsys.readouterr().out)
     assert main(["run", str(data), "--out", str(tmp_path / "run"), "--repeats", "1",
-                 "--no-sanity"]) == 0
+                 "--no-sanity", "--mode", "scratch"]) == 0
     ran = rows(capsys.readouterr().out)
     for key in ("model", "training", "epochs", "progressive", "translate", "whiten"):
         assert sanity[key] == ran[key], (key, sanity, ran)

@@ -1,0 +1,80 @@
+"""The embedding path's cost per image: EfficientNet-Lite0 (the offline ImageNet weights) on
+this machine's CPU threads at a few input sizes, and one logistic-regression head.
+
+    .venv/bin/python benchmarks/embed_speed.py                # 128, 192, 224 px; 2 threads
+    .venv/bin/python benchmarks/embed_speed.py --sizes 96 160 --threads 1
+
+Times `trainers.backbones.embed` (channels-last, batches of 32, the pass's CPU setting) on
+256 random 64-px uint8 images (resized by the extractor, as the pass does), after one warm-up
+batch; and `trainers.heads.train_head` on 5,000 x 1,280 random features (a training half of
+10,000 images). Prints a table and writes benchmarks/results/embed_speed.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "benchmarks" / "results" / "embed_speed.json"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    from trainers.backbones import LITE0, embed, feature_extractor
+    from trainers.heads import train_head
+    from trainers.hyp import Hyp
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 192, 224])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--images", type=int, default=256)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (args.images, 64, 64, 3), dtype=np.uint8)
+    rows = []
+    for size in args.sizes:
+        ext, _ = feature_extractor(LITE0, size=size)
+        embed(ext, images[:32])
+        t0 = time.perf_counter()
+        embed(ext, images)
+        rate = args.images / (time.perf_counter() - t0)
+        rows.append({"size": size, "images_per_s": rate})
+        print(f"{size} px: {rate:,.1f} images/s on {args.threads} thread(s)", flush=True)
+    feats = rng.standard_normal((10_000, 1280)).astype(np.float16)
+    labels = rng.integers(0, 10, 10_000)
+    t0 = time.perf_counter()
+    train_head(Hyp(), feats, labels, np.arange(5000), np.arange(5000, 10_000), seed=0,
+               num_classes=10)
+    head_s = time.perf_counter() - t0
+    print(f"one head, 5,000 x 1,280 features, 10 classes: {head_s:.2f} s")
+    print("| input size | images/s | 1M images | 10M images |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['size']} px | {r['images_per_s']:,.0f} | "
+              f"{1e6 / r['images_per_s'] / 3600:,.1f} h | {1e7 / r['images_per_s'] / 3600:,.0f} h |")
+    old = json.loads(OUT.read_text()) if OUT.exists() else {"runs": []}
+    old["runs"].append({"when": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_name(),
+                        "threads": args.threads, "embed": rows, "head_s_5000x1280": head_s})
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(old, indent=1))
+
+
+if __name__ == "__main__":
+    main()

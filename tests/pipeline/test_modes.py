@@ -1,0 +1,45 @@
+"""The mode `auto` resolves to, the aspect that goes with it, and flags that do not apply to
+the resolved training (reported, never silently ignored)."""
+from dataclasses import replace
+
+import pytest
+
+from orchestrator.pipeline.settings import (aspect_for, ignored_flags, resolve_hyperparameters,
+                                            resolve_mode)
+from trainers.hyp import Hyp
+
+
+def test_auto_chooses_frozen_for_colour_and_scratch_for_small_gray_images():
+    colour, why = resolve_mode(Hyp(), given=(), image_size=64, channels=3, gpu=False)
+    assert colour.mode == "frozen" and "colour" in why["mode"]
+    gray, why = resolve_mode(Hyp(), given=(), image_size=28, channels=1, gpu=False)
+    assert gray.mode == "scratch" and "gray" in why["mode"]
+    large, _ = resolve_mode(Hyp(), given=(), image_size=128, channels=1, gpu=True)
+    assert large.mode == "frozen"
+    forced, why = resolve_mode(Hyp(mode="scratch"), given=("mode",), image_size=64,
+                               channels=3, gpu=False)
+    assert forced.mode == "scratch" and why == {}
+    assert aspect_for(Hyp(), gpu=False)(64, 3) == "squash"
+    assert aspect_for(Hyp(), gpu=False)(28, 1) == "pad"
+
+
+def test_fine_tuning_trains_the_backbone_from_its_weights():
+    hyp, _ = resolve_hyperparameters(Hyp(mode="finetune"), given=("mode",), n_images=100,
+                                     image_size=64, channels=3, gpu=False)
+    assert hyp.model == "efficientnet_lite0" and hyp.pretrained
+
+
+def test_flags_for_another_kind_of_training_are_named():
+    frozen = Hyp(mode="frozen")
+    assert ignored_flags(frozen, ["epochs", "lr", "head_l2"]) == ["--epochs", "--lr"]
+    scratch = replace(Hyp(mode="scratch"), model="smallcnn")
+    assert ignored_flags(scratch, ["pretrained", "head_l2", "width"]) == ["--head-l2",
+                                                                        "--pretrained"]
+    resnet = replace(Hyp(mode="scratch"), model="resnet18")
+    assert ignored_flags(resnet, ["pretrained", "width"]) == ["--width"]
+
+
+def test_a_forced_mode_without_weights_names_the_fix(tmp_path):
+    with pytest.raises(ValueError, match="gone.pt: no such file"):
+        resolve_mode(Hyp(mode="frozen", weights=str(tmp_path / "gone.pt")), given=(),
+                     image_size=64, channels=3, gpu=False)

@@ -1,0 +1,51 @@
+"""Pretrained backbones: the offline EfficientNet-Lite0 weights give the reference
+implementation's ImageNet logits, and a weights file that does not fit is refused with counts."""
+import numpy as np
+import pytest
+import torch
+
+from trainers.backbones import (LITE0, WeightsMismatch, build, embed, feature_extractor,
+                                package_weights)
+from trainers.heads import train_head
+from trainers.hyp import Hyp
+
+
+def test_lite0_weights_give_the_reference_implementations_imagenet_logits():
+    from efficientnet_lite_pytorch import EfficientNet
+    ref = EfficientNet.from_pretrained("efficientnet-lite0",
+                                       weights_path=str(package_weights(LITE0))).eval()
+    ours, got = build(LITE0, size=224)
+    ours.eval()
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = (ref(x) - ours(x)).abs().max().item()
+    assert diff <= 1e-4, diff
+    assert len(got.sha256) == 64 and got.name.endswith(".pth")
+
+
+def test_a_weights_file_of_another_architecture_is_refused_with_the_counts(tmp_path):
+    import torchvision
+    torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "resnet.pt")
+    with pytest.raises(WeightsMismatch, match=r"0 of \d+ tensors fit, \d+ missing"):
+        build(LITE0, size=128, weights=str(tmp_path / "resnet.pt"))
+    # one tensor of the wrong shape is enough to refuse the whole file
+    state = torch.load(package_weights(LITE0), weights_only=True)
+    state["_conv_stem.weight"] = torch.zeros(8, 3, 3, 3)
+    torch.save(state, tmp_path / "cut.pt")
+    with pytest.raises(WeightsMismatch, match="1 of the wrong shape"):
+        build(LITE0, size=128, weights=str(tmp_path / "cut.pt"))
+
+
+def test_features_and_a_head_separate_two_colour_classes():
+    rng = np.random.default_rng(0)
+    dark = rng.integers(0, 90, (20, 40, 40, 3), dtype=np.uint8)
+    light = rng.integers(160, 255, (20, 40, 40, 3), dtype=np.uint8)
+    images, labels = np.concatenate([dark, light]), np.repeat([0, 1], 20)
+    ext, _ = feature_extractor(LITE0, size=64)
+    features = embed(ext, images, batch=16)
+    assert features.shape == (40, 1280) and features.dtype == np.float16
+    assert np.isfinite(features.astype(np.float32)).all()
+    order = rng.permutation(40)
+    held = train_head(Hyp(), features, labels, order[:20], order[20:], seed=0, num_classes=2)
+    assert (held.pred == labels[order[20:]]).mean() == 1.0
+    assert held.probs.shape == (20, 2) and np.allclose(held.probs.sum(1), 1, atol=1e-5)
