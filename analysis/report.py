@@ -51,8 +51,7 @@ def rich_table(section: Section) -> Table:
 def selection_text(analysis: Analysis) -> Text:
     """Which rule made the dupe set, and why."""
     if analysis.selected_by == "ranking":
-        what = (f"the {len(analysis.dupes):,} most suspect images by {analysis.rule.rank}, "
-                "as many as confident learning estimates wrong labels")
+        what = f"the {len(analysis.dupes):,} most suspect images by {analysis.rule.rank}"
     else:
         what = f"{analysis.threshold} votes for one wrong class" + (
             f" and p(suggested) >= {analysis.min_ratio:g} x p(given)" if analysis.min_ratio else "")

@@ -119,11 +119,19 @@ def score(run: Path, truth: dict) -> dict:
     suspect = np.nan_to_num(suspect if RANKINGS[rank] else -suspect, nan=-np.inf)
     flagged = votes["sample_id"].isin(set(analysis.dupes["sample_id"])).to_numpy()
     tp = int((flagged & wrong).sum())
+    # the case's class numbers are its source's; the scan numbers sorted folder names
+    to_scan = dict(zip((truth[r][0] for r in rel), votes["label"].to_numpy().tolist()))
+    true_scan = np.array([to_scan.get(t, -1) for t in true])
     preds = Run.open(run).prediction_columns()
-    acc_true = float((preds["pred"] == true[preds["sample_id"]]).mean())
+    acc_true = float((preds["pred"] == true_scan[preds["sample_id"]]).mean())
     summary = json.loads((run / "summary.json").read_text())
     cfg = json.loads((run / "config.json").read_text())
-    return {"n": len(votes), "wrong": int(wrong.sum()), "mode": cfg["hyp"]["mode"],
+    extra = {}
+    for name in ("neighbours", "normalized_margin"):  # other rankings, for the record
+        if name in votes:
+            other = np.nan_to_num(-votes[name].to_numpy(np.float64), nan=-np.inf)
+            extra[f"ap_{name}"] = average_precision(other, wrong)
+    return {"n": len(votes), "wrong": int(wrong.sum()), "mode": cfg["hyp"]["mode"], **extra,
             "heldout_accuracy": float(analysis.accuracy["accuracy"].mean()),
             "heldout_accuracy_true": acc_true,
             "ap": average_precision(suspect, wrong), "rank": rank,
@@ -132,7 +140,7 @@ def score(run: Path, truth: dict) -> dict:
             "wall_s": summary.get("wall_s"), "timings": summary.get("timings", {})}
 
 
-def run_case(case: str, work: Path) -> dict:
+def run_case(case: str, work: Path, *, score_only: bool = False) -> dict:
     name, _, rest = case.partition(":")
     mode, _, extra = rest.partition(":")  # CASE:MODE:--flag=value,--flag2=value
     flags = [a for f in extra.split(",") if f for a in f.split("=", 1)]
@@ -148,10 +156,11 @@ def run_case(case: str, work: Path) -> dict:
            [sys.executable, "-m", "orchestrator.cli.main", "run", str(folder / "data"),
             "--out", str(run), *(["--mode", mode] if mode else []), *flags])
     t0 = time.perf_counter()
-    with open(folder / f"log-{tag}.txt", "w") as log:
-        res = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    if res.returncode not in (0, 1):
-        raise SystemExit(f"{case}: dupes run exited {res.returncode}; see {log.name}")
+    if not score_only:
+        with open(folder / f"log-{tag}.txt", "w") as log:
+            res = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        if res.returncode not in (0, 1):
+            raise SystemExit(f"{case}: dupes run exited {res.returncode}; see {log.name}")
     return {"case": case, "command_wall_s": time.perf_counter() - t0, **score(run, truth)}
 
 
@@ -174,14 +183,19 @@ def main() -> None:
                     "(mode: frozen, scratch, finetune; none: auto)")
     ap.add_argument("--work", default=None, help="folder for the cases' data and runs "
                     "(default: a temp folder, removed at the end)")
+    ap.add_argument("--score-only", action="store_true", help="score the finished runs in "
+                    "--work again (no passes run; nothing is written)")
     args = ap.parse_args()
     tmp = None if args.work else tempfile.TemporaryDirectory(prefix="dupes-models-")
     work = Path(args.work or tmp.name)
     rows = []
     for case in args.cases:
-        rows.append(run_case(case, work))
+        rows.append(run_case(case, work, score_only=args.score_only))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(table(rows))
+    if args.score_only:
+        print(json.dumps(rows, indent=1))
+        return
     old = json.loads(OUT.read_text()) if OUT.exists() else {"runs": []}
     old["runs"].append({"when": time.strftime("%Y-%m-%d %H:%M"), "cpu": platform.processor()
                         or platform.machine(), "results": rows})

@@ -16,8 +16,9 @@ from orchestrator.data.prepare import Prepared
 from orchestrator.errors import BudgetError
 from orchestrator.pipeline.cluster import like_a_training, plan_resources
 from orchestrator.pipeline.embed import describe, embed_size, embedding_store, pool_shape
-from orchestrator.pipeline.plan import (DataShape, Plan, make_frozen_plan, make_plan, plan_table,
-                                        probe, probe_frozen, probe_images)
+from orchestrator.pipeline.plan import (PROBE_EMBED, DataShape, Plan, make_frozen_plan,
+                                        make_plan, plan_table, probe, probe_frozen,
+                                        probe_images)
 from orchestrator.pipeline.settings import ignored_flags, resolve_hyperparameters, settle_flip
 from orchestrator.run.directory import Run
 
@@ -38,6 +39,10 @@ def make_pass_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console
                                               n_images=data.n_images,
                                               image_size=data.image_size,
                                               channels=data.channels)
+    if fresh and cfg.scan.aspect == "auto" and hyp.mode in ("frozen", "finetune"):
+        chosen = {**chosen, "aspect": f"{data.aspect}: pretrained backbones learnt from "
+                  "aspect-jittered crops, never from padding (+9 pt held-out accuracy on the "
+                  "photos case, BENCHMARKS.md); --aspect pad keeps proportions"}
     if hyp.mode == "frozen":
         return _frozen_plan(run, cfg, prep, todo, console, hyp=hyp, chosen=chosen, data=data,
                             slots=slots, fresh=fresh, spent_s=spent_s)
@@ -92,10 +97,6 @@ def _frozen_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console: 
     from trainers.backbones import spec_of
     gpu = slots.gpus > 0
     size = embed_size(hyp.embed_size, gpu=gpu, native=spec_of(hyp.backbone).size)
-    if fresh and cfg.scan.aspect == "auto":
-        chosen = {**chosen, "aspect": f"{data.aspect}: pretrained backbones learnt from "
-                  "aspect-jittered crops, never from padding (+9 pt held-out accuracy on the "
-                  "photos case, BENCHMARKS.md); --aspect pad keeps proportions"}
     if fresh and not hyp.embed_size:
         chosen = {**chosen, "embed_size": f"{size}: " + (
             "the backbone's own size" if gpu else "on CPUs 192 px measured best per second "
@@ -108,7 +109,7 @@ def _frozen_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console: 
     nodes = max(1, sum(n.get("Alive", False) for n in ray.nodes()))
     actors, _, _, threads = pool_shape(ray.cluster_resources(), nodes)
     labels = prep.index["label"].to_numpy()
-    sample = stratified_sample(labels, 48, seed=cfg.seed)
+    sample = stratified_sample(labels, PROBE_EMBED, seed=cfg.seed)
     t0 = time.perf_counter()
     rates = probe_frozen(prep.images.gather(sample), backbone=hyp.backbone, size=size,
                          weights=hyp.weights, threads=threads, n_images=data.n_images,

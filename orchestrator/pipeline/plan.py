@@ -209,7 +209,10 @@ def make_plan(hyp: Hyp, *, data: DataShape, slots: Slots, data_mode: str, traini
 # What a frozen pass costs besides the embedding and the heads: Ray Train's launch for the
 # heads, the analysis and the reports (the scratch pass's constant, not refit yet)
 FROZEN_FIXED_S = FIXED_S
-PROBE_EMBED = 48  # images the probe embeds (the first batch of 16 warms up, untimed)
+# images the probe embeds: a first batch of 32 warms up untimed (its own batch size: a smaller
+# warm-up left the first timed batch paying for new kernels, and estimates 2x too slow), then
+# 64 are timed
+PROBE_EMBED = 96
 
 
 def probe_frozen(images: np.ndarray, *, backbone: str, size: int, weights: str | None,
@@ -224,9 +227,9 @@ def probe_frozen(images: np.ndarray, *, backbone: str, size: int, weights: str |
     try:
         t0 = time.perf_counter()
         ext, _ = feature_extractor(backbone, size=size, weights=weights, device=device)
-        embed(ext, images[:16], batch=16)
+        embed(ext, images[:32], batch=32)
         t1 = time.perf_counter()
-        feats = embed(ext, images[16:PROBE_EMBED], batch=32)
+        feats = embed(ext, images[32:PROBE_EMBED], batch=32)
         t2 = time.perf_counter()
         rows = int(min(2048, max(64, n_images // 2)))
         rng = np.random.default_rng(0)

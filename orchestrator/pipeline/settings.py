@@ -140,11 +140,11 @@ def ignored_flags(hyp: Hyp, given) -> list[str]:
 
 
 def aspect_for(hyp: Hyp, *, gpu: bool):
-    """`--aspect auto` for these hyperparameters: squash where the mode resolves to frozen
-    features, else pad (see ScanSettings.aspect)."""
+    """`--aspect auto` for these hyperparameters: squash where the mode resolves to a
+    pretrained backbone (frozen or fine-tuned), else pad (see ScanSettings.aspect)."""
     def choose(size: int, channels: int) -> str:
         mode = resolve_mode(hyp, given=(), image_size=size, channels=channels, gpu=gpu)[0].mode
-        return "squash" if mode == "frozen" else "pad"
+        return "squash" if mode in ("frozen", "finetune") else "pad"
     return choose
 
 

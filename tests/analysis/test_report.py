@@ -306,7 +306,15 @@ def test_weak_models_select_by_ranking_and_the_report_says_why():
 
     weak = analyze(*_random_run(400, 10, accuracy=0.6))
     assert weak.selected_by == "ranking" and "under 0.8" in weak.selected_why
-    assert len(weak.dupes) == weak.num_issues > 0
+    # 2 predictions per image: >= 8 votes cannot be reached, so the estimate alone
+    assert len(weak.dupes) == weak.num_issues > 0 and "estimates wrong labels" in weak.selected_why
+    # reachable: the smaller of the estimate and the votes' count
+    rule = DupeRule(">=2", min_ratio=0, select="ranking")
+    both = analyze(*_random_run(400, 10, accuracy=0.6), rule=rule)
+    by_votes = analyze(*_random_run(400, 10, accuracy=0.6), rule=DupeRule(
+        ">=2", min_ratio=0, select="votes"))
+    assert len(both.dupes) == min(both.num_issues, len(by_votes.dupes)) > 0
+    assert "the smaller of" in both.selected_why
     # the most suspect first, and only images some model predicted wrong
     sc = weak.dupes["self_confidence"].to_numpy()
     assert (np.diff(sc) >= 0).all() and (weak.dupes["top_wrong_class"] >= 0).all()
