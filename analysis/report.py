@@ -231,11 +231,27 @@ def model_and_training(d: dict) -> list[tuple[str, str]]:
             ("training", training)]
 
 
+def model_settings(config: dict) -> dict:
+    """A run's hyperparameters with what made its features, if any (config.json's `hyp` and
+    `embedding`): what `model_and_training` words."""
+    hyp, emb = dict(config.get("hyp", {})), config.get("embedding") or {}
+    if emb:
+        hyp.update(embed_size=emb.get("size"), weights_name=emb.get("weights"),
+                   weights_sha256=emb.get("sha256"), backbone=emb.get("backbone"))
+    return hyp
+
+
+def provenance_text(config: dict) -> Text:
+    """One line: which model, mode and weights produced a run's votes."""
+    (_, model), (_, training) = model_and_training(model_settings(config))
+    return Text(f"votes from: {model}; {training}")
+
+
 def trained_settings(config: dict, classes: dict) -> list[tuple[str, str]]:
     """(setting, value and why) of what the run trained: the resolved model, size and aspect
     policy, and every hyperparameter the pass chose, with its reason (config.json's
     `hyp_chosen`); the report shows them so a reader knows what the votes come from."""
-    hyp, chosen = config.get("hyp", {}), config.get("hyp_chosen") or {}
+    hyp, chosen = model_settings(config), config.get("hyp_chosen") or {}
     size, channels = classes.get("image_size"), classes.get("channels")
     model, training = model_and_training(hyp)
     rows = [model, ("image size", f"{size}x{size}x{channels}, {classes.get('aspect', 'pad')}"),

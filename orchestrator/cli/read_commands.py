@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from analysis.report import report, top_losses_table
+from analysis.report import provenance_text, report, top_losses_table
 from analysis.rule import DupeRule
 from orchestrator import flags
 from orchestrator.errors import EXIT_OK
@@ -16,6 +16,7 @@ from orchestrator.visual import write_html
 def cmd_report(args, console: Console) -> int:
     run = Run.open(args.run)
     analysis, seconds = run.analysis(ledger=args.ledger, **flags.given(args, DupeRule))
+    console.print(provenance_text(run.config().to_dict()), highlight=False)
     console.print(report(analysis, seconds=seconds, top=args.top))
     if args.html:
         out, sheets = write_html(analysis, run, top=args.html_top,

@@ -8,7 +8,7 @@ import time
 import ray
 from rich.console import Console
 
-from analysis.report import report
+from analysis.report import provenance_text, report
 from orchestrator.config import RunConfig
 from orchestrator.data.cache import stratified_sample
 from orchestrator.data.prepare import Prepared, prepare
@@ -122,6 +122,7 @@ def analyse(run: Run, prep: Prepared, outcome: PassOutcome, console: Console, *,
     analysis, seconds = run.analysis()
     run.save_analysis(analysis)
     analysis_s = time.perf_counter() - t_analysis
+    console.print(provenance_text(run.config().to_dict()), highlight=False)
     console.print(report(analysis, seconds=seconds))
     try:  # pictures are a convenience: a failure here must not lose a finished pass
         page, _ = write_html(analysis, run)
