@@ -134,3 +134,36 @@ def test_the_plan_table_says_what_was_chosen_and_why():
     console.print(plan_table(plan.to_dict()))
     text = console.export_text()
     assert "flip" in text and "off: mirroring changes the labels" in text
+
+
+def test_a_frozen_plan_estimates_the_embedding_and_the_heads_or_refuses_a_budget():
+    from orchestrator.pipeline.plan import make_frozen_plan
+    data = DataShape(n_images=10_000, n_classes=10, image_size=32, channels=3, aspect="squash")
+    rates = Probe(train_rate=50.0, predict_rate=2_000.0, seconds=3.0, images=64)
+    embedding = {"backbone": "efficientnet_lite0", "size": 192, "weights": "w.pth",
+                 "sha256": "ab" * 32, "dim": 1280}
+    plan = make_frozen_plan(Hyp(mode="frozen", embed_size=192), data=data,
+                            slots=Slots(2, 1.0, 0.0), trainings=20, rates=rates,
+                            embedding=embedding, embed_todo=1.0, actors=1)
+    assert plan.embed_s == pytest.approx(200.0)  # 10,000 images at 50/s on one actor
+    assert plan.training_s == pytest.approx(5.0 * SIDE_BY_SIDE)
+    assert plan.estimate_s == pytest.approx(200.0 + 10 * 5.0 * SIDE_BY_SIDE + FIXED_S)
+    resumed = make_frozen_plan(Hyp(mode="frozen"), data=data, slots=Slots(2, 1.0, 0.0),
+                               trainings=4, rates=rates, embedding=embedding, embed_todo=0.0,
+                               actors=1)
+    assert resumed.embed_s == 0.0  # every shard embedded already
+    console = Console(record=True, width=160)
+    console.print(plan_table(plan.to_dict()))
+    text = console.export_text()
+    assert "frozen efficientnet_lite0 features at 192 px" in text and "embedding" in text
+    with pytest.raises(BudgetError, match="embedding 10,000 images"):
+        make_frozen_plan(Hyp(mode="frozen"), data=data, slots=Slots(2, 1.0, 0.0),
+                         trainings=20, rates=rates, embedding=embedding, embed_todo=1.0,
+                         actors=1, budget_s=60.0)
+
+
+def test_the_embedding_pool_takes_one_actor_per_gpu_or_per_node():
+    from orchestrator.pipeline.embed import pool_shape
+    assert pool_shape({"CPU": 2.0}, 1) == (1, 1.0, 0.0, 2)  # a free CPU beside the actor
+    assert pool_shape({"CPU": 64.0}, 4) == (4, 15.0, 0.0, 16)
+    assert pool_shape({"CPU": 32.0, "GPU": 4.0}, 1) == (4, 7.0, 1.0, 7)
