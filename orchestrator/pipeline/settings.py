@@ -163,8 +163,8 @@ def resolve_hyperparameters(hyp: Hyp, *, given, n_images: int, image_size: int,
     when the small CNN cannot take images of this size."""
     hyp, mode_why = resolve_mode(hyp, given=given, image_size=image_size, channels=channels,
                                  gpu=gpu)
-    if hyp.mode == "frozen":
-        return hyp, mode_why
+    if hyp.mode == "frozen":  # the model on record is the backbone (never "auto")
+        return replace(hyp, model=hyp.backbone), mode_why
     if hyp.mode == "finetune":  # --model names the backbone where it names one
         model = hyp.model if "model" in set(given) and hyp.model not in ("auto", "smallcnn") \
             else hyp.backbone

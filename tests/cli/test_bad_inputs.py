@@ -210,7 +210,7 @@ def bad_pass(tmp_path_factory):
     run = root / "run"
     code = main([str(a) for a in ["run", data, "--out", run, "--repeats", "2", "--epochs", "2",
                                   "--no-sanity", "--width", "8", "--batch-size", "16",
-                                  "--epoch-losses", "0"]])
+                                  "--epoch-losses", "0", "--mode", "scratch"]])
     return {"data": data, "run": run, "code": code, "good": good,
             "before": before, "after": source_state(data)}
 
