@@ -122,6 +122,10 @@ def selection(analysis: Analysis, rule: DupeRule) -> tuple[str, str]:
                          "the number of wrong labels")
     if rule.select == "ranking":
         return "ranking", "--select ranking"
+    evals = int(analysis.votes["n_evals"].max()) if len(analysis.votes) else 0
+    if rule.votes.low > evals:  # e.g. --repeats 2: no image could ever be a dupe by votes
+        return "ranking", (f"{evals} held-out prediction(s) per image cannot reach "
+                           f"{rule.votes} votes")
     if acc < RANKING_BELOW_ACCURACY:
         return "ranking", (f"held-out accuracy {acc:.3f} is under {RANKING_BELOW_ACCURACY}: "
                            "votes of models this weak flag far too much (BENCHMARKS.md)")

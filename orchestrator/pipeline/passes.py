@@ -75,8 +75,11 @@ def train_missing(run: Run, cfg: RunConfig, prep: Prepared, console: Console, *,
     training without committed predictions."""
     if cfg.rule.votes.low > cfg.repeats:
         console.print(f"[yellow]warning:[/] threshold {cfg.rule.votes} needs more votes than the "
-                      f"{cfg.repeats} held-out predictions each image gets: no image can be a "
-                      "dupe; lower --threshold or raise --repeats")
+                      f"{cfg.repeats} held-out predictions each image gets: " + (
+                          "no image can be a dupe; lower --threshold or raise --repeats"
+                          if cfg.rule.select == "votes" else "the dupes will be the most "
+                          "suspect images by ranking (--select ranking); raise --repeats for "
+                          "votes"), highlight=False)
     planned = all_trainings(cfg.repeats)
     done = run.completed()
     todo = [i for i in planned if i not in done]

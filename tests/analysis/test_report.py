@@ -304,18 +304,15 @@ def test_the_report_says_what_was_trained_and_why():
 def test_weak_models_select_by_ranking_and_the_report_says_why():
     from rich.console import Console
 
-    weak = analyze(*_random_run(400, 10, accuracy=0.6))
+    reachable = DupeRule(">=2", min_ratio=0)  # 2 predictions per image in these runs
+    weak = analyze(*_random_run(400, 10, accuracy=0.6), rule=reachable)
     assert weak.selected_by == "ranking" and "under 0.8" in weak.selected_why
-    # 2 predictions per image: >= 8 votes cannot be reached, so the estimate alone
-    assert len(weak.dupes) == weak.num_issues > 0 and "estimates wrong labels" in weak.selected_why
-    # reachable: the smaller of the estimate and the votes' count
-    rule = DupeRule(">=2", min_ratio=0, select="ranking")
-    both = analyze(*_random_run(400, 10, accuracy=0.6), rule=rule)
-    by_votes = analyze(*_random_run(400, 10, accuracy=0.6), rule=DupeRule(
-        ">=2", min_ratio=0, select="votes"))
-    assert len(both.dupes) == min(both.num_issues, len(by_votes.dupes)) > 0
-    assert "the smaller of" in both.selected_why
-    # the most suspect first, and only images some model predicted wrong
+    by_votes = analyze(*_random_run(400, 10, accuracy=0.6),
+                       rule=DupeRule(">=2", min_ratio=0, select="votes"))
+    # how many: the smaller of the estimate and the votes' count
+    assert len(weak.dupes) == min(weak.num_issues, len(by_votes.dupes)) > 0
+    assert "the smaller of" in weak.selected_why
+    # which: the most suspect first, and only images some model predicted wrong
     sc = weak.dupes["self_confidence"].to_numpy()
     assert (np.diff(sc) >= 0).all() and (weak.dupes["top_wrong_class"] >= 0).all()
     console = Console(record=True, width=200)
@@ -324,10 +321,19 @@ def test_weak_models_select_by_ranking_and_the_report_says_why():
     assert "dupes: the" in text and "most suspect images by combined" in text, text
     assert f"top 20 dupes (top {len(weak.dupes)} by combined" in text
     # forced votes, and strong models: the votes, as before
-    votes = analyze(*_random_run(400, 10, accuracy=0.6), rule=DupeRule(select="votes"))
-    assert votes.selected_by == "votes" and votes.set_name == ">=8"
-    strong = analyze(*_random_run(400, 10, accuracy=0.95))
+    assert by_votes.selected_by == "votes" and by_votes.set_name == ">=2"
+    strong = analyze(*_random_run(400, 10, accuracy=0.95), rule=reachable)
     assert strong.selected_by == "votes" and "0.9" in strong.selected_why
+
+
+def test_votes_that_cannot_reach_the_threshold_give_way_to_the_ranking():
+    # 2 predictions per image and >= 8 votes: no image could ever be a dupe by votes
+    few = analyze(*_random_run(400, 10, accuracy=0.85))
+    assert few.selected_by == "ranking" and "cannot reach >=8 votes" in few.selected_why
+    assert len(few.dupes) == few.num_issues > 0
+    assert "estimates wrong labels" in few.selected_why
+    kept = analyze(*_random_run(400, 10, accuracy=0.85), rule=DupeRule(select="votes"))
+    assert kept.selected_by == "votes" and len(kept.dupes) == 0
 
 
 def test_a_threshold_given_without_a_selection_means_the_votes():
