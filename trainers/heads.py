@@ -40,10 +40,9 @@ def train_head(hyp: Hyp, features: np.ndarray, labels: np.ndarray, train_idx: np
     x_tr = (x_tr - mean) / std
     head = make_head(x_tr.shape[1], c, hyp.head_hidden).to(device)
     if hyp.head_hidden <= 0:
-        correct = _fit_logistic(head, x_tr, y_tr, l2=hyp.head_l2, smoothing=hyp.label_smoothing)
+        _fit_logistic(head, x_tr, y_tr, l2=hyp.head_l2, smoothing=hyp.label_smoothing)
     else:
-        correct = _fit_mlp(head, x_tr, y_tr, hyp, gen)
-    n = len(x_tr)
+        _fit_mlp(head, x_tr, y_tr, hyp, gen)
     head.eval()
     probs = np.empty((len(eval_idx), c), np.float32)
     with torch.no_grad():
@@ -55,14 +54,13 @@ def train_head(hyp: Hyp, features: np.ndarray, labels: np.ndarray, train_idx: np
     loss = -np.log(np.clip(probs[np.arange(len(eval_idx)), given], 1e-12, None))
     # no training accuracy: a linear head on 1,280 features fits its half by design, and the
     # report's fit reading ("the models memorise, use more augmentation") would mislead
-    del correct, n
     return HeldOut(probs=probs, loss=loss.astype(np.float32),
                    pred=probs.argmax(1).astype(np.int16),
                    train_accuracy=float("nan"), seconds=time.perf_counter() - t0)
 
 
 def _fit_logistic(head: nn.Linear, x: torch.Tensor, y: torch.Tensor, *, l2: float,
-                  smoothing: float, iterations: int = 200) -> int:
+                  smoothing: float, iterations: int = 200) -> None:
     """Multinomial logistic regression to convergence (full-batch L-BFGS), sklearn's
     objective: mean loss + l2 / (2 n) |W|^2, so `l2` is sklearn's 1 / C. Deterministic: no
     learning rate or epochs to choose."""
@@ -78,21 +76,18 @@ def _fit_logistic(head: nn.Linear, x: torch.Tensor, y: torch.Tensor, *, l2: floa
         return loss
 
     opt.step(closure)
-    with torch.no_grad():
-        return int((head(x).argmax(1) == y).sum())
 
 
 def _fit_mlp(head: nn.Module, x: torch.Tensor, y: torch.Tensor, hyp: Hyp,
-             gen: torch.Generator) -> int:
+             gen: torch.Generator) -> None:
     """A head with a hidden layer: AdamW in mini-batches, cosine from the peak to 0."""
     opt = torch.optim.AdamW(head.parameters(), lr=hyp.head_lr, weight_decay=hyp.head_decay)
     n, bs = len(x), min(hyp.head_batch, len(x))
     total = hyp.head_epochs * max(1, math.ceil(n / bs))
-    step = correct = 0
+    step = 0
     head.train()
     for _ in range(hyp.head_epochs):
         order = torch.randperm(n, generator=gen).to(x.device)
-        correct = 0
         for i in range(0, n, bs):
             idx = order[i:i + bs]
             for group in opt.param_groups:
@@ -103,5 +98,3 @@ def _fit_mlp(head: nn.Module, x: torch.Tensor, y: torch.Tensor, hyp: Hyp,
             loss.backward()
             opt.step()
             step += 1
-            correct += int((logits.argmax(1) == y[idx]).sum())
-    return correct

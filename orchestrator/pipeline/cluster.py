@@ -200,6 +200,11 @@ def like_a_training(fn, *args, cpus: float, gpus: float, resources: dict | None 
     return ray.get(task.remote(*args, **kwargs))
 
 
+def alive_nodes() -> int:
+    """How many nodes the connected Ray has alive (at least 1)."""
+    return max(1, sum(bool(n.get("Alive")) for n in ray.nodes()))
+
+
 def on_this_node():
     """A scheduling strategy that keeps a task or actor on the driver's node."""
     return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)

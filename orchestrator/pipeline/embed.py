@@ -16,8 +16,9 @@ import numpy as np
 from rich.console import Console
 
 from orchestrator.errors import UsageError
+from orchestrator.pipeline.cluster import alive_nodes
 from orchestrator.run.directory import Run
-from orchestrator.run.embeddings import EmbedSpec, embedding_store
+from orchestrator.run.embeddings import EmbedSpec, embedding_store, stored_features
 from orchestrator.run.remote import ShardStore
 from trainers.shards import ShardedFeatures
 
@@ -110,8 +111,7 @@ def embed_pass(run: Run, spec: EmbedSpec, weights: str | None, console: Console)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
-        nodes = max(1, sum(n.get("Alive", False) for n in ray.nodes()))
-        actors, cpus, gpus, threads = pool_shape(ray.cluster_resources(), nodes)
+        actors, cpus, gpus, threads = pool_shape(ray.cluster_resources(), alive_nodes())
         actors = min(actors, len(todo))
         console.print(f"embedding {len(todo)} of {len(names)} image shard(s) through "
                       f"{spec.backbone} at {spec.size} px on {actors} actor(s) of {cpus:g} CPU"
@@ -135,10 +135,7 @@ def embed_pass(run: Run, spec: EmbedSpec, weights: str | None, console: Console)
     if todo:
         console.print(f"embedded {n_images:,} images in {seconds:.1f} s "
                       f"({n_images / max(seconds, 1e-9):,.0f} images/s)", highlight=False)
-    p = run.placement()
-    features = ShardedFeatures([out.local(n) for n in names], p["shard"].to_numpy(),
-                               p["row"].to_numpy())
-    return features, {"embed_s": seconds, "embedded": n_images,
+    return stored_features(run, spec, local=True)[1], {"embed_s": seconds, "embedded": n_images,
                       "reused_shards": len(names) - len(todo)}
 
 

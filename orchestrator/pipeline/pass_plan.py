@@ -14,7 +14,7 @@ from orchestrator.config import RunConfig
 from orchestrator.data.cache import stratified_sample
 from orchestrator.data.prepare import Prepared
 from orchestrator.errors import BudgetError
-from orchestrator.pipeline.cluster import like_a_training, plan_resources
+from orchestrator.pipeline.cluster import alive_nodes, like_a_training, plan_resources
 from orchestrator.pipeline.embed import describe, embed_size, embedding_store, pool_shape
 from orchestrator.pipeline.plan import (PROBE_EMBED, DataShape, Plan, make_frozen_plan,
                                         make_plan, plan_table, probe, probe_frozen,
@@ -52,7 +52,7 @@ def make_pass_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console
     args = (prep.images.gather(sample), labels[sample], hyp)
     kwargs = dict(threads=max(1, int(slots.cpus)), device="cuda" if slots.gpus > 0 else "cpu",
                   seed=cfg.seed, mirror=mirror)
-    if sum(n.get("Alive", False) for n in ray.nodes()) == 1:
+    if alive_nodes() == 1:
         rates = probe(*args, **kwargs)  # one machine: here, without a task's worker start
     else:
         rates = like_a_training(probe, *args, **kwargs, cpus=slots.cpus, gpus=slots.gpus,
@@ -68,15 +68,25 @@ def make_pass_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console
     except BudgetError as e:
         raise BudgetError(f"{e}. Nothing was trained; `dupes run --resume {run} --budget "
                           "DURATION` keeps this run's scan") from None
+    return record_plan(run, cfg, plan, console, fresh=fresh, spent_s=spent_s), plan
+
+
+def record_plan(run: Run, cfg: RunConfig, plan: Plan, console: Console, *, fresh: bool,
+           spent_s: float, **always) -> RunConfig:
+    """Print the plan (and the flags it cannot use), save plan.json, and on a fresh pass
+    record what auto, the data and the budget settled, with the reasons, in config.json;
+    `always` are config fields recorded on a resumed pass too. Returns the configuration."""
     console.print(plan_table(plan.to_dict()))
     warn_ignored(plan.hyp, cfg.hyp_set, console)
     run.save_plan({**plan.to_dict(), "made": time.time(), "spent_s": spent_s})
-    if fresh:  # what auto, the data and the budget settled, recorded with the reasons
-        cfg = dataclasses.replace(cfg, hyp=plan.hyp, hyp_chosen=plan.chosen,
-                                  scan=dataclasses.replace(cfg.scan, image_size=data.image_size,
-                                                           aspect=data.aspect))
+    if fresh:
+        always = {"hyp": plan.hyp, "hyp_chosen": plan.chosen, **always,
+                  "scan": dataclasses.replace(cfg.scan, image_size=plan.data.image_size,
+                                              aspect=plan.data.aspect)}
+    if always:
+        cfg = dataclasses.replace(cfg, **always)
         run.save_config(cfg)
-    return cfg, plan
+    return cfg
 
 
 def warn_ignored(hyp, given, console: Console) -> None:
@@ -106,8 +116,7 @@ def _frozen_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console: 
     names = run.shard_names()
     have = embedding_store(run, spec).names()
     todo_frac = sum(n not in have for n in names) / max(1, len(names))
-    nodes = max(1, sum(n.get("Alive", False) for n in ray.nodes()))
-    actors, _, _, threads = pool_shape(ray.cluster_resources(), nodes)
+    actors, _, _, threads = pool_shape(ray.cluster_resources(), alive_nodes())
     labels = prep.index["label"].to_numpy()
     sample = stratified_sample(labels, PROBE_EMBED, seed=cfg.seed)
     t0 = time.perf_counter()
@@ -124,13 +133,5 @@ def _frozen_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console: 
     except BudgetError as e:
         raise BudgetError(f"{e}. Nothing was embedded; `dupes run --resume {run} --budget "
                           "DURATION` keeps this run's scan") from None
-    console.print(plan_table(plan.to_dict()))
-    warn_ignored(plan.hyp, cfg.hyp_set, console)
-    run.save_plan({**plan.to_dict(), "made": time.time(), "spent_s": spent_s})
-    cfg = dataclasses.replace(cfg, hyp=plan.hyp, embedding=dataclasses.asdict(spec),
-                              **({"hyp_chosen": plan.chosen,
-                                  "scan": dataclasses.replace(cfg.scan, aspect=data.aspect,
-                                                              image_size=data.image_size)}
-                                 if fresh else {}))
-    run.save_config(cfg)
-    return cfg, plan
+    return record_plan(run, cfg, plan, console, fresh=fresh, spent_s=spent_s, hyp=plan.hyp,
+                  embedding=dataclasses.asdict(spec)), plan

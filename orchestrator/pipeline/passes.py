@@ -17,7 +17,7 @@ from orchestrator.errors import SanityError
 from orchestrator.pipeline.cluster import ray_session, scan_task_options
 from orchestrator.pipeline.driver import PassOutcome, run_trainings
 from orchestrator.pipeline.embed import embed_pass
-from orchestrator.run.embeddings import EmbedSpec, features_for_workers
+from orchestrator.run.embeddings import EmbedSpec, stored_features
 from orchestrator.pipeline.pass_plan import make_pass_plan
 from orchestrator.pipeline.sanity import SANITY_SAMPLE, run_sanity
 from orchestrator.pipeline.settings import aspect_for
@@ -96,7 +96,7 @@ def train_missing(run: Run, cfg: RunConfig, prep: Prepared, console: Console, *,
         spec = EmbedSpec(**cfg.embedding)
         _, costs = embed_pass(run, spec, cfg.hyp.weights, console)
         prep.timings.update(costs)
-        features = features_for_workers(run, spec)
+        features = stored_features(run, spec)
     if will_check:
         labels = prep.index["label"].to_numpy()
         sample = stratified_sample(labels, SANITY_SAMPLE, seed=cfg.seed)

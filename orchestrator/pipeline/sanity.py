@@ -61,15 +61,16 @@ def run_sanity(images, labels, classes, hyp: Hyp, console: Console, *,
 
 
 def settings_table(hyp: Hyp, chosen: dict, *, n_images: int, image_size: int,
-                   channels: int, aspect: str) -> Table:
-    """What `dupes run` would train on these data, in the words of its plan."""
+                   channels: int, aspect: str, shown: dict | None = None) -> Table:
+    """What `dupes run` would train on these data, in the words of its plan; `shown` adds
+    what the hyperparameters do not hold (frozen mode: the weights' name and sha256)."""
     table = Table(title="settings (as `dupes run` would train)", show_header=False,
                   title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     table.add_row("data", f"{n_images:,} images, {image_size}x{image_size}x{channels} "
                           f"({aspect})")
-    for k, v in [*model_and_training(hyp.to_dict()), *chosen.items()]:
+    for k, v in [*model_and_training({**hyp.to_dict(), **(shown or {})}), *chosen.items()]:
         table.add_row(k, v)
     return table
 
@@ -111,23 +112,15 @@ def frozen_check(images: np.ndarray, labels: np.ndarray, hyp: Hyp, chosen: dict,
                  console: Console, *, gpu: bool, table: dict, seed: int = 0) -> bool:
     """Frozen mode's check, on the sample: the weights load (strictly), and a head on half of
     the sample's features beats always guessing the largest class on the other half."""
-    from orchestrator.pipeline.embed import EMBED_CPU_SIZE
+    from orchestrator.pipeline.embed import embed_size
     from trainers.backbones import embed, feature_extractor, spec_of
     from trainers.heads import train_head
-    size = hyp.embed_size or (spec_of(hyp.backbone).size if gpu else EMBED_CPU_SIZE)
+    size = embed_size(hyp.embed_size, gpu=gpu, native=spec_of(hyp.backbone).size)
     hyp = dataclasses.replace(hyp, embed_size=size)
     ext, got = feature_extractor(hyp.backbone, size=size, weights=hyp.weights,
                                  device="cuda" if gpu else "cpu")
-    shown = {**hyp.to_dict(), "weights_name": got.name, "weights_sha256": got.sha256}
-    out = Table(title="settings (as `dupes run` would train)", show_header=False,
-                title_justify="left")
-    out.add_column(style="bold")
-    out.add_column()
-    out.add_row("data", f"{table['n_images']:,} images, {table['image_size']}x"
-                        f"{table['image_size']}x{table['channels']} ({table['aspect']})")
-    for k, v in [*model_and_training(shown), *chosen.items()]:
-        out.add_row(k, v)
-    console.print(out)
+    console.print(settings_table(hyp, chosen, **table, shown={
+        "weights_name": got.name, "weights_sha256": got.sha256}))
     features = embed(ext, images)
     order = np.random.default_rng(seed).permutation(len(labels))
     tr, ev = np.sort(order[:len(order) // 2]), np.sort(order[len(order) // 2:])

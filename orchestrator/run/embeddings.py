@@ -31,8 +31,13 @@ def embedding_store(run, spec: EmbedSpec) -> ShardStore:
     return ShardStore(storage.child(storage.child(root, "embeddings"), spec.key))
 
 
-def features_for_workers(run, spec: EmbedSpec) -> tuple[ShardStore, ShardedFeatures]:
-    """The embedding store and the features by shard name, to be located on each node."""
+def stored_features(run, spec: EmbedSpec, *, local: bool = False
+                    ) -> tuple[ShardStore, ShardedFeatures]:
+    """The embedding store and the features in it, memory-mapped here with `local` (a
+    bucket's shards copied to this node), else by shard name, to be located on each node
+    (as `Run.images`)."""
     out = embedding_store(run, spec)
     p = run.placement()
-    return out, ShardedFeatures(run.shard_names(), p["shard"].to_numpy(), p["row"].to_numpy())
+    names = run.shard_names()
+    return out, ShardedFeatures([out.local(n) for n in names] if local else names,
+                                p["shard"].to_numpy(), p["row"].to_numpy())

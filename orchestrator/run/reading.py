@@ -47,13 +47,11 @@ def load_neighbours(run, cfg, index: pd.DataFrame) -> np.ndarray | None:
     if not cfg.embedding:
         return None
     from analysis.neighbours import neighbour_agreement
-    from orchestrator.run.embeddings import EmbedSpec, features_for_workers
-    from trainers.shards import ShardedFeatures
-    store, f = features_for_workers(run, EmbedSpec(**cfg.embedding))
-    if not set(f.paths) <= store.names():
+    from orchestrator.run.embeddings import EmbedSpec, embedding_store, stored_features
+    spec = EmbedSpec(**cfg.embedding)
+    if not set(run.shard_names()) <= embedding_store(run, spec).names():
         return None  # embedded only in part (an interrupted pass)
-    features = ShardedFeatures([store.local(n) for n in f.paths], f.shard_of,
-                               f.row_of).gather(np.arange(len(index)))
+    features = stored_features(run, spec, local=True)[1].gather(np.arange(len(index)))
     return neighbour_agreement(features, index["label"].to_numpy(),
                                sha1=index["sha1"].to_numpy())
 
