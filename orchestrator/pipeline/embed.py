@@ -32,9 +32,10 @@ def embed_size(hyp_size: int, *, gpu: bool, native: int) -> int:
     return hyp_size or (native if gpu else EMBED_CPU_SIZE)
 
 
-# On 2,000 CIFAR-10 photos (64-px cache, 5% planted; heads on halves, 2 CPU threads):
-# 128 px 0.65 held-out accuracy at 145 images/s, 160 px 0.66-0.68 at 77/s, 192 px 0.696 at
-# 48/s, 224 px 0.683 at 35/s (BENCHMARKS.md "Frozen features")
+# A one-off experiment, not a committed benchmark (BENCHMARKS.md "Models that see"): 2,000
+# CIFAR-10 test images as 64-px squares, 5% planted, heads on halves of 1,000, 2 CPU
+# threads: 128 px 0.65 held-out accuracy, 160 px 0.66-0.68, 192 px 0.696, 224 px 0.683;
+# the speeds are benchmarks/embed_speed.py's (138, 53 and 39 images/s at 128, 192, 224 px)
 EMBED_CPU_SIZE = 192
 
 

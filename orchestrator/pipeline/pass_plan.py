@@ -109,8 +109,8 @@ def _frozen_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console: 
     size = embed_size(hyp.embed_size, gpu=gpu, native=spec_of(hyp.backbone).size)
     if fresh and not hyp.embed_size:
         chosen = {**chosen, "embed_size": f"{size}: " + (
-            "the backbone's own size" if gpu else "on CPUs 192 px measured best per second "
-            "of 128-224 on CIFAR-10 photos (BENCHMARKS.md)")}
+            "the backbone's own size" if gpu else "on CPUs the best held-out accuracy of "
+            "128-224 px on CIFAR-10 photos, at 53 images/s (BENCHMARKS.md)")}
     hyp = dataclasses.replace(hyp, embed_size=size)
     spec = describe(hyp.backbone, size, hyp.weights)  # WeightsMismatch before anything runs
     names = run.shard_names()

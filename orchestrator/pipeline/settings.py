@@ -67,13 +67,14 @@ def sized_defaults(hyp: Hyp, *, given, n_images: int, image_size: int, channels:
     return replace(hyp, **free), chosen
 
 
-# Measured on 2 CPU cores (BENCHMARKS.md "Frozen features"): on colour photos heads on
+# Measured on 2 CPU cores (BENCHMARKS.md "Models that see"): on colour photos heads on
 # efficientnet_lite0's frozen ImageNet features beat the small CNN from scratch by far
-# (2,000 CIFAR-10 photos: 0.69 held-out accuracy against 0.38); on small gray images the small
-# CNN wins (MNIST, Fashion-MNIST, digits: see there), so `auto` keeps it for those.
-FROZEN_WHY = ("colour images: heads on {backbone}'s frozen ImageNet features measured 0.69 "
+# (2,000 CIFAR-10 photos: 0.68 held-out accuracy against 0.38, 109 s against 566 s); on
+# MNIST and the digits the small CNN wins, so `auto` keeps it for small gray images
+# (Fashion-MNIST went the other way at 2,000 images: see there).
+FROZEN_WHY = ("colour images: heads on {backbone}'s frozen ImageNet features measured 0.68 "
               "held-out accuracy on 2,000 CIFAR-10 photos against 0.38 for the small CNN from "
-              "scratch, in a third of the time (BENCHMARKS.md)")
+              "scratch, in a fifth of the time (BENCHMARKS.md)")
 LARGE_WHY = ("{size}-px images: a pretrained backbone's frozen features, where a network "
              "from scratch needs far more images and time (BENCHMARKS.md)")
 GRAY_WHY = ("small gray images ({size} px): the small CNN from scratch measured better than "
