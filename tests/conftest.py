@@ -69,3 +69,25 @@ def pytest_collection_modifyitems(config, items):
                     pass
         if any(_starts_ray(s) for s in sources):
             item.add_marker(pytest.mark.ray)
+
+
+# A crash of the whole test process (SIGSEGV, seen in CI near the disk-full tests) must say
+# where it happened. pytest's own faulthandler loses its output: Ray installs its own fatal
+# signal handler on ray.init in this process, and the fd capture swallows what that prints.
+# So before every test Python's handler is installed again, writing to the real stderr.
+_REAL_STDERR = None
+
+
+@pytest.fixture(autouse=True)
+def _crash_traceback(request):
+    import faulthandler
+    import os
+
+    global _REAL_STDERR
+    if _REAL_STDERR is None:
+        capman = request.config.pluginmanager.getplugin("capturemanager")
+        err = getattr(getattr(capman, "_global_capturing", None), "err", None)
+        fd = getattr(err, "targetfd_save", None)
+        _REAL_STDERR = os.fdopen(os.dup(fd if fd is not None else 2), "w")
+    faulthandler.enable(file=_REAL_STDERR, all_threads=True)
+    yield

@@ -27,6 +27,7 @@ class Board:
         self.progress: dict[Item, TrainingState] = {}  # the trainings' states: owned here
         self.results: list[tuple[Item, list, dict, list | None]] = []  # + epoch refs
         self.failures: list[tuple[Item, str]] = []
+        self.stopping = False                     # the driver is leaving: hand out no more
 
     def join(self, rank: int, worker: str, world_size: int | None = None) -> int:
         """A worker starts. A rank joining twice, or a group of another size (an elastic
@@ -45,7 +46,7 @@ class Board:
         return self.generation
 
     def next(self, worker: str) -> Item | None:
-        while self.queue:
+        while self.queue and not self.stopping:
             item = self.queue.popleft()
             if item in self.done or item in self.in_flight:
                 continue
@@ -55,11 +56,18 @@ class Board:
         return None
 
     def epoch(self, item: Item, epoch: int, epochs: int, loss: float,
-              heldout_loss: float | None = None, top: list | None = None) -> None:
+              heldout_loss: float | None = None, top: list | None = None) -> bool:
+        """A training's progress; returns whether it should stop (the driver is leaving)."""
         p = self.progress.setdefault(item, TrainingState())
         p.status, p.epoch, p.epochs, p.loss = Status.RUNNING, epoch + 1, epochs, loss
         if heldout_loss is not None:
             p.heldout_loss, p.top = heldout_loss, top or []
+        return self.stopping
+
+    def stop(self) -> None:
+        """The driver leaves early (an error, Ctrl-C): workers take no new training and end
+        the ones in progress at their next epoch, so Ray Train's run ends by itself."""
+        self.stopping = True
 
     def finish(self, worker: str, item: Item, table, metrics: dict, epochs=None) -> None:
         if self.in_flight.get(item) != worker or item in self.done:

@@ -33,6 +33,7 @@ from orchestrator.visual import LIVE_SHEET_S, live_sheet
 BOARD_NAMESPACE = "dupes"  # the board is named there, so a cluster's tools can find it
 NO_RESIZE_S = 7 * 24 * 3600.0  # grow the worker group only when it restarts anyway
 POLL_S = 0.25
+STOP_WAIT_S = 120.0  # how long an early exit waits for the trainings to reach an epoch end
 
 
 @dataclass
@@ -172,33 +173,53 @@ def collect(run: Run, launched: Launch, prep: Prepared, todo: list[Item],
     run.on_upload_error = uploads_failed
     jobs = [Every(2.0, progress_file), Every(LIVE_SHEET_S, sheet, at_end=False)]
     names = dict(zip(prep.index["sample_id"].tolist(), prep.index["relpath"].tolist()))
-    with RunProgress(console, todo, names=names, slots=launched.slots.slots,
-                     planned_s=planned_s) as progress:
-        while True:
-            running = launched.thread.is_alive()
-            state, results, failed = ray.get(board.poll.remote())
-            if t_first is None and any(p.status != Status.PENDING for p in state.values()):
-                t_first = time.perf_counter()
-            for item, refs, metrics, epoch_refs in results:
-                run.write_training(item, metrics, write_predictions(refs),
-                                   write_predictions(epoch_refs) if epoch_refs else None)
-                ray.get(board.written.remote(item))
-                state[item].status = Status.DONE
-                t_last = time.perf_counter()
-            for item, error in failed:
-                failures[item] = error
-                t_last = time.perf_counter()
-            progress.update(state)
-            for job in jobs:
-                job(running=running, warn=warn)
-            if not running:
-                break
-            time.sleep(POLL_S)
+    try:
+        with RunProgress(console, todo, names=names, slots=launched.slots.slots,
+                         planned_s=planned_s) as progress:
+            while True:
+                running = launched.thread.is_alive()
+                state, results, failed = ray.get(board.poll.remote())
+                if t_first is None and any(p.status != Status.PENDING for p in state.values()):
+                    t_first = time.perf_counter()
+                for item, refs, metrics, epoch_refs in results:
+                    run.write_training(item, metrics, write_predictions(refs),
+                                       write_predictions(epoch_refs) if epoch_refs else None)
+                    ray.get(board.written.remote(item))
+                    state[item].status = Status.DONE
+                    t_last = time.perf_counter()
+                for item, error in failed:
+                    failures[item] = error
+                    t_last = time.perf_counter()
+                progress.update(state)
+                for job in jobs:
+                    job(running=running, warn=warn)
+                if not running:
+                    break
+                time.sleep(POLL_S)
+    except BaseException:
+        stop_trainings(launched, console)
+        raise
     run.on_upload_error = None
     t_end = time.perf_counter()
     timings = {"trainings_s": t_end - t_fit, "train_launch_s": (t_first or t_end) - t_fit,
                "train_teardown_s": t_end - (t_last or t_end)}
     return failures, timings
+
+
+def stop_trainings(launched: Launch, console: Console, *, wait_s: float = STOP_WAIT_S) -> None:
+    """End the Ray Train run before an error (a full disk, Ctrl-C) leaves the pass, rather
+    than stopping Ray under the thread still blocked in fit() (a suspect, not a proven cause,
+    of the SIGSEGV seen twice near the disk-full tests). The trainings end at their next
+    epoch; a second Ctrl-C stops waiting."""
+    if not launched.thread.is_alive():
+        return
+    console.print("stopping: the trainings in progress end at their next epoch "
+                  "(a resume trains them again)", highlight=False)
+    try:
+        ray.get(launched.board.stop.remote(), timeout=10)
+    except Exception:  # noqa: BLE001  (a board already gone: nothing left to stop)
+        return
+    launched.thread.join(wait_s)
 
 
 def run_trainings(run: Run, cfg: RunConfig, prep: Prepared, todo: list[Item], slots: Slots,

@@ -12,6 +12,7 @@ import ray
 import torch
 from ray.train import get_context
 
+from orchestrator.run.records import Item
 from orchestrator.run.remote import ShardStore
 from trainers.data import choose_mode, make_feed
 from trainers.hyp import Hyp
@@ -124,9 +125,8 @@ def worker_loop(config: dict) -> dict:
             else:
                 out = train(cfg.hyp, feed, labels, trained, held, seed=seed, device=device,
                             record_every=cfg.record_every,
-                            on_epoch=lambda info, held=held: board.epoch.remote(
-                                item, info.epoch - 1, info.epochs, info.train_loss,
-                                info.heldout_loss, top_losses(held, info.heldout_losses)))
+                            on_epoch=lambda info, held=held: _report_epoch(
+                                board, item, info, top_losses(held, info.heldout_losses)))
             table = prediction_table(held, labels[held], out.pred, out.loss, out.probs)
             epochs = epoch_table(held, out.epochs) if out.epochs is not None else None
             metrics = {"seconds": out.seconds, "train_accuracy": out.train_accuracy,
@@ -134,9 +134,23 @@ def worker_loop(config: dict) -> dict:
                        "n_heldout": int(len(held)), "worker": worker, "data_mode": mode}
             ray.get(board.finish.remote(worker, item, table, metrics, epochs))
             done += 1
+        except StopRequested:
+            break  # not recorded: a resume trains it again
         except Exception:
             ray.get(board.fail.remote(worker, item, traceback.format_exc(limit=20)))
     return {"worker": worker, "trainings": done}
+
+
+class StopRequested(Exception):
+    """The driver is leaving (see `Board.stop`): end this training now."""
+
+
+def _report_epoch(board, item: Item, info, top: list) -> None:
+    # a round trip per epoch (about a millisecond) so that a driver leaving on an error or
+    # Ctrl-C ends the trainings within an epoch instead of waiting for them to finish
+    if ray.get(board.epoch.remote(item, info.epoch - 1, info.epochs, info.train_loss,
+                                  info.heldout_loss, top)):
+        raise StopRequested
 
 
 def _inject_failure(spec: str | None, repeat: int, fold: int, generation: int) -> None:

@@ -60,3 +60,13 @@ def test_elastic_restarts_on_fewer_or_more_workers_requeue_what_was_in_flight(lo
     assert ray.get(board.join.remote(1, "n1", 3)) == 2
     handed = [ray.get(board.next.remote("n0")) for _ in range(6)]
     assert sorted(handed) == [(r, f) for r in range(3) for f in (0, 1)]
+
+
+def test_a_stopped_board_hands_out_nothing_and_tells_trainings_to_stop(local_ray):
+    board = Board.remote([(0, 0), (0, 1), (1, 0)])
+    ray.get(board.join.remote(0, "w0"))
+    item = ray.get(board.next.remote("w0"))
+    assert ray.get(board.epoch.remote(item, 0, 5, 1.0)) is False
+    ray.get(board.stop.remote())
+    assert ray.get(board.epoch.remote(item, 1, 5, 0.9)) is True
+    assert ray.get(board.next.remote("w0")) is None
