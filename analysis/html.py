@@ -15,12 +15,14 @@ import pandas as pd
 
 from analysis.columns import shown
 from analysis.losses import highest_losses
+from analysis.quality import quality_warnings
+from analysis.report import selection_text
 from analysis.run_analysis import Analysis
 from analysis.sections import Section, class_errors_section, score_cells, thresholds_section
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222}
-h1{font-size:22px} h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}
+h1{font-size:22px} .warn{background:#fff4d6;border:1px solid #e0b000;border-radius:6px;padding:6px 14px;margin:8px 0} h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}
 th,td{border:1px solid #ddd;padding:3px 6px;text-align:right;vertical-align:middle}
 th{background:#f4f4f4;cursor:pointer;user-select:none;position:sticky;top:0}
@@ -191,9 +193,14 @@ def html_report(analysis: Analysis, *, thumbs: dict[int, str] | None = None,
              (f"dupes {analysis.set_name}", f"{len(dupes):,}")]
     if analysis.num_issues is not None:
         cards.append(("cleanlab estimate", f"{analysis.num_issues:,}"))
-    parts = [f"<h1>{_esc(title)}</h1>", '<div class="cards">' + "".join(
+    warnings = quality_warnings(analysis)
+    banner = ('<div class="warn"><b>The votes of this run may not be trustworthy:</b><ul>'
+              + "".join(f"<li>{_esc(w)}</li>" for w in warnings) + "</ul></div>"
+              if warnings else "")
+    parts = [f"<h1>{_esc(title)}</h1>", banner, '<div class="cards">' + "".join(
         f'<div class="card"><span class=muted>{_esc(k)}</span><b>{_esc(v)}</b></div>'
         for k, v in cards) + "</div>"]
+    parts.append(f'<p class="muted">{_esc(selection_text(analysis).plain)}</p>')
     parts.append(html_table(thresholds_section(analysis)))
     parts.append(_table(f"dupes ({analysis.set_name}): {len(dupes):,} images",
                         SAMPLE_HEADER, _sample_rows(dupes, thumbs, link_base),

@@ -225,6 +225,9 @@ def export_table(dupes: pd.DataFrame, sha1: pd.Series) -> pd.DataFrame:
         "given_class": dupes["given_class"].to_numpy(),
         "suggested_class": dupes["suggested_class"].to_numpy(),
         "votes": dupes["top_wrong_votes"].to_numpy(), "n_evals": dupes["n_evals"].to_numpy()})
+    for name in ("mean_prob_suggested", "second_class", "mean_prob_second"):
+        if name in dupes:  # for the review page: the second choice beside the first
+            table[name] = dupes[name].to_numpy()
     table["review_path"] = [f"{g}/{n}" for g, n in zip(table["given_class"], export_names(table))]
     return table
 

@@ -25,7 +25,7 @@ class Analysis:
     """A run's vote table and summaries (built once), and the dupes one rule selects from it."""
 
     votes: pd.DataFrame           # one row per sample, with relpath and class names
-    dupes: pd.DataFrame           # votes rows the rule selects, most votes first
+    dupes: pd.DataFrame           # votes rows the rule selects, most suspect first
     accuracy: pd.DataFrame        # repeat, fold, n, accuracy
     per_threshold: dict[str, int]
     confused: pd.DataFrame        # given, suggested, count among the dupes
@@ -39,6 +39,8 @@ class Analysis:
     num_issues: int | None = None             # cleanlab's estimate of wrong labels
     selected_by: str = "votes"                # how the dupes were chosen: votes or ranking
     selected_why: str = ""
+    agreement: float | None = None            # how often two repeats predict an image alike
+    mode: str | None = None                   # the models' kind: scratch, frozen, finetune
 
     @property
     def threshold(self) -> Threshold:
@@ -92,6 +94,9 @@ def vote_table(index: pd.DataFrame, col: dict[str, np.ndarray], classes: list[st
         rows = np.arange(len(votes))
         votes["mean_prob_suggested"] = np.where(
             top >= 0, mean_probs[:len(votes)][rows, np.maximum(top, 0)], np.nan).astype(np.float32)
+        second, p_second = second_choice(mean_probs[:len(votes)], votes["label"].to_numpy(), top)
+        votes["second_class"] = np.where(second >= 0, names[np.maximum(second, 0)], "")
+        votes["mean_prob_second"] = p_second
     if scores and mean_probs is not None and len(mean_probs):
         labels = votes["label"].to_numpy().astype(np.int64)
         quality, votes["cl_issue"], num_issues = label_quality(
@@ -109,6 +114,23 @@ def vote_table(index: pd.DataFrame, col: dict[str, np.ndarray], classes: list[st
         votes["neighbours"] = np.asarray(neighbours, np.float32)
     votes["combined"] = combined_score(votes.rename(columns={"top_wrong_votes": "votes"}))
     return votes, num_issues
+
+
+def second_choice(mean_probs: np.ndarray, labels: np.ndarray, suggested: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The class the models find likeliest after the suggested one, neither being the given
+    label, and its mean held-out probability (-1 and NaN where there is none). When the
+    suggestion is wrong (a third of the real errors a new user found on CIFAR-10N), the
+    right class is most often this one."""
+    p = np.array(mean_probs, dtype=np.float32, copy=True)
+    rows = np.arange(len(p))
+    p[rows, np.asarray(labels, np.int64)] = -np.inf
+    has = np.asarray(suggested) >= 0
+    p[rows[has], np.asarray(suggested)[has]] = -np.inf
+    second = p.argmax(1) if p.shape[1] else np.zeros(len(p), np.int64)
+    prob = p[rows, second] if p.shape[1] else np.full(len(p), -np.inf)
+    ok = np.isfinite(prob) & (p.shape[1] > 2)
+    return np.where(ok, second, -1), np.where(ok, prob, np.nan).astype(np.float32)
 
 
 def selection(analysis: Analysis, rule: DupeRule) -> tuple[str, str]:
@@ -197,8 +219,29 @@ def analyze(index: pd.DataFrame, predictions: pa.Table | dict, classes: list[str
                        len(col["prob_given"]), list(classes), confusion=confusion,
                        per_class=per_class_errors(confusion, list(classes)),
                        pairs=confused_pairs(confusion, list(classes)),
-                       fit=fit_table(accuracy, train_accuracy or {}), num_issues=num_issues)
+                       fit=fit_table(accuracy, train_accuracy or {}), num_issues=num_issues,
+                       agreement=model_agreement(col["sample_id"], col["pred"],
+                                                 num_samples=len(index),
+                                                 num_classes=len(classes)))
     return select(summary, rule)
+
+
+def model_agreement(sample_id: np.ndarray, pred: np.ndarray, *, num_samples: int,
+                    num_classes: int) -> float | None:
+    """The chance that two held-out predictions of the same image (by different trainings)
+    name the same class, averaged over the images with two or more; None without any.
+    Models that learned the images agree whatever their labels; models near chance do not."""
+    sample_id, pred = np.asarray(sample_id, np.int64), np.asarray(pred, np.int64)
+    if len(pred) == 0 or num_classes < 1:
+        return None
+    counts = np.bincount(sample_id * num_classes + pred,
+                         minlength=num_samples * num_classes).reshape(num_samples, num_classes)
+    n = counts.sum(1)
+    ok = n >= 2
+    if not ok.any():
+        return None
+    same = (counts[ok] * (counts[ok] - 1)).sum(1) / (n[ok] * (n[ok] - 1))
+    return float(same.mean())
 
 
 def dupes_export_table(dupes: pd.DataFrame) -> pd.DataFrame:
@@ -214,5 +257,8 @@ def dupes_export_table(dupes: pd.DataFrame) -> pd.DataFrame:
         "mean_prob_given": dupes["mean_prob_given"].to_numpy(),
         "mean_prob_suggested": (dupes["mean_prob_suggested"].to_numpy()
                                 if "mean_prob_suggested" in dupes else np.nan),
+        "second_class": (dupes["second_class"].to_numpy() if "second_class" in dupes else ""),
+        "mean_prob_second": (dupes["mean_prob_second"].to_numpy()
+                             if "mean_prob_second" in dupes else np.nan),
         "confirmed": dupes["confirmed"].to_numpy(),
     })

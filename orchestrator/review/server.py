@@ -67,6 +67,7 @@ class Triage:
         refuse_moved(self.review, self.before)
         self.ledger = review_ledger(self.review, meta, ledger)
         self.scores = _scores(meta.get("run_dir"), self.before)
+        self.warnings = _run_warnings(meta.get("run_dir"))
         path = self.review / META_DIR / DECISIONS_FILE
         self.decisions: dict = rundir.read_json(path) if path.exists() else {}
         self.lock = threading.Lock()
@@ -78,11 +79,13 @@ class Triage:
                         "given": row.given_class, "suggested": row.suggested_class,
                         "votes": int(row.votes), "n_evals": int(row.n_evals),
                         "scores": self.scores.get(int(row.sample_id), {}),
+                        "p_suggested": _choices(row)[0], "second": _choices(row)[1],
                         "decision": self.decisions.get(row.review_path)})
         return out
 
     def state(self) -> dict:
         return {"review": str(self.review), "classes": self.classes, "items": self.items(),
+                "warnings": self.warnings,
                 "decided": len(self.decisions), "total": len(self.before),
                 "manifest": str(self.review / "manifest.csv"), "ledger": str(self.ledger),
                 "actions": {k: v.replace("_remove", self.specials[0])
@@ -145,6 +148,32 @@ def _scores(run_dir: str | None, before: pd.DataFrame) -> dict[int, dict]:
     table = table[table["sample_id"].isin(before["sample_id"])]
     return {int(r["sample_id"]): {SCORE_COLUMNS[k]: round(float(r[k]), 4) for k in SCORE_COLUMNS}
             for r in table.to_dict("records")}
+
+
+def _choices(row) -> tuple[float | None, list | None]:
+    """p(suggested) and [second choice, its probability] of an exported row (None in a
+    review exported before they were recorded, or where there is no second choice)."""
+    def prob(name):
+        try:
+            v = float(getattr(row, name, ""))
+        except ValueError:
+            return None
+        return round(v, 4) if v == v else None
+    second = getattr(row, "second_class", "")
+    p2 = prob("mean_prob_second")
+    return prob("mean_prob_suggested"), ([second, p2] if second and p2 is not None else None)
+
+
+def _run_warnings(run_dir: str | None) -> list[str]:
+    """The run's model-quality warnings (summary.json), so the technician sees them where
+    the decisions are made; [] when the run is not on this machine or has none."""
+    if not run_dir or storage.parse_location(run_dir) != Path(run_dir):
+        return []
+    try:
+        summary = Run.open(run_dir).summary()
+    except Exception:  # gone or moved: the triage works without
+        return []
+    return list(summary.quality_warnings) if summary is not None else []
 
 
 def make_app(triage: Triage, token: str):

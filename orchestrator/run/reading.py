@@ -39,7 +39,8 @@ def load_analysis(run, *, ledger: Path | str | None = None,
                        confirmed=confirmed,
                        dynamics=load_dynamics(run, index["label"].to_numpy()),
                        train_accuracy=train_acc, neighbours=load_neighbours(run, cfg, index))
-    return analysis, seconds
+    mode = cfg.hyp.mode if cfg.hyp.mode != "auto" else ("frozen" if cfg.embedding else None)
+    return dataclasses.replace(analysis, mode=mode), seconds
 
 
 def load_neighbours(run, cfg, index: pd.DataFrame) -> np.ndarray | None:

@@ -73,10 +73,10 @@ def test_count_votes_validates_inputs():
                     num_samples=3)
 
 
-def test_select_dupes_sorted_by_votes_then_loss():
+def test_select_dupes_sorted_by_loss_then_votes():
     v = count_votes(*long_table(EVALS), num_samples=6)
     d = select_dupes(v, parse_threshold(">=8"), min_ratio=0)
-    assert d["sample_id"].tolist() == [1, 5, 2]  # 10 votes, then 9, then 8
+    assert d["sample_id"].tolist() == [1, 5, 2]  # loss 2.0 (10 votes, then 9), then 1.62
     assert select_dupes(v, parse_threshold("==9"), min_ratio=0)["sample_id"].tolist() == [5]
     assert dupes_per_threshold(v, [parse_threshold(t) for t in ("10", ">=9", ">=8")], min_ratio=0) == \
         {">=10": 1, ">=9": 2, ">=8": 3}
@@ -141,9 +141,13 @@ def test_the_dupes_order_follows_the_chosen_rank():
                           "mean_prob_given": [0.1] * 4, "mean_prob_suggested": [0.8] * 4})
     pick = lambda rank: select_dupes(votes, parse_threshold(">=5"), min_ratio=2,  # noqa: E731
                                      rank=rank)["sample_id"].tolist()
-    assert pick("combined") == [1, 2, 0, 3]  # votes first, then the most suspect
-    assert pick("mean_loss") == [1, 2, 0, 3]
-    assert pick("self_confidence") == [2, 0, 1, 3]  # a low quality score is suspect
+    # the score orders (votes only select and break ties): 5 votes but the most suspect first
+    assert pick("combined") == [3, 1, 2, 0]
+    assert pick("mean_loss") == [3, 1, 2, 0]
+    assert pick("self_confidence") == [3, 2, 0, 1]  # a low quality score is suspect
+    tied = votes.assign(combined=0.5)
+    assert select_dupes(tied, parse_threshold(">=5"), min_ratio=2,
+                        rank="combined")["sample_id"].tolist() == [0, 1, 2, 3]  # votes break ties
     assert pick("aum") == pick("mean_loss")  # no such column: the mean loss
     with pytest.raises(ValueError, match="valid choices"):
         pick("loudness")

@@ -28,7 +28,8 @@ WRONG8 = {"0/img0.png": "1", "0/img1.png": "cat", "1/img2.png": "0", "cat/sub/im
 PLAN = {"0/img0.png": ("k", ("confirm", None)), "0/img1.png": ("a", ("accept", None)),
         "1/img2.png": ("c2", ("relabel", "cat")),  # classes other than "1": 0, cat
         "cat/sub/img3.png": ("r", ("remove", None)), "cat/img1.png": ("u", ("unsure", None)),
-        "0/img2.png": ("c2", ("relabel", "cat")), "1/img0.png": ("a", ("accept", None)),
+        "0/img2.png": ("s", ("relabel", "cat")),  # the second choice: neither 0 nor 1
+        "1/img0.png": ("a", ("accept", None)),
         "1/sub/img3.png": ("k", ("confirm", None))}
 
 

@@ -150,3 +150,25 @@ def test_a_folder_triaged_in_the_browser_is_not_imported_as_untouched(two_review
         server.stop()
     with pytest.raises(ReviewError, match="reviewed in the browser.*apply .*manifest.csv"):
         import_review(web)
+
+
+def test_the_page_gets_the_second_choice_and_the_runs_warnings(tmp_path):
+    from orchestrator.run import rundir
+    from orchestrator.run.records import Summary
+
+    _, run = make_run(tmp_path, WRONG)
+    warning = "the models disagree: two trainings name the same class for an image 41% ..."
+    rundir.write_json(run / "summary.json", Summary(
+        "data", str(run), 12, 3, 4, 4, 0, 24, 5, ">=2", {}, [warning], 0.5, 1.0, 1, {},
+        1.0).to_dict())
+    web = tmp_path / "web"
+    export_review(run, web, threshold=">=2")
+    server = ReviewServer(web, port=0, ledger=tmp_path / "ledger.csv").start()
+    try:
+        state = json.loads(call(server, "/api/state")[1])
+    finally:
+        server.stop()
+    assert state["warnings"] == [warning]
+    for it in state["items"]:
+        second, prob = it["second"]  # three classes: the one neither given nor suggested
+        assert second not in (it["given"], it["suggested"]) and 0 <= prob <= 1
