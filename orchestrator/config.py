@@ -107,6 +107,10 @@ class RunConfig:
                                "fits stops the pass before any training; none: --epochs as "
                                "given", parse=parse_duration, resume=True,
                                metavar="DURATION")
+    over_budget: str = opt("shrink", "when the trainings run slower than planned (a busier "
+                           "machine) and --budget will be missed by more than 10%: shrink "
+                           "drops the last whole repeats (a resume trains them later), warn "
+                           "says so once and goes on", choices=("shrink", "warn"), resume=True)
     ledger: str | None = opt(None, "ledger of labels a technician confirmed (a path or a "
                              "bucket URI); none: dupes-ledger.csv beside the run directory",
                              parse=parse_location, resume=True)

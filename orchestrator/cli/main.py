@@ -22,6 +22,7 @@ COMMANDS = {
     "sanity": ("pass_commands", "cmd_sanity"), "tune": ("tune_command", "cmd_tune"),
     "report": ("read_commands", "cmd_report"), "status": ("read_commands", "cmd_status"),
     "top-losses": ("read_commands", "cmd_top_losses"),
+    "compare": ("read_commands", "cmd_compare"),
     "review": ("review_commands", "cmd_review"), "apply": ("review_commands", "cmd_apply"),
 }
 

@@ -124,6 +124,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     tl.add_argument("--per-class", action="store_true",
                     help="the k worst of every given class instead of overall")
 
+    cmp = sub.add_parser("compare", help="rounds of review side by side, and whether "
+                         "another is worth it",
+                         description="Compare runs of successive rounds (a run on the "
+                         "corrected copy of the data the run before it found dupes in): "
+                         "held-out accuracy, agreement, estimated wrong labels, dupes, what "
+                         "the review between them decided, and the next round's expected "
+                         "value. No Ray needed.")
+    cmp.add_argument("runs", nargs="+", type=parse_location, metavar="RUN",
+                     help="run directories, oldest round first")
+
     sub.add_parser("status", parents=[run_flags()],
                    help="where a run stands, read from its directory",
                    description="Show the progress of RUN from its files (works while it runs, "

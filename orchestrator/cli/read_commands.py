@@ -42,3 +42,10 @@ def cmd_top_losses(args, console: Console) -> int:
 def cmd_status(args, console: Console) -> int:
     show_status(Run.open(args.run, need="status"), console)
     return EXIT_OK
+
+
+def cmd_compare(args, console: Console) -> int:
+    from orchestrator.pipeline.rounds import rounds_report
+    runs = [Run.open(r) for r in args.runs]
+    console.print(rounds_report(runs))
+    return EXIT_OK

@@ -64,6 +64,14 @@ class Board:
             p.heldout_loss, p.top = heldout_loss, top or []
         return self.stopping
 
+    def drop(self, items: list[Item]) -> None:
+        """Trainings the budget cannot afford leave the queue (a resume trains them)."""
+        gone = set(map(tuple, items))
+        self.queue = deque(i for i in self.queue if tuple(i) not in gone)
+        for item in gone:
+            if item not in self.in_flight and item not in self.done:
+                self.progress.pop(item, None)
+
     def stop(self) -> None:
         """The driver leaves early (an error, Ctrl-C): workers take no new training and end
         the ones in progress at their next epoch, so Ray Train's run ends by itself."""

@@ -23,6 +23,7 @@ from rich.console import Console
 from orchestrator.config import RunConfig
 from orchestrator.data.prepare import Prepared
 from orchestrator.pipeline.board import Board
+from orchestrator.pipeline.budget import BudgetWatch
 from orchestrator.pipeline.cluster import Slots, on_this_node
 from orchestrator.pipeline.progress import RunProgress
 from orchestrator.pipeline.worker import WorkerConfig, worker_loop
@@ -77,6 +78,7 @@ class PassOutcome:
     launch_error: str | None = None  # Ray Train's run itself failed (the rest is recorded)
     slots: Slots = Slots(0, 0.0, 0.0)
     timings: dict = field(default_factory=dict)
+    dropped: list[Item] = field(default_factory=list)  # left for a resume: over budget
 
     def failure_rows(self) -> list[dict]:
         """failures.json: one row per failed training; a failed launch as repeat -1."""
@@ -148,9 +150,11 @@ def launch(run: Run, cfg: RunConfig, prep: Prepared, todo: list[Item], slots: Sl
 
 
 def collect(run: Run, launched: Launch, prep: Prepared, todo: list[Item],
-            console: Console, planned_s: float | None = None) -> tuple[dict[Item, str], dict]:
+            console: Console, planned_s: float | None = None,
+            budget: BudgetWatch | None = None) -> tuple[dict[Item, str], dict]:
     """Write each finished training as it comes, until the Ray Train run ends; returns the
-    failures and the launch/teardown timings."""
+    failures and the launch/teardown timings. `budget` re-estimates the end at every wave
+    of finished trainings and drops the repeats it cannot afford."""
     board, failures, state = launched.board, {}, {}
     t_fit, t_first, t_last = time.perf_counter(), None, None
     warned: set[str] = set()
@@ -190,6 +194,14 @@ def collect(run: Run, launched: Launch, prep: Prepared, todo: list[Item],
                 for item, error in failed:
                     failures[item] = error
                     t_last = time.perf_counter()
+                if budget is not None:
+                    note, drop = budget.check(todo, state, time.perf_counter())
+                    if note:
+                        console.print(f"[yellow]{note}[/]", highlight=False)
+                    if drop:
+                        ray.get(board.drop.remote(drop))
+                        progress.drop(drop)
+                        state = {i: p for i, p in state.items() if i not in set(drop)}
                 progress.update(state)
                 for job in jobs:
                     job(running=running, warn=warn)
@@ -224,11 +236,18 @@ def stop_trainings(launched: Launch, console: Console, *, wait_s: float = STOP_W
 
 def run_trainings(run: Run, cfg: RunConfig, prep: Prepared, todo: list[Item], slots: Slots,
                   console: Console, *, planned_s: float | None = None,
-                  features: tuple | None = None) -> PassOutcome:
+                  features: tuple | None = None, deadline: float | None = None
+                  ) -> PassOutcome:
     """Train every (repeat, fold) in `todo` on the connected Ray, on the plan's `slots`.
-    `planned_s`, the plan's time per training, drives the ETA until one finished."""
+    `planned_s`, the plan's time per training, drives the ETA until one finished; with
+    `deadline` (a perf_counter instant: the start plus --budget) the budget is watched."""
     launched = launch(run, cfg, prep, todo, slots, console, features)
-    failures, timings = collect(run, launched, prep, todo, console, planned_s)
+    budget = None
+    if deadline is not None and cfg.budget:
+        budget = BudgetWatch(cfg.budget, deadline, slots.slots, planned_s,
+                             policy=cfg.over_budget)
+    failures, timings = collect(run, launched, prep, todo, console, planned_s, budget)
     error = launched.errors[0] if launched.errors else None
     return PassOutcome(failures=failures, slots=launched.slots, timings=timings,
-                       launch_error=f"{type(error).__name__}: {error}" if error else None)
+                       launch_error=f"{type(error).__name__}: {error}" if error else None,
+                       dropped=list(budget.dropped) if budget else [])

@@ -19,6 +19,7 @@ from orchestrator.pipeline.driver import PassOutcome, run_trainings
 from orchestrator.pipeline.embed import embed_pass
 from orchestrator.run.embeddings import EmbedSpec, stored_features
 from orchestrator.pipeline.pass_plan import make_pass_plan
+from orchestrator.pipeline.rounds import place_in_rounds, previous_run, rounds_report
 from orchestrator.pipeline.sanity import SANITY_SAMPLE, run_sanity
 from orchestrator.pipeline.settings import aspect_for
 from orchestrator.pipeline.summary import summarise
@@ -47,6 +48,7 @@ def run_pass(run: Run, cfg: RunConfig, console: Console, *,
 def _run_pass(run: Run, cfg: RunConfig, console: Console, *,
               t_start: float | None = None) -> Summary:
     t_start = t_start or time.perf_counter()
+    cfg = place_in_rounds(run, cfg, console)
     run.save_config(cfg)
     for (r, f), why in run.drop_incomplete():
         console.print(f"[yellow]training r{r:02d} f{f} is trained again:[/] its predictions are "
@@ -115,7 +117,8 @@ def train_missing(run: Run, cfg: RunConfig, prep: Prepared, console: Console, *,
     if done:
         console.print(f"resuming: {len(done)} of {len(planned)} trainings already done")
     return run_trainings(run, cfg, prep, todo, plan.slots, console, planned_s=plan.training_s,
-                         features=features)
+                         features=features,
+                         deadline=t_start + plan.budget_s if plan.budget_s else None)
 
 
 def analyse(run: Run, prep: Prepared, outcome: PassOutcome, console: Console, *,
@@ -127,6 +130,12 @@ def analyse(run: Run, prep: Prepared, outcome: PassOutcome, console: Console, *,
     analysis_s = time.perf_counter() - t_analysis
     console.print(provenance_text(run.config().to_dict()), highlight=False)
     console.print(report(analysis, seconds=seconds))
+    prev = previous_run(run)
+    if prev is not None:
+        try:  # a comparison is a convenience: a failure here must not lose a finished pass
+            console.print(rounds_report([prev, run]))
+        except Exception as e:  # noqa: BLE001
+            console.print(f"[yellow]warning:[/] no comparison with {prev}: {e}")
     try:  # pictures are a convenience: a failure here must not lose a finished pass
         page, _ = write_html(analysis, run)
         console.print(f"HTML report: {page} (contact sheets in {page.parent / 'sheets'})",

@@ -123,6 +123,11 @@ class RunProgress:
         top = live_top_losses(progress, names=self.names)
         return Group(bar, progress_table(self.items, progress), *([top] if top else []))
 
+    def drop(self, items: list[tuple[int, int]]) -> None:
+        """Trainings no longer part of this pass (dropped for the budget)."""
+        gone = set(items)
+        self.items = [i for i in self.items if i not in gone]
+
     def eta(self, progress: dict) -> float | None:
         return eta_seconds(self.items, progress, slots=self.slots, planned_s=self.planned_s)
 

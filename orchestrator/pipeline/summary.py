@@ -31,7 +31,13 @@ def summarise(run: Run, prep: Prepared, analysis: Analysis, seconds: dict,
         quality_warnings=quality_warnings(analysis),
         heldout_accuracy_mean=float(analysis.accuracy["accuracy"].mean()),
         compute_s=float(sum(seconds.values())), slots=int(outcome.slots.slots),
-        timings={**prep.timings, **outcome.timings, **timings}, wall_s=wall_s)
+        timings={**prep.timings, **outcome.timings, **timings}, wall_s=wall_s,
+        extra={"dropped_for_budget": [list(i) for i in outcome.dropped]}
+        if outcome.dropped else {})
+    if outcome.dropped:
+        console.print(f"[yellow]{len(outcome.dropped)} training(s) were left out to keep the "
+                      f"budget[/]; the analysis uses the {len(completed)} that finished; "
+                      f"`dupes run --resume {run}` trains the rest.", highlight=False)
     if failure_rows:
         missing = [i for i in planned if i not in completed]
         console.print(f"[red]{len(failure_rows)} training(s) failed[/] (see "

@@ -12,6 +12,7 @@ from orchestrator.errors import ReviewError
 from orchestrator.review import copies
 from orchestrator.review.copies import ensure_empty, outside, sha1_in
 from orchestrator.run import rundir, storage
+from orchestrator.run.history import PROVENANCE_REL, provenance
 
 
 def _unsafe_relpath(rel: str, src: Path | str) -> str | None:
@@ -76,6 +77,8 @@ def apply_manifest(manifest_path: Path, src: Path | str, dst: Path, *,
         raise ReviewError(f"{manifest_path} cannot be applied to {src}:\n  " + "\n  ".join(problems))
 
     moves, changes_df = corrected_plan(files, manifest)
+    counts = {a: int(n) for a, n in manifest["action"].value_counts().items()}
+    record = provenance(src, Path(manifest_path), counts)
 
     def build(tmp: Path) -> None:
         for rel, target in moves:
@@ -83,6 +86,7 @@ def apply_manifest(manifest_path: Path, src: Path | str, dst: Path, *,
             copies.fetch(src, rel, tmp / target, hardlink=hardlink)
         (tmp / CHANGES_REL).parent.mkdir(parents=True, exist_ok=True)
         rundir.write_csv(tmp / CHANGES_REL, changes_df)
+        rundir.write_json(tmp / PROVENANCE_REL, record)  # so a run on the copy knows its round
 
     copies.build_into(dst, build)
     return changes_df

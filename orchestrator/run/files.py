@@ -57,6 +57,17 @@ class RunFiles:
             self.on_upload_error(e)
 
     # -- the plan, the sanity check, progress, failures and the end --------------------------
+    def save_history(self, history: dict) -> None:
+        """history.json: the run's place in rounds of review (`run.history.run_round`)."""
+        self._write_json("history.json", history)
+
+    def has_history(self) -> bool:
+        return self._exists("history.json")
+
+    def history(self) -> dict:
+        """The run's round (1 for a run older than rounds, or on an original dataset)."""
+        return self._read_json("history.json") if self._exists("history.json") else {"round": 1}
+
     def save_plan(self, plan: dict) -> None:
         self._write_json("plan.json", plan, publish=True)
 

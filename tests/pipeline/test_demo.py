@@ -13,7 +13,7 @@ from tests.conftest import tree_hash
 pytestmark = pytest.mark.slow
 
 
-def test_demo_finds_the_planted_noise_and_a_review_round_fixes_it(tmp_path):
+def test_demo_finds_the_planted_noise_and_a_review_round_fixes_it(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--review-simulate"]) == 0
     s1 = json.loads((out / "run" / "summary.json").read_text())
@@ -44,3 +44,24 @@ def test_demo_finds_the_planted_noise_and_a_review_round_fixes_it(tmp_path):
     assert len(original) == 1797 and ".dupes/CHANGES.csv" in tree_hash(out / "data-round2")
     # the record of the changes is not a stray file to the round-2 scan
     assert pd.read_csv(out / "run2" / "skipped.csv").empty
+
+    # round 2 knows it is round 2, from the corrected copy's provenance, from any folder
+    prov = json.loads((out / "data-round2" / ".dupes" / "provenance.json").read_text())
+    assert prov["round"] == 1 and prov["changes"]["relabel"] == len(fixed)
+    assert prov["run"] == s1["run_dir"] and prov["ledger"] == str(out / "dupes-ledger.csv")
+    history = json.loads((out / "run2" / "history.json").read_text())
+    assert history["round"] == 2 and history["after"]["manifest"] == prov["manifest"]
+    # round 2 never re-flags a confirmed image: the ledger marks them, the review leaves them out
+    from orchestrator.review.files import export_review
+    from orchestrator.run.directory import Run
+    confirmed = set(manifest.loc[manifest["action"] == "confirm", "relpath"])
+    votes2 = Run.open(out / "run2").analysis()[0].votes
+    assert confirmed and set(votes2.loc[votes2["confirmed"], "relpath"]) == confirmed
+    exported2 = export_review(Run.open(out / "run2"), tmp_path / "review2")
+    assert not confirmed & set(exported2["relpath"])
+    # the two rounds side by side, with the review between them and the advice
+    capsys.readouterr()
+    assert main(["compare", str(out / "run"), str(out / "run2")]) == 0
+    text = capsys.readouterr().out
+    assert "rounds compared" in text and "next round:" in text, text
+    assert f"{len(fixed)} (" in text  # the real errors the review between them found

@@ -1,0 +1,79 @@
+"""A budget is a promise: re-estimates from the finished trainings, what gets dropped, and a
+real pass on a machine made slower than the plan's probe."""
+import json
+
+import pytest
+
+from orchestrator.pipeline.budget import BudgetWatch
+from orchestrator.run.records import Status, TrainingState, all_trainings
+
+ITEMS = all_trainings(10)
+
+
+def states(done: int, seconds: float, running: int = 0) -> dict:
+    out = {}
+    for k, item in enumerate(ITEMS):
+        if k < done:
+            out[item] = TrainingState(Status.DONE, seconds=seconds)
+        elif k < done + running:
+            out[item] = TrainingState(Status.RUNNING, epoch=1, epochs=4)
+        else:
+            out[item] = TrainingState(Status.PENDING)
+    return out
+
+
+def test_trainings_three_times_slower_drop_the_last_whole_repeats():
+    watch = BudgetWatch(budget_s=120, deadline=120, slots=2, planned_s=10)
+    note, drop = watch.check(ITEMS, states(2, 30.0), now=35)
+    # 2 slots at 30 s: 97 s left (+12 slack) holds 6 more trainings, repeats 1-3
+    assert drop == [i for i in ITEMS if i[0] >= 4], drop
+    assert "repeat(s) 4-9 (12 trainings)" in note and "30 s each" in note
+    assert "the plan said 10 s" in note and "--resume" in note
+    # the next wave on the new pace: nothing more to drop
+    assert watch.check(ITEMS, states(4, 30.0), now=65) == (None, [])
+
+
+def test_on_pace_nothing_is_said_and_warn_says_it_once():
+    assert BudgetWatch(120, 120, 2, 10).check(ITEMS, states(2, 10.0), now=12) == (None, [])
+    warn = BudgetWatch(120, 120, 2, 10, policy="warn")
+    note, drop = warn.check(ITEMS, states(2, 30.0), now=35)
+    assert drop == [] and "past its budget of 2.0 min" in note, note
+    assert warn.check(ITEMS, states(4, 30.0), now=65) == (None, [])
+    with pytest.raises(ValueError, match="valid choices"):
+        BudgetWatch(120, 120, 2, 10, policy="hope")
+
+
+def test_a_repeat_already_started_is_never_cut():
+    watch = BudgetWatch(budget_s=120, deadline=120, slots=2, planned_s=10)
+    progress = states(2, 30.0)
+    progress[(9, 0)] = TrainingState(Status.RUNNING, epoch=1, epochs=4)
+    _, drop = watch.check(ITEMS, progress, now=35)
+    assert (9, 0) not in drop and (9, 1) not in drop and drop
+
+
+@pytest.mark.slow
+def test_a_pass_slower_than_its_plan_keeps_its_budget(tmp_path, capsys, monkeypatch):
+    """Every training 4 s slower than the plan's probe measured (as on a busier machine): the
+    first re-estimate says so and drops whole repeats; the pass ends within the budget + 10%
+    and a resume trains what was dropped."""
+    import time
+
+    from orchestrator.cli.main import main
+    from orchestrator.run.directory import Run
+    from tests.conftest import write_digit_dataset
+
+    data = write_digit_dataset(tmp_path / "data", per_class=30)
+    monkeypatch.setenv("DUPES_INJECT_FAILURE", "all:sleep4")
+    t0 = time.perf_counter()
+    code = main(["run", str(data), "--out", str(tmp_path / "r"), "--budget", "50s",
+                 "--no-sanity", "--epochs", "2"])
+    wall = time.perf_counter() - t0
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "budget:" in text and "Dropping repeat(s)" in text, text
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["dropped_for_budget"] and summary["n_trainings"] < 20
+    assert wall <= 50 * 1.1 + 15, wall  # + the interpreter's first Ray start in this test
+    monkeypatch.delenv("DUPES_INJECT_FAILURE")
+    assert main(["run", "--resume", str(tmp_path / "r")]) == 0
+    assert len(Run.open(tmp_path / "r").completed()) == 20
