@@ -18,8 +18,8 @@ from analysis.run_analysis import Analysis
 MIN_LIFT = 0.5
 # two trainings must name the same class for an image at least this often. Measured
 # (BENCHMARKS.md "Review order and the weak-model warning"): 0.52 for the small CNN on the
-# photos (true accuracy 0.40, dupes 24% real errors); 0.72-0.98 in the 11 other passes, 0.72
-# with 40% human noise whose dupes were 91% real errors
+# photos (true accuracy 0.40, dupes 24% real errors); 0.67-0.98 in the 12 other passes, 0.67
+# for the small CNN under 41% human noise, whose dupes were 88% real errors
 MIN_AGREEMENT = 0.6
 # more than this share of all images flagged, and well above the estimated noise, is more
 # than the wrong labels of the dataset

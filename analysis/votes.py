@@ -143,9 +143,9 @@ def select_dupes(votes: pd.DataFrame, threshold: Threshold, *, min_ratio: float,
     the highest mean loss), more votes breaking ties.
 
     Votes select, the score orders: sorted by votes first, the list's precision was flat
-    across 8, 9 and 10 votes, so a technician met errors later. Measured on 12 passes
-    (BENCHMARKS.md "Review order"): the score first had the higher average precision in all
-    12 and equal or higher precision at 100 in 11."""
+    across 8, 9 and 10 votes, so a technician met errors later. Measured on 13 passes
+    (BENCHMARKS.md "Review order"): the score first had the higher average precision in 11
+    and an equal one in 2."""
     if rank not in RANKINGS:
         raise ValueError(f"unknown rank {rank!r}: valid choices are {sorted(RANKINGS)}")
     if "mean_loss" not in votes.columns:
