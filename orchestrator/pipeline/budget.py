@@ -86,8 +86,9 @@ class BudgetWatch:
             if any(i[0] == repeat and progress.get(i, TrainingState()).status
                    not in (Status.PENDING, Status.RETRYING) for i in live):
                 continue
+            # aim at the deadline itself: the slack is left for the analysis and the reports
             left = eta_seconds(keep, progress, slots=self.slots, planned_s=self.planned_s)
-            if now + (left or 0.0) <= self.deadline + SLACK * self.budget_s:
+            if now + (left or 0.0) <= self.deadline:
                 break
             drop += by_repeat[repeat]
             keep = [i for i in keep if i[0] != repeat]

@@ -75,11 +75,12 @@ class Triage:
     def items(self) -> list[dict]:
         out = []
         for i, row in enumerate(self.before.itertuples(index=False)):
+            p_suggested, second = _choices(row)
             out.append({"i": i, "review_path": row.review_path, "relpath": row.relpath,
                         "given": row.given_class, "suggested": row.suggested_class,
                         "votes": int(row.votes), "n_evals": int(row.n_evals),
                         "scores": self.scores.get(int(row.sample_id), {}),
-                        "p_suggested": _choices(row)[0], "second": _choices(row)[1],
+                        "p_suggested": p_suggested, "second": second,
                         "decision": self.decisions.get(row.review_path)})
         return out
 

@@ -25,9 +25,9 @@ def states(done: int, seconds: float, running: int = 0) -> dict:
 def test_trainings_three_times_slower_drop_the_last_whole_repeats():
     watch = BudgetWatch(budget_s=120, deadline=120, slots=2, planned_s=10)
     note, drop = watch.check(ITEMS, states(2, 30.0), now=35)
-    # 2 slots at 30 s: 97 s left (+12 slack) holds 6 more trainings, repeats 1-3
-    assert drop == [i for i in ITEMS if i[0] >= 4], drop
-    assert "repeat(s) 4-9 (12 trainings)" in note and "30 s each" in note
+    # 2 slots at 30 s: the 85 s to the deadline hold 5 more trainings: whole repeats 1-2
+    assert drop == [i for i in ITEMS if i[0] >= 3], drop
+    assert "repeat(s) 3-9 (14 trainings)" in note and "30 s each" in note
     assert "the plan said 10 s" in note and "--resume" in note
     # the next wave on the new pace: nothing more to drop
     assert watch.check(ITEMS, states(4, 30.0), now=65) == (None, [])
