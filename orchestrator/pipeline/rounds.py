@@ -49,10 +49,19 @@ def rounds_of(runs: list[Run]) -> tuple[list[RoundStats], list[Review | None]]:
 def _review_into(run: Run) -> Review | None:
     from orchestrator.review.apply import read_manifest
     manifest = (run.history().get("after") or {}).get("manifest")
+    if not manifest:
+        return None
     try:
-        return review_of(read_manifest(Path(manifest))) if manifest else None
+        table = read_manifest(Path(manifest))
     except Exception:  # moved or deleted: the table says "-"
         return None
+    try:  # the review's listed order, beside its manifest
+        from orchestrator.review.files import META_DIR, read_exported
+        exported = read_exported(Path(manifest).parent) \
+            if (Path(manifest).parent / META_DIR).is_dir() else None
+    except Exception:
+        exported = None
+    return review_of(table, exported)
 
 
 def previous_run(run: Run) -> Run | None:

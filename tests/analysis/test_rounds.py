@@ -46,3 +46,22 @@ def test_another_round_is_advised_while_reviews_find_errors_and_not_after():
     assert "no review has measured yet" in first
     with pytest.raises(ValueError):
         next_round([])
+
+
+def test_the_next_review_continues_where_the_last_ones_precision_was_falling():
+    from analysis.rounds import Review, expected_precision
+
+    # round 1 of CIFAR-10N aggregate: 0.91, 0.85, 0.75, 0.58, 0.52 per 100 reviewed
+    hits = []
+    for p in (0.91, 0.85, 0.75, 0.58, 0.52):
+        hits += [1] * round(100 * p) + [0] * (100 - round(100 * p))
+    review = Review(500, sum(hits), 0, 500 - sum(hits), tuple(hits))
+    assert expected_precision(review, 500) == pytest.approx(0.35, abs=0.01)  # found: 0.37
+    assert expected_precision(review, 100) > expected_precision(review, 500)
+    flat = Review(500, 250, 0, 250, tuple([1, 0] * 250))
+    assert expected_precision(flat, 500) == pytest.approx(0.5)  # no fall, no change
+    unordered = Review(500, 360, 0, 140)
+    assert expected_precision(unordered, 500) == pytest.approx(0.72)
+    manifest = pd.DataFrame({"sample_id": [3, 1, 2], "action": ["relabel", "confirm", "unsure"]})
+    exported = pd.DataFrame({"sample_id": [1, 2, 3]})
+    assert review_of(manifest, exported).in_order == (0, 1)  # listed order, unsure left out
