@@ -1,6 +1,7 @@
 """Close the loop (issue #25): do the corrections make a better model, round by round?
 
-    .venv/bin/python benchmarks/rounds.py --work /tmp/bm                 # both cases, ~35 min
+    .venv/bin/python benchmarks/rounds.py --work /tmp/bm   # both cases: ~20 min on 2 cores when
+                                                           # benchmarks/models.py left round 1
     .venv/bin/python benchmarks/rounds.py --work /tmp/bm --cases c10n-aggre --budgets 0.05
 
 The whole loop as a user runs it, with a simulated technician who knows the truth:
