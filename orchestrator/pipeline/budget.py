@@ -17,6 +17,8 @@ from analysis.report import format_duration
 
 POLICIES = ("shrink", "warn")
 SLACK = 0.10  # a pass may end this share of its budget late before anything is dropped
+CHECK_S = 10.0  # re-estimate this often (a training's progress is read off its epochs)
+MIN_PROGRESS = 0.1  # a running training tells its pace once this share of its epochs is done
 
 
 @dataclass
@@ -28,31 +30,36 @@ class BudgetWatch:
     slots: int
     planned_s: float | None
     policy: str = "shrink"
-    checked: int = 0                       # finished trainings at the last re-estimate
+    checked: float | None = None           # when the last re-estimate was made
     said: bool = False                     # the overrun was announced
+    said_in_flight: bool = False           # ... and that the trainings in progress overrun
     dropped: list[Item] = field(default_factory=list)
+    per: float | None = None               # seconds a training takes here, last measured
 
     def __post_init__(self):
         if self.policy not in POLICIES:
             raise ValueError(f"unknown budget policy {self.policy!r}: valid choices are "
                              f"{list(POLICIES)}")
 
-    def check(self, items: list[Item], progress: dict[Item, TrainingState], now: float
-              ) -> tuple[str | None, list[Item]]:
-        """At every wave of `slots` finished trainings: a message when the trainings left
-        would end past the budget (+SLACK), and the pending trainings to drop (whole repeats,
-        the last first) so that the rest fits (`shrink`); (None, []) otherwise."""
-        live = [i for i in items if i not in self.dropped]
-        finished = sum(progress.get(i, TrainingState()).status == Status.DONE for i in live)
-        if finished < max(1, min(self.slots, len(live))) or finished < self.checked + self.slots \
-                and self.checked:
+    def check(self, items: list[Item], progress: dict[Item, TrainingState], now: float,
+              wall_now: float | None = None) -> tuple[str | None, list[Item]]:
+        """Every CHECK_S, once a training finished or got MIN_PROGRESS of its epochs in: a
+        message when the trainings left would end past the budget (+SLACK), and the pending
+        trainings to drop (whole repeats, the last first) so that the rest ends by the
+        deadline (`shrink`); (None, []) otherwise. `now` is on the deadline's clock,
+        `wall_now` on the trainings' start times' (time.time())."""
+        if self.checked is not None and now - self.checked < CHECK_S:
             return None, []
-        self.checked = finished
-        left_s = eta_seconds(live, progress, slots=self.slots, planned_s=self.planned_s) or 0.0
+        live = [i for i in items if i not in self.dropped]
+        per = _measured_per_training(live, progress, wall_now)
+        if per is None:
+            return None, []
+        self.checked = now
+        self.per = per
+        left_s = eta_seconds(live, progress, slots=self.slots, planned_s=per) or 0.0
         late_s = now + left_s - self.deadline
         if late_s <= SLACK * self.budget_s:
             return None, []
-        per = _measured_per_training(live, progress)
         pace = (f"the trainings take {per:.0f} s each here" if per else "the trainings run "
                 "slower than planned") + (f" (the plan said {self.planned_s:.0f} s" +
                                           _load_note() + ")" if self.planned_s else "")
@@ -66,7 +73,13 @@ class BudgetWatch:
                     "--resume` goes on later)"), []
         drop = self._affordable_cut(live, progress, now)
         if not drop:
-            return None, []
+            if self.said_in_flight:
+                return None, []
+            self.said_in_flight = True
+            return (f"budget: {pace}; the trainings in progress alone end about "
+                    f"{format_duration(late_s)} past the budget of "
+                    f"{format_duration(self.budget_s)}. Ctrl-C stops them at their next epoch "
+                    "(`dupes run --resume` trains them again), or let them finish"), []
         self.dropped += drop
         repeats = sorted({r for r, _ in drop})
         return (f"budget: {pace}; all {len(live)} trainings would end about "
@@ -87,7 +100,7 @@ class BudgetWatch:
                    not in (Status.PENDING, Status.RETRYING) for i in live):
                 continue
             # aim at the deadline itself: the slack is left for the analysis and the reports
-            left = eta_seconds(keep, progress, slots=self.slots, planned_s=self.planned_s)
+            left = eta_seconds(keep, progress, slots=self.slots, planned_s=self.per)
             if now + (left or 0.0) <= self.deadline:
                 break
             drop += by_repeat[repeat]
@@ -95,10 +108,20 @@ class BudgetWatch:
         return sorted(drop)
 
 
-def _measured_per_training(items: list[Item], progress: dict) -> float | None:
+def _measured_per_training(items: list[Item], progress: dict, wall_now: float | None
+                           ) -> float | None:
+    """Seconds a training takes here: the mean of the finished ones, else what the running
+    ones' epochs say (elapsed over the share done); None before either can tell."""
     done = [p.seconds for i in items if (p := progress.get(i)) is not None
             and p.status in FINISHED and p.seconds]
-    return sum(done) / len(done) if done else None
+    if done:
+        return sum(done) / len(done)
+    if wall_now is None:
+        return None
+    paces = [(wall_now - p.start) / (p.epoch / p.epochs) for i in items
+             if (p := progress.get(i)) is not None and p.status == Status.RUNNING and p.start
+             and p.epochs and p.epoch and p.epoch / p.epochs >= MIN_PROGRESS]
+    return sum(paces) / len(paces) if paces else None
 
 
 def _load_note() -> str:

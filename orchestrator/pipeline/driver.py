@@ -195,7 +195,7 @@ def collect(run: Run, launched: Launch, prep: Prepared, todo: list[Item],
                     failures[item] = error
                     t_last = time.perf_counter()
                 if budget is not None:
-                    note, drop = budget.check(todo, state, time.perf_counter())
+                    note, drop = budget.check(todo, state, time.perf_counter(), time.time())
                     if note:
                         console.print(f"[yellow]{note}[/]", highlight=False)
                     if drop:

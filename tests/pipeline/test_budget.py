@@ -77,3 +77,22 @@ def test_a_pass_slower_than_its_plan_keeps_its_budget(tmp_path, capsys, monkeypa
     monkeypatch.delenv("DUPES_INJECT_FAILURE")
     assert main(["run", "--resume", str(tmp_path / "r")]) == 0
     assert len(Run.open(tmp_path / "r").completed()) == 20
+
+
+def test_the_first_trainings_epochs_tell_the_pace_before_any_finishes():
+    # a wave slower than the budget itself: waiting for it to finish would be too late
+    progress = states(0, 0.0, running=2)
+    for item in ITEMS[:2]:
+        progress[item] = TrainingState(Status.RUNNING, epoch=2, epochs=4, start=1000.0)
+    watch = BudgetWatch(budget_s=120, deadline=120, slots=2, planned_s=10)
+    note, drop = watch.check(ITEMS, progress, now=30, wall_now=1030.0)
+    # 60 s a training (half done in 30 s): the wave ends at 60, one more repeat fits by 120
+    assert drop == [i for i in ITEMS if i[0] >= 2] and "60 s each" in note, note
+    assert watch.check(ITEMS, progress, now=35, wall_now=1035.0) == (None, [])  # 10 s apart
+    late = BudgetWatch(budget_s=40, deadline=40, slots=2, planned_s=10)
+    for item in ITEMS[:2]:
+        progress[item] = TrainingState(Status.RUNNING, epoch=1, epochs=4, start=1000.0)
+    note, drop = late.check(ITEMS, progress, now=30, wall_now=1030.0)
+    assert len(drop) == 18
+    note, drop = late.check(ITEMS, progress, now=45, wall_now=1045.0)
+    assert drop == [] and "in progress alone" in note and "Ctrl-C" in note, note
