@@ -18,7 +18,6 @@ from analysis.report import format_duration
 POLICIES = ("shrink", "warn")
 SLACK = 0.10  # a pass may end this share of its budget late before anything is dropped
 CHECK_S = 10.0  # re-estimate this often (a training's progress is read off its epochs)
-MIN_PROGRESS = 0.1  # a running training tells its pace once this share of its epochs is done
 
 
 @dataclass
@@ -35,6 +34,8 @@ class BudgetWatch:
     said_in_flight: bool = False           # ... and that the trainings in progress overrun
     dropped: list[Item] = field(default_factory=list)
     per: float | None = None               # seconds a training takes here, last measured
+    late_checks: int = 0                   # re-estimates in a row that said "late"
+    seen: dict = field(default_factory=dict)  # running training -> (epoch, wall) last seen
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -43,7 +44,7 @@ class BudgetWatch:
 
     def check(self, items: list[Item], progress: dict[Item, TrainingState], now: float,
               wall_now: float | None = None) -> tuple[str | None, list[Item]]:
-        """Every CHECK_S, once a training finished or got MIN_PROGRESS of its epochs in: a
+        """Every CHECK_S, once a training finished or moved on an epoch since the last: a
         message when the trainings left would end past the budget (+SLACK), and the pending
         trainings to drop (whole repeats, the last first) so that the rest ends by the
         deadline (`shrink`); (None, []) otherwise. `now` is on the deadline's clock,
@@ -51,7 +52,7 @@ class BudgetWatch:
         if self.checked is not None and now - self.checked < CHECK_S:
             return None, []
         live = [i for i in items if i not in self.dropped]
-        per = _measured_per_training(live, progress, wall_now)
+        per = self._pace(live, progress, wall_now)
         if per is None:
             return None, []
         self.checked = now
@@ -59,6 +60,10 @@ class BudgetWatch:
         left_s = eta_seconds(live, progress, slots=self.slots, planned_s=per) or 0.0
         late_s = now + left_s - self.deadline
         if late_s <= SLACK * self.budget_s:
+            self.late_checks = 0
+            return None, []
+        self.late_checks += 1
+        if self.late_checks < 2:  # late twice in a row: a dropped repeat is not given back
             return None, []
         pace = (f"the trainings take {per:.0f} s each here" if per else "the trainings run "
                 "slower than planned") + (f" (the plan said {self.planned_s:.0f} s" +
@@ -108,20 +113,28 @@ class BudgetWatch:
         return sorted(drop)
 
 
-def _measured_per_training(items: list[Item], progress: dict, wall_now: float | None
-                           ) -> float | None:
-    """Seconds a training takes here: the mean of the finished ones, else what the running
-    ones' epochs say (elapsed over the share done); None before either can tell."""
-    done = [p.seconds for i in items if (p := progress.get(i)) is not None
-            and p.status in FINISHED and p.seconds]
-    if done:
-        return sum(done) / len(done)
-    if wall_now is None:
-        return None
-    paces = [(wall_now - p.start) / (p.epoch / p.epochs) for i in items
-             if (p := progress.get(i)) is not None and p.status == Status.RUNNING and p.start
-             and p.epochs and p.epoch and p.epoch / p.epochs >= MIN_PROGRESS]
-    return sum(paces) / len(paces) if paces else None
+    def _pace(self, items: list[Item], progress: dict, wall_now: float | None
+              ) -> float | None:
+        """Seconds a training takes here: the mean wall of the finished ones, else the
+        running ones' seconds per epoch between two re-estimates times their epochs (not
+        since they started: the first epoch pays for loading and warm-up, which made a quiet
+        machine look 2x slower); None before either can tell."""
+        done = [p.seconds for i in items if (p := progress.get(i)) is not None
+                and p.status in FINISHED and p.seconds]
+        paces = []
+        for i in items:
+            p = progress.get(i)
+            if p is None or p.status != Status.RUNNING or not p.epoch or not p.epochs \
+                    or wall_now is None:
+                continue
+            seen = self.seen.get(i)
+            if seen is not None and p.epoch > seen[0]:
+                paces.append((wall_now - seen[1]) / (p.epoch - seen[0]) * p.epochs)
+            if seen is None or p.epoch > seen[0]:
+                self.seen[i] = (p.epoch, wall_now)
+        if done:
+            return sum(done) / len(done)
+        return sum(paces) / len(paces) if paces else self.per
 
 
 def _load_note() -> str:

@@ -24,6 +24,8 @@ def states(done: int, seconds: float, running: int = 0) -> dict:
 
 def test_trainings_three_times_slower_drop_the_last_whole_repeats():
     watch = BudgetWatch(budget_s=120, deadline=120, slots=2, planned_s=10)
+    assert watch.check(ITEMS, states(2, 30.0), now=25) == (None, [])  # late once: wait
+    assert watch.check(ITEMS, states(2, 30.0), now=30) == (None, [])  # 5 s later: no check
     note, drop = watch.check(ITEMS, states(2, 30.0), now=35)
     # 2 slots at 30 s: the 85 s to the deadline hold 5 more trainings: whole repeats 1-2
     assert drop == [i for i in ITEMS if i[0] >= 3], drop
@@ -36,6 +38,7 @@ def test_trainings_three_times_slower_drop_the_last_whole_repeats():
 def test_on_pace_nothing_is_said_and_warn_says_it_once():
     assert BudgetWatch(120, 120, 2, 10).check(ITEMS, states(2, 10.0), now=12) == (None, [])
     warn = BudgetWatch(120, 120, 2, 10, policy="warn")
+    warn.check(ITEMS, states(2, 30.0), now=25)
     note, drop = warn.check(ITEMS, states(2, 30.0), now=35)
     assert drop == [] and "past its budget of 2.0 min" in note, note
     assert warn.check(ITEMS, states(4, 30.0), now=65) == (None, [])
@@ -47,6 +50,7 @@ def test_a_repeat_already_started_is_never_cut():
     watch = BudgetWatch(budget_s=120, deadline=120, slots=2, planned_s=10)
     progress = states(2, 30.0)
     progress[(9, 0)] = TrainingState(Status.RUNNING, epoch=1, epochs=4)
+    watch.check(ITEMS, progress, now=25)
     _, drop = watch.check(ITEMS, progress, now=35)
     assert (9, 0) not in drop and (9, 1) not in drop and drop
 
@@ -80,19 +84,26 @@ def test_a_pass_slower_than_its_plan_keeps_its_budget(tmp_path, capsys, monkeypa
 
 
 def test_the_first_trainings_epochs_tell_the_pace_before_any_finishes():
-    # a wave slower than the budget itself: waiting for it to finish would be too late
-    progress = states(0, 0.0, running=2)
-    for item in ITEMS[:2]:
-        progress[item] = TrainingState(Status.RUNNING, epoch=2, epochs=4, start=1000.0)
-    watch = BudgetWatch(budget_s=120, deadline=120, slots=2, planned_s=10)
-    note, drop = watch.check(ITEMS, progress, now=30, wall_now=1030.0)
-    # 60 s a training (half done in 30 s): the wave ends at 60, one more repeat fits by 120
+    # a wave slower than the budget itself: waiting for it to finish would be too late. The
+    # pace is read between two looks (the first epoch pays for loading and warm-up)
+    def running(epoch):
+        progress = states(0, 0.0)
+        for item in ITEMS[:2]:
+            progress[item] = TrainingState(Status.RUNNING, epoch=epoch, epochs=4, start=990.0)
+        return progress
+
+    watch = BudgetWatch(budget_s=150, deadline=150, slots=2, planned_s=10)
+    assert watch.check(ITEMS, running(1), now=20, wall_now=1020.0) == (None, [])  # one look
+    assert watch.check(ITEMS, running(2), now=35, wall_now=1035.0) == (None, [])  # late once
+    note, drop = watch.check(ITEMS, running(2), now=45, wall_now=1045.0)
+    # 15 s an epoch, 60 s a training: the wave in progress ends at 75, one more repeat at
+    # 135, within the 150 s; the next would end at 195
     assert drop == [i for i in ITEMS if i[0] >= 2] and "60 s each" in note, note
-    assert watch.check(ITEMS, progress, now=35, wall_now=1035.0) == (None, [])  # 10 s apart
+    assert watch.check(ITEMS, running(2), now=50, wall_now=1050.0) == (None, [])  # 5 s apart
     late = BudgetWatch(budget_s=40, deadline=40, slots=2, planned_s=10)
-    for item in ITEMS[:2]:
-        progress[item] = TrainingState(Status.RUNNING, epoch=1, epochs=4, start=1000.0)
-    note, drop = late.check(ITEMS, progress, now=30, wall_now=1030.0)
+    late.check(ITEMS, running(1), now=20, wall_now=1020.0)
+    late.check(ITEMS, running(2), now=35, wall_now=1035.0)
+    _, drop = late.check(ITEMS, running(2), now=45, wall_now=1045.0)
     assert len(drop) == 18
-    note, drop = late.check(ITEMS, progress, now=45, wall_now=1045.0)
+    note, drop = late.check(ITEMS, running(2), now=55, wall_now=1055.0)
     assert drop == [] and "in progress alone" in note and "Ctrl-C" in note, note
