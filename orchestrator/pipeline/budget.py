@@ -18,6 +18,9 @@ from analysis.report import format_duration
 POLICIES = ("shrink", "warn")
 SLACK = 0.10  # a pass may end this share of its budget late before anything is dropped
 CHECK_S = 10.0  # re-estimate this often (a training's progress is read off its epochs)
+# no pace measured this long after the launch (a loaded machine starts its workers slowly:
+# 3.5 minutes under a CPU burner, BENCHMARKS.md): judge the rest by the plan's pace
+SLOW_START_S = 30.0
 
 
 @dataclass
@@ -35,6 +38,8 @@ class BudgetWatch:
     dropped: list[Item] = field(default_factory=list)
     per: float | None = None               # seconds a training takes here, last measured
     late_checks: int = 0                   # re-estimates in a row that said "late"
+    measured: float | None = None          # the last pace measured (not the plan's)
+    first: float | None = None             # when the watch was first asked (the launch)
     seen: dict = field(default_factory=dict)  # running training -> (epoch, wall) last seen
 
     def __post_init__(self):
@@ -51,8 +56,12 @@ class BudgetWatch:
         `wall_now` on the trainings' start times' (time.time())."""
         if self.checked is not None and now - self.checked < CHECK_S:
             return None, []
+        self.first = self.first if self.first is not None else now
         live = [i for i in items if i not in self.dropped]
         per = self._pace(live, progress, wall_now)
+        planned = per is None
+        if planned and now - self.first >= SLOW_START_S and self.planned_s:
+            per = self.planned_s  # the workers are slow to start: judge by the plan's pace
         if per is None:
             return None, []
         self.checked = now
@@ -65,9 +74,13 @@ class BudgetWatch:
         self.late_checks += 1
         if self.late_checks < 2:  # late twice in a row: a dropped repeat is not given back
             return None, []
-        pace = (f"the trainings take {per:.0f} s each here" if per else "the trainings run "
-                "slower than planned") + (f" (the plan said {self.planned_s:.0f} s" +
-                                          _load_note() + ")" if self.planned_s else "")
+        if planned:
+            pace = (f"no training has made progress {now - self.first:.0f} s after the launch "
+                    f"(workers start slowly on a loaded machine{_load_note()})")
+        else:
+            pace = (f"the trainings take {per:.0f} s each here" +
+                    (f" (the plan said {self.planned_s:.0f} s" + _load_note() + ")"
+                     if self.planned_s else ""))
         if self.policy == "warn":
             if self.said:
                 return None, []
@@ -133,8 +146,10 @@ class BudgetWatch:
             if seen is None or p.epoch > seen[0]:
                 self.seen[i] = (p.epoch, wall_now)
         if done:
-            return sum(done) / len(done)
-        return sum(paces) / len(paces) if paces else self.per
+            self.measured = sum(done) / len(done)
+        elif paces:
+            self.measured = sum(paces) / len(paces)
+        return self.measured
 
 
 def _load_note() -> str:

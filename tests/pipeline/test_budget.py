@@ -55,6 +55,17 @@ def test_a_repeat_already_started_is_never_cut():
     assert (9, 0) not in drop and (9, 1) not in drop and drop
 
 
+def test_workers_slow_to_start_are_judged_by_the_plans_pace():
+    watch = BudgetWatch(budget_s=60, deadline=60, slots=2, planned_s=10)
+    pending = states(0, 0.0)
+    assert watch.check(ITEMS, pending, now=5) == (None, [])  # the launch: nothing to judge
+    assert watch.check(ITEMS, pending, now=40) == (None, [])  # late once, at the plan's pace
+    note, drop = watch.check(ITEMS, pending, now=50)
+    # 50 s gone, 10 s left: one repeat of 10 s trainings on 2 slots, no more
+    assert drop == [i for i in ITEMS if i[0] >= 1], drop
+    assert "no training has made progress 45 s after the launch" in note, note
+
+
 @pytest.mark.slow
 def test_a_pass_slower_than_its_plan_keeps_its_budget(tmp_path, capsys, monkeypatch):
     """Every training 4 s slower than the plan's probe measured (as on a busier machine): the
