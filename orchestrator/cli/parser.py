@@ -17,8 +17,8 @@ from orchestrator.pipeline.search_space import TuneSettings
 from orchestrator.run.storage import parse_local_path, parse_location
 from trainers.hyp import Hyp
 
-PASS_FIELDS = ("repeats", "budget", "seed", "train_seed", "split", "sanity", "epoch_losses",
-               "ledger")
+PASS_FIELDS = ("repeats", "budget", "over_budget", "seed", "train_seed", "split", "sanity",
+               "epoch_losses", "ledger")
 RESOURCE_FIELDS = ("cpus_per_training", "gpus_per_training", "resources_per_training", "data_mode",
                    "max_failures", "address")
 
