@@ -72,9 +72,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 # A crash of the whole test process (SIGSEGV, seen in CI near the disk-full tests) must say
-# where it happened. pytest's own faulthandler loses its output: Ray installs its own fatal
-# signal handler on ray.init in this process, and the fd capture swallows what that prints.
-# So before every test Python's handler is installed again, writing to the real stderr.
+# where it happened. There, pytest's own faulthandler printed nothing; the suspect is Ray's
+# fatal-signal handler, installed by ray.init in this process, whose output the fd capture
+# would swallow. So before every test Python's handler is installed again, writing to the
+# real stderr.
 _REAL_STDERR = None
 
 
