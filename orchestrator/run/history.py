@@ -6,7 +6,6 @@ that copy reads it, so it knows it is round N+1 and which run was round N, from 
 """
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 from pathlib import Path
@@ -38,9 +37,7 @@ def provenance(src: Path | str, manifest_path: Path, changes: dict) -> dict:
             "manifest": str(manifest_path),
             "manifest_sha256": hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
             "run": meta.get("run_dir"), "ledger": meta.get("ledger"),
-            "changes": changes,
-            "applied_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds")}
+            "changes": changes}  # no time stamp: the same manifest gives the same tree
 
 
 def run_round(data: Path | str) -> dict:

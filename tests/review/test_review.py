@@ -207,7 +207,7 @@ def test_apply_builds_identical_corrected_copies_and_never_touches_src(run_data,
     assert not {"0/img0.png", "0/img1.png", "1/img2.png"} & set(one)
     assert "cat/sub/img3.png" not in one                  # removed
     assert one["cat/img1.png"] == before["cat/img1.png"]  # confirmed: unchanged
-    assert set(one) - {".dupes/CHANGES.csv"} == (set(before) - {"0/img0.png", "0/img1.png", "1/img2.png",
+    assert set(one) - {".dupes/CHANGES.csv", ".dupes/provenance.json"} == (set(before) - {"0/img0.png", "0/img1.png", "1/img2.png",
                                                          "cat/sub/img3.png"}) | {
         "1/img0__1.png", "cat/img1__1.png", "0/img2__1.png"}
     on_disk = pd.read_csv(tmp_path / "fixed1" / ".dupes/CHANGES.csv", dtype=str,
