@@ -14,11 +14,12 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from record import append_run  # benchmarks/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -81,11 +82,7 @@ def main() -> None:
               f"({row['wall_s'] / budget_s - 1:+.0%}); {row['trainings']} trainings, "
               f"{row['dropped']} dropped; first said late at "
               f"{row['first_note_s'] or float('nan'):.0f} s", flush=True)
-    old = json.loads(OUT.read_text()) if OUT.exists() else {"runs": []}
-    old["runs"].append({"when": time.strftime("%Y-%m-%d %H:%M"),
-                        "cpu": platform.processor() or platform.machine(), "results": rows})
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(old, indent=1))
+    append_run(OUT, results=rows)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ batch; and `trainers.heads.train_head` on 5,000 x 1,280 random features (a train
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -21,19 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from record import append_run  # benchmarks/ is on sys.path when a script runs
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "results" / "embed_speed.json"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -69,11 +59,7 @@ def main() -> None:
     for r in rows:
         print(f"| {r['size']} px | {r['images_per_s']:,.0f} | "
               f"{1e6 / r['images_per_s'] / 3600:,.1f} h | {1e7 / r['images_per_s'] / 3600:,.0f} h |")
-    old = json.loads(OUT.read_text()) if OUT.exists() else {"runs": []}
-    old["runs"].append({"when": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_name(),
-                        "threads": args.threads, "embed": rows, "head_s_5000x1280": head_s})
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(old, indent=1))
+    append_run(OUT, threads=args.threads, embed=rows, head_s_5000x1280=head_s)
 
 
 if __name__ == "__main__":

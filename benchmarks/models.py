@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from record import append_run  # benchmarks/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -247,11 +248,7 @@ def main() -> None:
     if args.score_only:
         print(json.dumps(rows, indent=1))
         return
-    old = json.loads(OUT.read_text()) if OUT.exists() else {"runs": []}
-    old["runs"].append({"when": time.strftime("%Y-%m-%d %H:%M"), "cpu": platform.processor()
-                        or platform.machine(), "results": rows})
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(old, indent=1))
+    append_run(OUT, results=rows)
     if tmp:
         tmp.cleanup()
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
@@ -34,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from record import append_run  # benchmarks/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -211,11 +212,7 @@ def main() -> None:
             rows.append(run_case(case, args.work, b, test))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(table(rows))
-    old = json.loads(OUT.read_text()) if OUT.exists() else {"runs": []}
-    old["runs"].append({"when": time.strftime("%Y-%m-%d %H:%M"),
-                        "cpu": platform.processor() or platform.machine(), "results": rows})
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(old, indent=1))
+    append_run(OUT, results=rows)
 
 
 if __name__ == "__main__":
