@@ -21,6 +21,7 @@ CHECK_S = 10.0  # re-estimate this often (a training's progress is read off its 
 # no pace measured this long after the launch (a loaded machine starts its workers slowly:
 # 3.5 minutes under a CPU burner, BENCHMARKS.md): judge the rest by the plan's pace
 SLOW_START_S = 30.0
+WAITING = (Status.PENDING, Status.RETRYING)  # not started (again): a repeat of these can go
 
 
 @dataclass
@@ -36,7 +37,6 @@ class BudgetWatch:
     said: bool = False                     # the overrun was announced
     said_in_flight: bool = False           # ... and that the trainings in progress overrun
     dropped: list[Item] = field(default_factory=list)
-    per: float | None = None               # seconds a training takes here, last measured
     late_checks: int = 0                   # re-estimates in a row that said "late"
     measured: float | None = None          # the last pace measured (not the plan's)
     first: float | None = None             # when the watch was first asked (the launch)
@@ -65,7 +65,6 @@ class BudgetWatch:
         if per is None:
             return None, []
         self.checked = now
-        self.per = per
         left_s = eta_seconds(live, progress, slots=self.slots, planned_s=per) or 0.0
         late_s = now + left_s - self.deadline
         if late_s <= SLACK * self.budget_s:
@@ -89,7 +88,7 @@ class BudgetWatch:
                     f"its budget of {format_duration(self.budget_s)} (--over-budget warn: it "
                     "goes on; Ctrl-C stops it after the epoch in progress, `dupes run "
                     "--resume` goes on later)"), []
-        drop = self._affordable_cut(live, progress, now)
+        drop = self._affordable_cut(live, progress, now, per)
         if not drop:
             if self.said_in_flight:
                 return None, []
@@ -106,32 +105,32 @@ class BudgetWatch:
                 f"within it; `dupes run --resume RUN` trains them later (--over-budget warn "
                 "keeps them)"), drop
 
-    def _affordable_cut(self, live: list[Item], progress: dict, now: float) -> list[Item]:
-        pending = [i for i in live if progress.get(i, TrainingState()).status
-                   in (Status.PENDING, Status.RETRYING)]
+    def _affordable_cut(self, live: list[Item], progress: dict, now: float, per: float
+                        ) -> list[Item]:
+        pending = [i for i in live if progress.get(i, TrainingState()).status in WAITING]
         by_repeat: dict[int, list[Item]] = {}
         for item in pending:
             by_repeat.setdefault(item[0], []).append(item)
         keep, drop = list(live), []
         for repeat in sorted(by_repeat, reverse=True):  # a repeat half-started is kept whole
-            if any(i[0] == repeat and progress.get(i, TrainingState()).status
-                   not in (Status.PENDING, Status.RETRYING) for i in live):
+            if any(i[0] == repeat and progress.get(i, TrainingState()).status not in WAITING
+                   for i in live):
                 continue
             # aim at the deadline itself: the slack is left for the analysis and the reports
-            left = eta_seconds(keep, progress, slots=self.slots, planned_s=self.per)
+            left = eta_seconds(keep, progress, slots=self.slots, planned_s=per)
             if now + (left or 0.0) <= self.deadline:
                 break
             drop += by_repeat[repeat]
             keep = [i for i in keep if i[0] != repeat]
         return sorted(drop)
 
-
     def _pace(self, items: list[Item], progress: dict, wall_now: float | None
               ) -> float | None:
         """Seconds a training takes here: the mean wall of the finished ones, else the
         running ones' seconds per epoch between two re-estimates times their epochs (not
         since they started: the first epoch pays for loading and warm-up, which made a quiet
-        machine look 2x slower); None before either can tell."""
+        machine look 2x slower); the last measured pace when nothing new was seen; None
+        before anything was."""
         done = [p.seconds for i in items if (p := progress.get(i)) is not None
                 and p.status in FINISHED and p.seconds]
         paces = []

@@ -153,8 +153,8 @@ def collect(run: Run, launched: Launch, prep: Prepared, todo: list[Item],
             console: Console, planned_s: float | None = None,
             budget: BudgetWatch | None = None) -> tuple[dict[Item, str], dict]:
     """Write each finished training as it comes, until the Ray Train run ends; returns the
-    failures and the launch/teardown timings. `budget` re-estimates the end at every wave
-    of finished trainings and drops the repeats it cannot afford."""
+    failures and the launch/teardown timings. `budget` re-estimates the end as the
+    trainings go and drops the repeats it cannot afford."""
     board, failures, state = launched.board, {}, {}
     t_fit, t_first, t_last = time.perf_counter(), None, None
     warned: set[str] = set()
@@ -201,7 +201,8 @@ def collect(run: Run, launched: Launch, prep: Prepared, todo: list[Item],
                     if drop:
                         ray.get(board.drop.remote(drop))
                         progress.drop(drop)
-                        state = {i: p for i, p in state.items() if i not in set(drop)}
+                        gone = set(drop)
+                        state = {i: p for i, p in state.items() if i not in gone}
                 progress.update(state)
                 for job in jobs:
                     job(running=running, warn=warn)

@@ -133,7 +133,7 @@ def analyse(run: Run, prep: Prepared, outcome: PassOutcome, console: Console, *,
     prev = previous_run(run)
     if prev is not None:
         try:  # a comparison is a convenience: a failure here must not lose a finished pass
-            console.print(rounds_report([prev, run]))
+            console.print(rounds_report([prev, run], last=analysis))
         except Exception as e:  # noqa: BLE001
             console.print(f"[yellow]warning:[/] no comparison with {prev}: {e}")
     try:  # pictures are a convenience: a failure here must not lose a finished pass

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console, Group
 
 from analysis.rounds import Review, RoundStats, compare_table, next_round, review_of, round_stats
+from analysis.run_analysis import Analysis
 from orchestrator.config import RunConfig
 from orchestrator.run.directory import Run
 from orchestrator.run.history import run_round
@@ -32,12 +33,14 @@ def place_in_rounds(run: Run, cfg: RunConfig, console: Console) -> RunConfig:
     return cfg
 
 
-def rounds_of(runs: list[Run]) -> tuple[list[RoundStats], list[Review | None]]:
+def rounds_of(runs: list[Run], *, last: Analysis | None = None
+              ) -> tuple[list[RoundStats], list[Review | None]]:
     """Each run's numbers, and the review that led from each run to the next (read from the
-    next run's provenance; None where it cannot be read)."""
+    next run's provenance; None where it cannot be read). `last`: the last run's analysis
+    when the caller has it (a pass that just analysed itself)."""
     stats, reviews = [], []
     for k, run in enumerate(runs):
-        analysis, _ = run.analysis()
+        analysis = last if last is not None and k == len(runs) - 1 else run.analysis()[0]
         stats.append(round_stats(analysis, name="/".join(Path(str(run.location)).parts[-2:]),
                                  round=int(run.history().get("round", k + 1))))
         if k:
@@ -73,7 +76,7 @@ def previous_run(run: Run) -> Run | None:
         return None
 
 
-def rounds_report(runs: list[Run]) -> Group:
+def rounds_report(runs: list[Run], *, last: Analysis | None = None) -> Group:
     """The comparison table and the next-round advice for runs in round order."""
-    stats, reviews = rounds_of(runs)
+    stats, reviews = rounds_of(runs, last=last)
     return Group(compare_table(stats, reviews), next_round(stats, reviews))

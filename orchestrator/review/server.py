@@ -66,8 +66,9 @@ class Triage:
         self.before = read_exported(self.review)
         refuse_moved(self.review, self.before)
         self.ledger = review_ledger(self.review, meta, ledger)
-        self.scores = _scores(meta.get("run_dir"), self.before)
-        self.warnings = _run_warnings(meta.get("run_dir"))
+        run = _local_run(meta.get("run_dir"))
+        self.scores = _scores(run, self.before)
+        self.warnings = _run_warnings(run)
         path = self.review / META_DIR / DECISIONS_FILE
         self.decisions: dict = rundir.read_json(path) if path.exists() else {}
         self.lock = threading.Lock()
@@ -137,13 +138,23 @@ class Triage:
             ["sha1", "class_name", "relpath"]]
 
 
-def _scores(run_dir: str | None, before: pd.DataFrame) -> dict[int, dict]:
-    """{sample_id: {score name: value}} from the run's dupes table when it is on this
-    machine; the triage works without (a review folder moved to another machine)."""
+def _local_run(run_dir: str | None) -> Run | None:
+    """The review's run when it is on this machine; None otherwise (a review folder moved to
+    another machine, a run gone): the triage works without."""
     if not run_dir or storage.parse_location(run_dir) != Path(run_dir):
+        return None
+    try:
+        return Run.open(run_dir)
+    except Exception:  # gone, moved, or not a run any more
+        return None
+
+
+def _scores(run: Run | None, before: pd.DataFrame) -> dict[int, dict]:
+    """{sample_id: {score name: value}} from the run's dupes table, when there is one."""
+    if run is None:
         return {}
     try:
-        table = Run.open(run_dir).dupes(columns=["sample_id", *SCORE_COLUMNS])
+        table = run.dupes(columns=["sample_id", *SCORE_COLUMNS])
     except Exception:  # gone, moved, or written by an older version: no scores then
         return {}
     table = table[table["sample_id"].isin(before["sample_id"])]
@@ -165,14 +176,12 @@ def _choices(row) -> tuple[float | None, list | None]:
     return prob("mean_prob_suggested"), ([second, p2] if second and p2 is not None else None)
 
 
-def _run_warnings(run_dir: str | None) -> list[str]:
+def _run_warnings(run: Run | None) -> list[str]:
     """The run's model-quality warnings (summary.json), so the technician sees them where
-    the decisions are made; [] when the run is not on this machine or has none."""
-    if not run_dir or storage.parse_location(run_dir) != Path(run_dir):
-        return []
+    the decisions are made; [] without the run or a summary."""
     try:
-        summary = Run.open(run_dir).summary()
-    except Exception:  # gone or moved: the triage works without
+        summary = run.summary() if run is not None else None
+    except Exception:  # an unreadable summary: the triage works without
         return []
     return list(summary.quality_warnings) if summary is not None else []
 
