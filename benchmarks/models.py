@@ -10,7 +10,9 @@ Cases (nothing from ../shared/data is committed; each is written to a temp folde
 - c10n-aggre, c10n-worst: the first 10,000 CIFAR-10 training images under CIFAR-10N's
   "aggregate" (majority of three annotators) and "worst" human labels;
 - digits, mnist, fmnist: the demo's digits (1,797), and the first 2,000 MNIST and
-  Fashion-MNIST training images, 5% planted (symmetric).
+  Fashion-MNIST training images, 5% planted (symmetric);
+- fmnist-pair (benchmarks/rounds.py's, not in the default list): the first 10,000
+  Fashion-MNIST training images, 10% moved to their confusable partner class.
 
 A case runs as `dupes run DATA --mode M` with no other flag (`auto` when M is left out) and is
 scored against the true labels: the mean held-out accuracy (against the given labels, as the
@@ -90,6 +92,15 @@ def make_case(name: str, folder: Path) -> dict:
         images = np.round(dd.images * (255 / 16)).astype(np.uint8)
         true, classes = dd.target, [str(c) for c in range(10)]
         given = planted(true, 0.05, 10, rng)
+        rels = write(folder, images, given, classes)
+    elif name == "fmnist-pair":  # issue #25's case: 10% of the first 10,000 moved to the
+        # confusable partner class (benchmarks/detection.py's pairs: shirt<->T-shirt, ...)
+        from detection import noisy_labels
+        d = dict(np.load(DATA / "fashion_mnist_train.npz"))
+        images, true = d["images"][:10000], d["labels"][:10000].astype(np.int64)
+        classes = [str(c).replace("/", "-") for c in d["classes"]]  # T-shirt/top: one folder
+        given = noisy_labels(true, rate=0.10, kind="asym", dataset="fmnist", n_classes=10,
+                             seed=1)
         rels = write(folder, images, given, classes)
     else:
         d = dict(np.load(DATA / {"mnist": "mnist_train.npz",
