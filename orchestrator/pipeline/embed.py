@@ -42,9 +42,9 @@ EMBED_CPU_SIZE = 192
 def describe(backbone: str, size: int, weights: str | None) -> EmbedSpec:
     """The spec of an embedding, its weights loaded strictly once here (a file that does not
     fit is refused before any actor starts: `trainers.backbones.WeightsMismatch`)."""
-    from trainers.backbones import WeightsMismatch, build, spec_of
+    from trainers.backbones import WeightsMismatch, spec_of, weights_of
     try:
-        _, got = build(backbone, size=size, weights=weights, pretrained=True)
+        got = weights_of(backbone, size=size, weights=weights)
     except WeightsMismatch as e:
         raise UsageError(str(e)) from None
     return EmbedSpec(backbone, size, got.name, got.sha256, spec_of(backbone).dim)

