@@ -57,9 +57,13 @@ def _scorers() -> dict:
 
 def label_quality(labels: np.ndarray, mean_probs: np.ndarray, *,
                   methods: tuple[str, ...] = SCORE_METHODS, issues: bool = True,
-                  filter_by: str = "prune_by_noise_rate") -> tuple[pd.DataFrame, np.ndarray, int]:
-    """cleanlab's label-quality scores, confident-learning flags and estimated number of
-    wrong labels, from one validation of `mean_probs` (samples x classes).
+                  filter_by: str = "prune_by_noise_rate"
+                  ) -> tuple[pd.DataFrame, np.ndarray, int, int]:
+    """cleanlab's label-quality scores, confident-learning flags and two estimates of the
+    number of wrong labels, from one validation of `mean_probs` (samples x classes): the
+    calibrated one (cleanlab's `num_label_issues` default, the noise estimate the report
+    shows) and the uncalibrated off-diagonal count (`estimation_method="off_diagonal"`), the
+    size of the dupe set under weak models (see `run_analysis.select`).
 
     Scores run from 0 (surely wrong) to 1 (surely right); rows of NaN (never predicted) get
     NaN scores and are never flagged. cleanlab's per-method scorers and `find_label_issues`
@@ -76,16 +80,16 @@ def label_quality(labels: np.ndarray, mean_probs: np.ndarray, *,
     labels, mean_probs = _check(labels, mean_probs)
     ok = _usable(labels, mean_probs)
     scores = {m: np.full(len(labels), np.nan) for m in methods}
-    flags, estimate = np.zeros(len(labels), bool), 0
+    flags, estimate, confident = np.zeros(len(labels), bool), 0, 0
     if not ok.any():
-        return pd.DataFrame(scores), flags, estimate
+        return pd.DataFrame(scores), flags, estimate, confident
     y, p = _rows(labels, mean_probs, ok)
     scorers = _scorers()
     for method in methods:
         scores[method][ok] = scorers[method](y, p)
     # cleanlab needs every class among the labels; with fewer, its estimate is meaningless
     if issues and ok.sum() >= 2 and len(np.unique(y)) == mean_probs.shape[1]:
-        from cleanlab.count import compute_confident_joint, estimate_joint
+        from cleanlab.count import compute_confident_joint, estimate_joint, num_label_issues
         from cleanlab.filter import find_label_issues
 
         joint = compute_confident_joint(y, p, calibrate=True)
@@ -94,7 +98,8 @@ def label_quality(labels: np.ndarray, mean_probs: np.ndarray, *,
         # as cleanlab's num_label_issues (off_diagonal_calibrated), on the same joint
         estimate = int(np.rint((1.0 - estimate_joint(y, p, confident_joint=joint).trace())
                                * len(y)))
-    return pd.DataFrame(scores), flags, estimate
+        confident = int(num_label_issues(y, p, estimation_method="off_diagonal"))
+    return pd.DataFrame(scores), flags, estimate, confident
 
 
 def label_quality_scores(labels: np.ndarray, mean_probs: np.ndarray, *,
@@ -106,7 +111,7 @@ def label_quality_scores(labels: np.ndarray, mean_probs: np.ndarray, *,
 def label_issues(labels: np.ndarray, mean_probs: np.ndarray, *,
                  filter_by: str = "prune_by_noise_rate") -> tuple[np.ndarray, int]:
     """The flags and estimated number of wrong labels of `label_quality` alone."""
-    return label_quality(labels, mean_probs, methods=(), filter_by=filter_by)[1:]
+    return label_quality(labels, mean_probs, methods=(), filter_by=filter_by)[1:3]
 
 
 def _rows(labels: np.ndarray, p: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

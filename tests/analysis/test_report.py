@@ -351,7 +351,8 @@ def test_weak_models_select_by_ranking_and_the_report_says_why():
     by_votes = analyze(*_random_run(400, 10, accuracy=0.6),
                        rule=DupeRule(">=2", min_ratio=0, select="votes"))
     # how many: the smaller of the estimate and the votes' count
-    assert len(weak.dupes) == min(weak.num_issues, len(by_votes.dupes)) > 0
+    assert len(weak.dupes) == min(weak.num_confident, len(by_votes.dupes)) > 0
+    assert weak.num_confident <= weak.num_issues  # before calibration: fewer
     assert "the smaller of" in weak.selected_why
     # which: the most suspect first, and only images some model predicted wrong
     sc = weak.dupes["self_confidence"].to_numpy()
@@ -371,8 +372,8 @@ def test_votes_that_cannot_reach_the_threshold_give_way_to_the_ranking():
     # 2 predictions per image and >= 8 votes: no image could ever be a dupe by votes
     few = analyze(*_random_run(400, 10, accuracy=0.85))
     assert few.selected_by == "ranking" and "cannot reach >=8 votes" in few.selected_why
-    assert len(few.dupes) == few.num_issues > 0
-    assert "estimates wrong labels" in few.selected_why
+    assert len(few.dupes) == few.num_confident > 0
+    assert "counts as confidently mislabelled" in few.selected_why
     kept = analyze(*_random_run(400, 10, accuracy=0.85), rule=DupeRule(select="votes"))
     assert kept.selected_by == "votes" and len(kept.dupes) == 0
 

@@ -121,7 +121,7 @@ def test_label_quality_equals_cleanlabs_public_entry_points():
 
     labels, probs, _ = noisy_probs(n=2000, k=5, flip=0.15, seed=3)
     probs[[7, 11]] = np.nan
-    scores, flags, estimate = label_quality(labels, probs)
+    scores, flags, estimate, confident = label_quality(labels, probs)
     ok = ~np.isnan(probs).any(1)
     y, p = labels[ok], probs[ok]
     for method in scores:
@@ -130,3 +130,4 @@ def test_label_quality_equals_cleanlabs_public_entry_points():
     assert np.isnan(scores.to_numpy()[~ok]).all() and not flags[~ok].any()
     np.testing.assert_array_equal(flags[ok], find_label_issues(y, p))
     assert estimate == num_label_issues(y, p) and estimate > 0
+    assert confident == num_label_issues(y, p, estimation_method="off_diagonal") > 0
