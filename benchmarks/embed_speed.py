@@ -1,8 +1,11 @@
-"""The embedding path's cost per image: EfficientNet-Lite0 (the offline ImageNet weights) on
-this machine's CPU threads at a few input sizes, and one logistic-regression head.
+"""The embedding path's cost per image: pretrained backbones with offline ImageNet weights
+(EfficientNet-Lite0, and the default Lite0+Lite2 ensemble) on this machine's CPU threads at a
+few input sizes, and one logistic-regression head.
 
-    .venv/bin/python benchmarks/embed_speed.py                # 128, 192, 224 px; 2 threads
+    .venv/bin/python benchmarks/embed_speed.py                # Lite0 at 128, 192, 224 px
     .venv/bin/python benchmarks/embed_speed.py --sizes 96 160 --threads 1
+    .venv/bin/python benchmarks/embed_speed.py --backbones efficientnet_lite0 \
+        efficientnet_lite2 efficientnet_lite0+efficientnet_lite2 --sizes 192
 
 Times `trainers.backbones.embed` (channels-last, batches of 32, the pass's CPU setting) on
 256 random 64-px uint8 images (resized by the extractor, as the pass does), after one warm-up
@@ -35,19 +38,23 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 192, 224])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--images", type=int, default=256)
+    ap.add_argument("--backbones", nargs="+", default=[LITE0],
+                    help="backbone names (a+b: an ensemble, as --backbone takes them)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (args.images, 64, 64, 3), dtype=np.uint8)
     rows = []
-    for size in args.sizes:
-        ext, _ = feature_extractor(LITE0, size=size)
-        embed(ext, images[:32])
-        t0 = time.perf_counter()
-        embed(ext, images)
-        rate = args.images / (time.perf_counter() - t0)
-        rows.append({"size": size, "images_per_s": rate})
-        print(f"{size} px: {rate:,.1f} images/s on {args.threads} thread(s)", flush=True)
+    for backbone in args.backbones:
+        for size in args.sizes:
+            ext, _ = feature_extractor(backbone, size=size)
+            embed(ext, images[:32])
+            t0 = time.perf_counter()
+            embed(ext, images)
+            rate = args.images / (time.perf_counter() - t0)
+            rows.append({"backbone": backbone, "size": size, "images_per_s": rate})
+            print(f"{backbone} at {size} px: {rate:,.1f} images/s on {args.threads} thread(s)",
+                  flush=True)
     feats = rng.standard_normal((10_000, 1280)).astype(np.float16)
     labels = rng.integers(0, 10, 10_000)
     t0 = time.perf_counter()
@@ -55,9 +62,9 @@ def main() -> None:
                num_classes=10)
     head_s = time.perf_counter() - t0
     print(f"one head, 5,000 x 1,280 features, 10 classes: {head_s:.2f} s")
-    print("| input size | images/s | 1M images | 10M images |\n|---|---|---|---|")
+    print("| backbone | input size | images/s | 1M images | 10M images |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['size']} px | {r['images_per_s']:,.0f} | "
+        print(f"| {r['backbone']} | {r['size']} px | {r['images_per_s']:,.0f} | "
               f"{1e6 / r['images_per_s'] / 3600:,.1f} h | {1e7 / r['images_per_s'] / 3600:,.0f} h |")
     append_run(OUT, threads=args.threads, embed=rows, head_s_5000x1280=head_s)
 
