@@ -1,0 +1,127 @@
+"""Which frozen backbone, and which head L2: the offline EfficientNet-Lite backbones alone and
+side by side, on the photos case, with the product's own head (issue #24).
+
+    .venv/bin/python benchmarks/models.py --work /tmp/bm --cases photos   # the case's run
+    .venv/bin/python benchmarks/backbone_choice.py --work /tmp/bm         # ~5 min on 2 cores
+
+Embeds the photos case's image cache (the 64-px squashed cache of its `dupes run`, as a pass
+embeds it) with each backbone at one size, once (kept in --work), then for every candidate
+(one backbone, or several joined by "+": their features concatenated, as
+`trainers.backbones.EnsembleExtractor` does) and every L2 strength, trains the product's head
+(`trainers.heads.train_head`) on swap splits of the run's images: 10 repeats of two halves.
+Reports the mean held-out accuracy against the given and the true labels and the average
+precision of self-confidence (from the mean held-out probabilities) against the planted
+errors, and the embedding speed. Prints a table, writes benchmarks/results/backbone_choice.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from record import append_run  # benchmarks/ is on sys.path when a script runs
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "benchmarks" / "results" / "backbone_choice.json"
+CANDIDATES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+              "efficientnet_lite0+efficientnet_lite1", "efficientnet_lite0+efficientnet_lite2",
+              "efficientnet_lite1+efficientnet_lite2"]
+
+
+def average_precision(score: np.ndarray, hits: np.ndarray) -> float:
+    order = np.argsort(-score, kind="stable")
+    h = hits[order].astype(np.float64)
+    return float((np.cumsum(h) / np.arange(1, len(h) + 1) * h).sum() / max(h.sum(), 1))
+
+
+def main() -> None:
+    from orchestrator.run.directory import Run
+    from trainers.backbones import embed, feature_extractor, parts_of
+    from trainers.heads import train_head
+    from trainers.hyp import Hyp
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, required=True, help="benchmarks/models.py's --work, "
+                    "holding the photos case's run (photos/run-auto)")
+    ap.add_argument("--case", default="photos/run-auto", help="the run, under --work")
+    ap.add_argument("--candidates", nargs="+", default=CANDIDATES)
+    ap.add_argument("--size", type=int, default=192, help="px the backbones see")
+    ap.add_argument("--l2", type=float, nargs="+", default=[300.0, 1000.0])
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    run_dir = args.work / args.case
+    run = Run.open(run_dir)
+    index, classes = run.index(), run.classes()
+    n = len(index)
+    images = run.images().gather(np.arange(n))
+    truth = json.loads((run_dir.parent / "truth.json").read_text())
+    name_of = {g: Path(rel).parts[0] for rel, (g, _) in truth.items()}
+    given = index["label"].to_numpy().astype(np.int64)
+    true = np.array([classes.index(name_of[truth[rel][1]]) for rel in index["relpath"]])
+    wrong = given != true
+
+    features, speed = {}, {}
+    for name in sorted({p for c in args.candidates for p in parts_of(c)}):
+        path = run_dir.parent / f"features-{name}-{args.size}px.npy"
+        ext, _ = feature_extractor(name, size=args.size)
+        embed(ext, images[:32])  # warm-up
+        t0 = time.perf_counter()
+        if path.exists():
+            embed(ext, images[:256])
+            speed[name] = 256 / (time.perf_counter() - t0)
+            features[name] = np.load(path)
+        else:
+            features[name] = embed(ext, images)
+            speed[name] = n / (time.perf_counter() - t0)
+            np.save(path, features[name])
+        print(f"{name} at {args.size} px: {speed[name]:,.1f} images/s on {args.threads} "
+              "thread(s)", flush=True)
+
+    rows = []
+    for cand in args.candidates:
+        x = np.concatenate([features[p] for p in parts_of(cand)], 1)
+        for l2 in args.l2:
+            hyp = replace(Hyp(mode="frozen"), head_l2=l2)
+            rng = np.random.default_rng(0)
+            probs, seen = np.zeros((n, len(classes))), np.zeros(n)
+            acc_given, acc_true = [], []
+            for rep in range(args.repeats):
+                order = rng.permutation(n)
+                a, b = order[:n // 2], order[n // 2:]
+                for tr, ev in ((a, b), (b, a)):
+                    out = train_head(hyp, x, given, tr, ev, seed=rep, num_classes=len(classes))
+                    probs[ev] += out.probs
+                    seen[ev] += 1
+                    acc_given.append(float((out.pred == given[ev]).mean()))
+                    acc_true.append(float((out.pred == true[ev]).mean()))
+            mean = probs / seen[:, None]
+            ap_sc = average_precision(-mean[np.arange(n), given], wrong)
+            # images/s of an ensemble: one image through every part
+            rate = 1 / sum(1 / speed[p] for p in parts_of(cand))
+            rows.append({"backbone": cand, "l2": l2, "dim": int(x.shape[1]),
+                         "heldout_given": float(np.mean(acc_given)),
+                         "heldout_true": float(np.mean(acc_true)), "ap": ap_sc,
+                         "images_per_s": rate})
+            r = rows[-1]
+            print(f"| {cand} | {l2:g} | {r['heldout_given']:.3f} / {r['heldout_true']:.3f} | "
+                  f"{ap_sc:.3f} | {rate:,.1f} |", flush=True)
+    print(f"| backbone | head L2 | held-out acc (given / true) | AP (self-confidence) | "
+          f"images/s at {args.size} px ({args.threads} threads) |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['backbone']} | {r['l2']:g} | {r['heldout_given']:.3f} / "
+              f"{r['heldout_true']:.3f} | {r['ap']:.3f} | {r['images_per_s']:,.1f} |")
+    append_run(OUT, case=args.case, size=args.size, repeats=args.repeats, threads=args.threads,
+               results=rows)
+
+
+if __name__ == "__main__":
+    main()
