@@ -181,6 +181,9 @@ def score(run: Path, truth: dict) -> dict:
             "heldout_accuracy_true": acc_true,
             "ap": average_precision(suspect, wrong), "rank": rank,
             "rule": analysis.set_name, "dupes": int(flagged.sum()),
+            # confident learning's counts: calibrated (the report's noise estimate) and not
+            # (the ranking's count under weak models)
+            "cl_calibrated": analysis.num_issues, "cl_count": analysis.num_confident,
             "precision": tp / max(1, int(flagged.sum())), "recall": tp / max(1, int(wrong.sum())),
             "wall_s": summary.get("wall_s"), "timings": summary.get("timings", {})}
 
