@@ -72,11 +72,12 @@ def sized_defaults(hyp: Hyp, *, given, n_images: int, image_size: int, channels:
 # (2,000 CIFAR-10 photos: 0.68 held-out accuracy against 0.38, 109 s against 566 s); on
 # MNIST and the digits the small CNN wins, so `auto` keeps it for small gray images
 # (Fashion-MNIST went the other way at 2,000 images: see there).
-FROZEN_WHY = ("colour images: heads on frozen ImageNet features measured 0.68 held-out "
+FROZEN_WHY = ("colour images: heads on frozen ImageNet features measured 0.71 held-out "
               "accuracy on 2,000 CIFAR-10 photos against 0.38 for the small CNN from scratch, "
-              "in a fifth of the time (BENCHMARKS.md)")
+              "in a quarter of the time (BENCHMARKS.md)")
 ENSEMBLE_WHY = (f"{LITE_ENSEMBLE}: the two backbones' features side by side measured 0.71 "
-                "held-out accuracy on those photos against 0.68 for Lite0's alone (BENCHMARKS.md)")
+                "held-out accuracy on those photos against 0.68 for Lite0's alone, at 40% of "
+                "its speed (BENCHMARKS.md)")
 LARGE_WHY = ("{size}-px images: a pretrained backbone's frozen features, where a network "
              "from scratch needs far more images and time (BENCHMARKS.md)")
 GRAY_WHY = ("small gray images ({size} px): the small CNN from scratch measured better than "
