@@ -3,6 +3,8 @@ side by side, on the photos case, with the product's own head (issue #24).
 
     .venv/bin/python benchmarks/models.py --work /tmp/bm --cases photos   # the case's run
     .venv/bin/python benchmarks/backbone_choice.py --work /tmp/bm         # ~5 min on 2 cores
+    .venv/bin/python benchmarks/backbone_choice.py --work /tmp/bm --subsets 200 500 1000 2000 \
+        --candidates efficientnet_lite0+efficientnet_lite2 --l2 100 300 1000   # L2 by size
 
 Embeds the photos case's image cache (the 64-px squashed cache of its `dupes run`, as a pass
 embeds it) with each backbone at one size, once (kept in --work), then for every candidate
@@ -56,6 +58,9 @@ def main() -> None:
     ap.add_argument("--l2", type=float, nargs="+", default=[300.0, 1000.0])
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--subsets", type=int, nargs="+", default=[],
+                    help="instead: the L2 by dataset size: for each N, 6 random draws of N "
+                         "images, a head on one half of each predicting the other")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     run_dir = args.work / args.case
@@ -86,6 +91,9 @@ def main() -> None:
         print(f"{name} at {args.size} px: {speed[name]:,.1f} images/s on {args.threads} "
               "thread(s)", flush=True)
 
+    if args.subsets:
+        by_size(args, features, given, classes, parts_of, train_head, Hyp)
+        return
     rows = []
     for cand in args.candidates:
         x = np.concatenate([features[p] for p in parts_of(cand)], 1)
@@ -121,6 +129,31 @@ def main() -> None:
               f"{r['heldout_true']:.3f} | {r['ap']:.3f} | {r['images_per_s']:,.1f} |")
     append_run(OUT, case=args.case, size=args.size, repeats=args.repeats, threads=args.threads,
                results=rows)
+
+
+def by_size(args, features, given, classes, parts_of, train_head, Hyp) -> None:
+    """Held-out accuracy of one head per draw, by dataset size and L2 (the head's L2 default
+    by the size of a training half, orchestrator/pipeline/settings.head_l2_for)."""
+    rows = []
+    print("| backbone | images (half) | " + " | ".join(f"L2 {v:g}" for v in args.l2)
+          + " |\n|---|---|" + "---|" * len(args.l2))
+    for cand in args.candidates:
+        x = np.concatenate([features[p] for p in parts_of(cand)], 1)
+        for n in args.subsets:
+            accs = {}
+            for l2 in args.l2:
+                got = []
+                for draw in range(6):
+                    pick = np.random.default_rng(draw).choice(len(given), n, replace=False)
+                    tr, ev = pick[:n // 2], pick[n // 2:]
+                    out = train_head(replace(Hyp(mode="frozen"), head_l2=l2), x, given, tr, ev,
+                                     seed=draw, num_classes=len(classes))
+                    got.append(float((out.pred == given[ev]).mean()))
+                accs[l2] = float(np.mean(got))
+            rows.append({"backbone": cand, "n": n, "heldout_given": accs})
+            print(f"| {cand} | {n:,} ({n // 2:,}) | "
+                  + " | ".join(f"{accs[v]:.3f}" for v in args.l2) + " |", flush=True)
+    append_run(OUT, case=args.case, size=args.size, threads=args.threads, by_size=rows)
 
 
 if __name__ == "__main__":

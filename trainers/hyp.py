@@ -84,8 +84,8 @@ class Hyp:
                          "CPUs, the backbone's own (224) on GPUs", min=0, max=1024)
     head_hidden: int = hp(0, "frozen mode: hidden units of the head; 0 = logistic regression "
                           "(fit to convergence)", min=0)
-    # 1,000, not 300: better held-out accuracy or equal on the photos and both CIFAR-10N cases,
-    # with Lite0 and with the ensemble (BENCHMARKS.md "Models that see")
+    # a pass sizes it when no flag does (pipeline.settings.head_l2_for: 300 for training
+    # halves under 500 images, else 1,000, measured better on the photos and CIFAR-10N)
     head_l2: float = hp(1000.0, "frozen mode: L2 strength of the logistic regression, "
                         "sklearn's 1/C (mean loss + l2/2n |W|^2)", min=0)
     head_epochs: int = hp(20, "frozen mode, hidden layer: passes over the training half", gt=0)

@@ -85,3 +85,15 @@ def test_an_ensemble_refuses_fine_tuning_and_a_single_weights_file(tmp_path):
                                          "ensemble"):
         resolve_hyperparameters(Hyp(mode="scratch", model=ensemble), given=("mode", "model"),
                                 n_images=100, image_size=64, channels=3, gpu=False)
+
+
+def test_the_heads_l2_follows_the_size_of_a_training_half_unless_a_flag_sets_it():
+    def l2(n, **kw):
+        hyp, why = resolve_hyperparameters(Hyp(**kw), given=tuple(kw), n_images=n,
+                                           image_size=64, channels=3, gpu=False)
+        return hyp.head_l2, why.get("head_l2", "")
+    small, why = l2(400)
+    assert small == 300 and "halves of 200 images, under 500" in why
+    large, why = l2(10_000)
+    assert large == 1000 and "halves of 5,000" in why
+    assert l2(400, head_l2=50.0) == (50.0, "")
