@@ -61,9 +61,10 @@ def label_quality(labels: np.ndarray, mean_probs: np.ndarray, *,
                   ) -> tuple[pd.DataFrame, np.ndarray, int, int]:
     """cleanlab's label-quality scores, confident-learning flags and two estimates of the
     number of wrong labels, from one validation of `mean_probs` (samples x classes): the
-    calibrated one (cleanlab's `num_label_issues` default, the noise estimate the report
-    shows) and the uncalibrated off-diagonal count (`estimation_method="off_diagonal"`), the
-    size of the dupe set under weak models (see `run_analysis.select`).
+    calibrated one (`num_label_issues(estimation_method="off_diagonal_calibrated")`, the
+    noise estimate the report shows) and the uncalibrated off-diagonal count (cleanlab
+    2.9's default method, "off_diagonal"), the size of the dupe set under weak models (see
+    `run_analysis.select`).
 
     Scores run from 0 (surely wrong) to 1 (surely right); rows of NaN (never predicted) get
     NaN scores and are never flagged. cleanlab's per-method scorers and `find_label_issues`
@@ -89,17 +90,31 @@ def label_quality(labels: np.ndarray, mean_probs: np.ndarray, *,
         scores[method][ok] = scorers[method](y, p)
     # cleanlab needs every class among the labels; with fewer, its estimate is meaningless
     if issues and ok.sum() >= 2 and len(np.unique(y)) == mean_probs.shape[1]:
-        from cleanlab.count import compute_confident_joint, estimate_joint, num_label_issues
+        from cleanlab.count import compute_confident_joint, estimate_joint
         from cleanlab.filter import find_label_issues
 
-        joint = compute_confident_joint(y, p, calibrate=True)
+        # calibration rescales the joint's counts, not which images are off its diagonal:
+        # one pass gives both
+        joint, off = compute_confident_joint(y, p, calibrate=True,
+                                             return_indices_of_off_diagonals=True)
         flags[ok] = find_label_issues(y, p, filter_by=filter_by, confident_joint=joint,
                                       n_jobs=1)
         # as cleanlab's num_label_issues (off_diagonal_calibrated), on the same joint
         estimate = int(np.rint((1.0 - estimate_joint(y, p, confident_joint=joint).trace())
                                * len(y)))
-        confident = int(num_label_issues(y, p, estimation_method="off_diagonal"))
+        confident = _off_diagonal_count(y, p, off)
     return pd.DataFrame(scores), flags, estimate, confident
+
+
+def _off_diagonal_count(y: np.ndarray, p: np.ndarray, off: np.ndarray) -> int:
+    """cleanlab's num_label_issues(estimation_method="off_diagonal") from the joint's
+    off-diagonal indices: those whose prediction, the given label nudged up by cleanlab's
+    float tolerance, is still another class. cleanlab copies all N x C probabilities for
+    that test (4 GB at 10M x 100); only the off-diagonal rows are copied here."""
+    from cleanlab.internal.constants import FLOATING_POINT_COMPARISON
+    q = np.array(p[off], copy=True)
+    q[np.arange(len(off)), y[off]] += FLOATING_POINT_COMPARISON
+    return int((q.argmax(1) != y[off]).sum())
 
 
 def label_quality_scores(labels: np.ndarray, mean_probs: np.ndarray, *,
