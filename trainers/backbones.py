@@ -244,7 +244,6 @@ class EnsembleExtractor(nn.Module):
     def __init__(self, parts: list[FeatureExtractor], spec: BackboneSpec):
         super().__init__()
         self.parts, self.spec, self.size = nn.ModuleList(parts), spec, parts[0].size
-        self.register_buffer("mean", parts[0].mean.clone())  # `embed` reads the device here
 
     def forward(self, images_u8: torch.Tensor) -> torch.Tensor:
         return torch.cat([p(images_u8) for p in self.parts], 1)
@@ -292,7 +291,7 @@ def feature_extractor(name: str, *, size: int | None = None, weights: str | None
 
 def embed(ext: FeatureExtractor, images: np.ndarray, *, batch: int = 32) -> np.ndarray:
     """float16 features (N x dim) of uint8 images (N H W C), in their order."""
-    device = ext.mean.device
+    device = next(ext.buffers()).device  # every extractor holds its input statistics
     out = np.empty((len(images), ext.spec.dim), np.float16)
     amp = dict(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     with torch.inference_mode(), torch.autocast(**amp):
