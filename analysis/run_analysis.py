@@ -171,7 +171,8 @@ def select(analysis: Analysis, rule: DupeRule) -> Analysis:
         # ranking's set had better precision and recall than the votes' own in every case.
         # Confident learning's count before calibration: calibrating scales each class's
         # confident counts up to all its labels, so the models' own mistakes count in
-        # proportion (11 weak passes: mean F1 0.598 against 0.565 with the calibrated one)
+        # proportion (10 passes selecting by ranking, BENCHMARKS.md: mean F1 0.521 against
+        # 0.504 with the calibrated one)
         estimate = int(analysis.num_confident if analysis.num_confident is not None
                        else analysis.num_issues)
         evals = int(pool["n_evals"].max()) if len(pool) else 0

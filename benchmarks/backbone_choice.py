@@ -18,7 +18,6 @@ errors, and the embedding speed. Prints a table, writes benchmarks/results/backb
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import replace
@@ -27,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from record import append_run  # benchmarks/ is on sys.path when a script runs
+from models import average_precision  # benchmarks/ is on sys.path when a script runs
+from record import append_run
+from rounds import truth_of
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -35,12 +36,6 @@ OUT = ROOT / "benchmarks" / "results" / "backbone_choice.json"
 CANDIDATES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
               "efficientnet_lite0+efficientnet_lite1", "efficientnet_lite0+efficientnet_lite2",
               "efficientnet_lite1+efficientnet_lite2"]
-
-
-def average_precision(score: np.ndarray, hits: np.ndarray) -> float:
-    order = np.argsort(-score, kind="stable")
-    h = hits[order].astype(np.float64)
-    return float((np.cumsum(h) / np.arange(1, len(h) + 1) * h).sum() / max(h.sum(), 1))
 
 
 def main() -> None:
@@ -68,10 +63,9 @@ def main() -> None:
     index, classes = run.index(), run.classes()
     n = len(index)
     images = run.images().gather(np.arange(n))
-    truth = json.loads((run_dir.parent / "truth.json").read_text())
-    name_of = {g: Path(rel).parts[0] for rel, (g, _) in truth.items()}
+    truth = truth_of(run_dir.parent)
     given = index["label"].to_numpy().astype(np.int64)
-    true = np.array([classes.index(name_of[truth[rel][1]]) for rel in index["relpath"]])
+    true = np.array([classes.index(truth[Path(rel).stem]) for rel in index["relpath"]])
     wrong = given != true
 
     features, speed = {}, {}

@@ -68,8 +68,9 @@ def sized_defaults(hyp: Hyp, *, given, n_images: int, image_size: int, channels:
 
 
 # Measured on 2 CPU cores (BENCHMARKS.md "Models that see"): on colour photos heads on
-# efficientnet_lite0's frozen ImageNet features beat the small CNN from scratch by far
-# (2,000 CIFAR-10 photos: 0.68 held-out accuracy against 0.38, 109 s against 566 s); on
+# frozen ImageNet features beat the small CNN from scratch by far (2,000 CIFAR-10 photos:
+# 0.68 held-out accuracy with Lite0 and 0.71 with Lite0+Lite2 against 0.38; 109 s and 126 s
+# against 566 s); on
 # MNIST and the digits the small CNN wins, so `auto` keeps it for small gray images
 # (Fashion-MNIST went the other way at 2,000 images: see there).
 FROZEN_WHY = ("colour images: heads on frozen ImageNet features measured 0.71 held-out "
@@ -217,9 +218,9 @@ def resolve_hyperparameters(hyp: Hyp, *, given, n_images: int, image_size: int,
 # The head's L2 by the size of a training half (benchmarks/backbone_choice.py and the photos
 # case's ensemble features, 6 draws per size, held-out accuracy at L2 100 / 300 / 1,000):
 # halves of 100 images 0.550 / 0.542 / 0.508, of 250 0.663 / 0.663 / 0.653, of 500
-# 0.684 / 0.688 / 0.691, of 1,000 0.703 / 0.708 / 0.712; CIFAR-10N's halves of 5,000 gained
-# with 1,000 too. The objective is mean loss + L2 / 2n |W|^2, so the pull already weakens
-# with n, yet small halves still want less of it.
+# 0.684 / 0.688 / 0.691, of 1,000 0.703 / 0.708 / 0.712 (BENCHMARKS.md; the CIFAR-10N
+# passes' halves of 5,000 ran at 1,000, not compared with 300). The objective is mean loss +
+# L2 / 2n |W|^2, so the pull already weakens with n, yet small halves still want less of it.
 HEAD_L2_SMALL, HEAD_L2, HEAD_L2_FROM = 300.0, 1000.0, 500
 
 
