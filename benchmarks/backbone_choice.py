@@ -5,6 +5,10 @@ side by side, on the photos case, with the product's own head (issue #24).
     .venv/bin/python benchmarks/backbone_choice.py --work /tmp/bm         # ~5 min on 2 cores
     .venv/bin/python benchmarks/backbone_choice.py --work /tmp/bm --subsets 200 500 1000 2000 \
         --candidates efficientnet_lite0+efficientnet_lite2 --l2 100 300 1000   # L2 by size
+    .venv/bin/python benchmarks/backbone_choice.py --work /tmp/bm --l2 1000 --flip \
+        --candidates efficientnet_lite0+efficientnet_lite2    # mirrored too, features averaged
+    .venv/bin/python benchmarks/backbone_choice.py --work /tmp/bm --l2 1000 --size 224 \
+        --candidates efficientnet_lite2                       # another size
 
 Embeds the photos case's image cache (the 64-px squashed cache of its `dupes run`, as a pass
 embeds it) with each backbone at one size, once (kept in --work), then for every candidate
@@ -13,7 +17,8 @@ embeds it) with each backbone at one size, once (kept in --work), then for every
 (`trainers.heads.train_head`) on swap splits of the run's images: 10 repeats of two halves.
 Reports the mean held-out accuracy against the given and the true labels and the average
 precision of self-confidence (from the mean held-out probabilities) against the planted
-errors, and the embedding speed. Prints a table, writes benchmarks/results/backbone_choice.json.
+errors, the precision and recall of the dupe set a weak pass would choose from them (the top N
+by self-confidence, N = confident learning's uncalibrated count), and the embedding speed. Prints a table, writes benchmarks/results/backbone_choice.json.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ CANDIDATES = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
 
 
 def main() -> None:
+    from analysis.scores import label_quality
     from orchestrator.run.directory import Run
     from trainers.backbones import embed, feature_extractor, parts_of
     from trainers.heads import train_head
@@ -53,6 +59,9 @@ def main() -> None:
     ap.add_argument("--l2", type=float, nargs="+", default=[300.0, 1000.0])
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--flip", action="store_true",
+                    help="also embed every image mirrored and average the two features (a "
+                         "test-time augmentation the pass does not do; 2x the embedding)")
     ap.add_argument("--subsets", type=int, nargs="+", default=[],
                     help="instead: the L2 by dataset size: for each N, 6 random draws of N "
                          "images, a head on one half of each predicting the other")
@@ -82,6 +91,12 @@ def main() -> None:
             features[name] = embed(ext, images)
             speed[name] = n / (time.perf_counter() - t0)
             np.save(path, features[name])
+        if args.flip:  # cached beside the plain features; the speed stays the plain one's
+            flipped = path.with_name(path.stem + "-flip.npy")
+            if not flipped.exists():
+                np.save(flipped, embed(ext, np.ascontiguousarray(images[:, :, ::-1])))
+            features[name] = ((features[name].astype(np.float32)
+                               + np.load(flipped).astype(np.float32)) / 2)
         print(f"{name} at {args.size} px: {speed[name]:,.1f} images/s on {args.threads} "
               "thread(s)", flush=True)
 
@@ -106,23 +121,31 @@ def main() -> None:
                     acc_given.append(float((out.pred == given[ev]).mean()))
                     acc_true.append(float((out.pred == true[ev]).mean()))
             mean = probs / seen[:, None]
-            ap_sc = average_precision(-mean[np.arange(n), given], wrong)
+            sc = mean[np.arange(n), given]
+            ap_sc = average_precision(-sc, wrong)
+            count = label_quality(given, mean)[3]
+            hit = int(wrong[np.argsort(sc, kind="stable")[:count]].sum())
             # images/s of an ensemble: one image through every part
             rate = 1 / sum(1 / speed[p] for p in parts_of(cand))
-            rows.append({"backbone": cand, "l2": l2, "dim": int(x.shape[1]),
+            rows.append({"backbone": cand, "l2": l2, "flip": args.flip, "dim": int(x.shape[1]),
                          "heldout_given": float(np.mean(acc_given)),
                          "heldout_true": float(np.mean(acc_true)), "ap": ap_sc,
+                         "cl_count": count, "precision": hit / max(1, count),
+                         "recall": hit / int(wrong.sum()),
                          "images_per_s": rate})
             r = rows[-1]
             print(f"| {cand} | {l2:g} | {r['heldout_given']:.3f} / {r['heldout_true']:.3f} | "
-                  f"{ap_sc:.3f} | {rate:,.1f} |", flush=True)
+                  f"{ap_sc:.3f} | {count} | {r['precision']:.3f} / {r['recall']:.3f} | "
+                  f"{rate:,.1f} |", flush=True)
     print(f"| backbone | head L2 | held-out acc (given / true) | AP (self-confidence) | "
-          f"images/s at {args.size} px ({args.threads} threads) |\n|---|---|---|---|---|")
+          f"CL count | its P / R | images/s at {args.size} px ({args.threads} threads) |\n"
+          "|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['backbone']} | {r['l2']:g} | {r['heldout_given']:.3f} / "
-              f"{r['heldout_true']:.3f} | {r['ap']:.3f} | {r['images_per_s']:,.1f} |")
+              f"{r['heldout_true']:.3f} | {r['ap']:.3f} | {r['cl_count']} | "
+              f"{r['precision']:.3f} / {r['recall']:.3f} | {r['images_per_s']:,.1f} |")
     append_run(OUT, case=args.case, size=args.size, repeats=args.repeats, threads=args.threads,
-               results=rows)
+               flip=args.flip, results=rows)
 
 
 def by_size(args, features, given, classes, parts_of, train_head, Hyp) -> None:

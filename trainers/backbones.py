@@ -256,14 +256,19 @@ def ensemble_weights(got: list[Weights]) -> Weights:
                    hashlib.sha256("+".join(w.sha256 for w in got).encode()).hexdigest())
 
 
+def one_file_for_several(name: str) -> str:
+    """Why `--weights` cannot go with the ensemble `name`, and the fix (the plan and direct
+    callers refuse with the same words)."""
+    return (f"--weights gives one file, and --backbone {name} is several backbones: leave "
+            "--weights out (the installed weights), or give one --backbone")
+
+
 def weights_of(name: str, *, size: int, weights: str | None = None) -> Weights:
     """Which weights `name` would load, loading them strictly (a file that does not fit
     raises WeightsMismatch): what config.json and the embedding folder record."""
     if "+" in name:
         if weights:
-            raise WeightsMismatch(f"--weights gives one file, and {name} is several backbones; "
-                                  "leave --weights out (the installed weights), or embed with "
-                                  "one --backbone")
+            raise WeightsMismatch(one_file_for_several(name))
         return ensemble_weights([weights_of(p, size=size) for p in parts_of(name)])
     return build(name, size=size, weights=weights, pretrained=True)[1]
 

@@ -12,7 +12,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from trainers.backbones import LITE0, LITE_ENSEMBLE, LITES, parts_of, weights_available
+from trainers.backbones import (LITE0, LITE_ENSEMBLE, LITES, one_file_for_several, parts_of,
+                               weights_available)
 from trainers.hyp import Hyp
 from trainers.models import SMALL_IMAGE_MAX, resolve_model
 from trainers.sanity import Mirror
@@ -93,9 +94,7 @@ def resolve_mode(hyp: Hyp, *, given, image_size: int, channels: int,
     fine-tune or to load one --weights file, is a ValueError naming the fix."""
     auto = hyp.backbone == "auto"
     if "+" in hyp.backbone and hyp.weights:
-        raise ValueError(f"--weights gives one file, and --backbone {hyp.backbone} is several "
-                         "backbones: leave --weights out (the installed weights), or give one "
-                         "--backbone")
+        raise ValueError(one_file_for_several(hyp.backbone))
     hyp, why = _resolve_mode(replace(hyp, backbone=LITE0) if auto else hyp, given=given,
                              image_size=image_size, channels=channels, gpu=gpu)
     if auto and hyp.mode == "frozen" and not hyp.weights and weights_available(LITE_ENSEMBLE):
