@@ -20,6 +20,8 @@ change of the count is measured on all of them at once, not tuned on one:
 - ratio3: images whose most probable other class has >= 3x the label's mean probability
 - unanimous: images whose every held-out prediction is the same wrong class
 - cl x acc: confident learning's count times the held-out accuracy
+- stable: images confident learning counts in at least 80% of the repeats, each repeat's
+  held-out probabilities on their own (every image is predicted once per repeat)
 - best: the N of the highest F1 (an oracle: what any count could reach with this ranking)
 
 Prints a table (F1 per pass and estimate, the mean over the weak passes) and writes
@@ -40,7 +42,8 @@ from record import append_run  # benchmarks/ is on sys.path when a script runs
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "results" / "count_rules.json"
-RULES = ("product", "cl", "calibrated", "votes", "both", "ratio3", "unanimous", "cl x acc")
+RULES = ("product", "cl", "calibrated", "votes", "both", "ratio3", "unanimous", "cl x acc",
+         "stable")
 WEAK_BELOW = 0.8  # analysis.rule.RANKING_BELOW_ACCURACY
 
 
@@ -51,7 +54,36 @@ def top_n_scores(order: np.ndarray, wrong: np.ndarray, n: int) -> dict:
     return {"n": n, "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if hit else 0.0}
 
 
-def counts(analysis, mean_probs: np.ndarray) -> dict:
+def stable_count(opened, labels: np.ndarray, num_classes: int) -> int:
+    """Images off the confident joint's diagonal (cleanlab's uncalibrated count) in at least
+    80% of the repeats, each repeat's predictions on their own."""
+    from cleanlab.count import compute_confident_joint
+    from cleanlab.internal.constants import FLOATING_POINT_COMPARISON
+    table = opened.predictions(["sample_id", "repeat", "probs"]).to_pandas()
+    n = len(labels)
+    times = np.zeros(n, int)
+    repeats = sorted(table["repeat"].unique())
+    for rep in repeats:
+        one = table[table["repeat"] == rep]
+        p = np.zeros((n, num_classes))
+        p[one["sample_id"].to_numpy()] = np.stack(one["probs"].to_numpy())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _, off = compute_confident_joint(labels, p, calibrate=False,
+                                             return_indices_of_off_diagonals=True)
+        q = p[off].copy()
+        q[np.arange(len(off)), labels[off]] += FLOATING_POINT_COMPARISON
+        times[off[q.argmax(1) != labels[off]]] += 1
+    return int((times >= np.ceil(0.8 * len(repeats))).sum())
+
+
+def labels_by_id(votes) -> np.ndarray:
+    out = np.zeros(int(votes["sample_id"].max()) + 1, np.int64)
+    out[votes["sample_id"].to_numpy()] = votes["label"].to_numpy()
+    return out
+
+
+def counts(analysis, mean_probs: np.ndarray, opened) -> dict:
     from cleanlab.filter import find_label_issues
     votes = analysis.votes
     y = votes["label"].to_numpy(np.int64)
@@ -71,7 +103,8 @@ def counts(analysis, mean_probs: np.ndarray) -> dict:
             "calibrated": int(analysis.num_issues), "votes": None if few else by_votes,
             "both": both, "ratio3": int((other.max(1) >= 3 * given).sum()),
             "unanimous": int((votes["top_wrong_votes"] == votes["n_evals"]).sum()),
-            "cl x acc": int(round(cl * float(analysis.accuracy["accuracy"].mean())))}
+            "cl x acc": int(round(cl * float(analysis.accuracy["accuracy"].mean()))),
+            "stable": stable_count(opened, labels_by_id(votes), p.shape[1])}
 
 
 def score_pass(run: Path) -> dict:
@@ -84,7 +117,7 @@ def score_pass(run: Path) -> dict:
     suspect = np.nan_to_num(votes["combined"].to_numpy(np.float64), nan=-np.inf)
     order = np.argsort(-suspect, kind="stable")
     mean_probs = opened.prediction_columns(mean_probs=True)["mean_probs"]
-    est = counts(analysis, mean_probs)
+    est = counts(analysis, mean_probs, opened)
     scores = {k: (None if v is None else top_n_scores(order, wrong, v)) for k, v in est.items()}
     f1 = [top_n_scores(order, wrong, n)["f1"] for n in range(1, 3 * int(wrong.sum()) + 1)]
     scores["best"] = top_n_scores(order, wrong, int(np.argmax(f1)) + 1)
