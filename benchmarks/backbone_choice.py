@@ -9,6 +9,8 @@ side by side, on the photos case, with the product's own head (issue #24).
         --candidates efficientnet_lite0+efficientnet_lite2    # mirrored too, features averaged
     .venv/bin/python benchmarks/backbone_choice.py --work /tmp/bm --l2 1000 --size 224 \
         --candidates efficientnet_lite2                       # another size
+    .venv/bin/python benchmarks/backbone_choice.py --work /tmp/bm --l2 1000 --stages \
+        --candidates efficientnet_lite0+efficientnet_lite2    # earlier stages' features too
 
 Embeds the photos case's image cache (the 64-px squashed cache of its `dupes run`, as a pass
 embeds it) with each backbone at one size, once (kept in --work), then for every candidate
@@ -62,6 +64,10 @@ def main() -> None:
     ap.add_argument("--flip", action="store_true",
                     help="also embed every image mirrored and average the two features (a "
                          "test-time augmentation the pass does not do; 2x the embedding)")
+    ap.add_argument("--stages", action="store_true",
+                    help="EfficientNet-Lite only: beside the final features, the pooled "
+                         "output of the last block of each of the last 3 stages (what the "
+                         "pass does not embed; the same forward pass)")
     ap.add_argument("--subsets", type=int, nargs="+", default=[],
                     help="instead: the L2 by dataset size: for each N, 6 random draws of N "
                          "images, a head on one half of each predicting the other")
@@ -91,6 +97,11 @@ def main() -> None:
             features[name] = embed(ext, images)
             speed[name] = n / (time.perf_counter() - t0)
             np.save(path, features[name])
+        if args.stages:  # cached beside the plain features
+            staged = path.with_name(path.stem + "-stages.npy")
+            if not staged.exists():
+                np.save(staged, stage_features(ext, images))
+            features[name] = np.concatenate([features[name], np.load(staged)], 1)
         if args.flip:  # cached beside the plain features; the speed stays the plain one's
             flipped = path.with_name(path.stem + "-flip.npy")
             if not flipped.exists():
@@ -127,7 +138,7 @@ def main() -> None:
             hit = int(wrong[np.argsort(sc, kind="stable")[:count]].sum())
             # images/s of an ensemble: one image through every part
             rate = 1 / sum(1 / speed[p] for p in parts_of(cand))
-            rows.append({"backbone": cand, "l2": l2, "flip": args.flip, "dim": int(x.shape[1]),
+            rows.append({"backbone": cand, "l2": l2, "flip": args.flip, "stages": args.stages, "dim": int(x.shape[1]),
                          "heldout_given": float(np.mean(acc_given)),
                          "heldout_true": float(np.mean(acc_true)), "ap": ap_sc,
                          "cl_count": count, "precision": hit / max(1, count),
@@ -145,7 +156,28 @@ def main() -> None:
               f"{r['heldout_true']:.3f} | {r['ap']:.3f} | {r['cl_count']} | "
               f"{r['precision']:.3f} / {r['recall']:.3f} | {r['images_per_s']:,.1f} |")
     append_run(OUT, case=args.case, size=args.size, repeats=args.repeats, threads=args.threads,
-               flip=args.flip, results=rows)
+               flip=args.flip, stages=args.stages, results=rows)
+
+
+def stage_features(ext, images: np.ndarray) -> np.ndarray:
+    """The pooled outputs of the last block of each of an EfficientNet-Lite's last 3 stages
+    (a stage ends where the next block's width changes), float16, N x (their widths)."""
+    blocks = ext.model._blocks
+    width = [b._project_conv.out_channels for b in blocks]
+    ends = [i for i in range(len(blocks)) if i == len(blocks) - 1 or width[i + 1] != width[i]]
+    got: dict[int, torch.Tensor] = {}
+    hooks = [blocks[i].register_forward_hook(
+        lambda _m, _a, out, i=i: got.__setitem__(i, out.mean((2, 3)))) for i in ends[-3:]]
+    parts = []
+    try:
+        with torch.inference_mode():
+            for lo in range(0, len(images), 32):
+                ext(torch.from_numpy(np.ascontiguousarray(images[lo:lo + 32])))
+                parts.append(torch.cat([got[i] for i in ends[-3:]], 1).float().numpy())
+    finally:
+        for h in hooks:
+            h.remove()
+    return np.concatenate(parts).astype(np.float16)
 
 
 def by_size(args, features, given, classes, parts_of, train_head, Hyp) -> None:
