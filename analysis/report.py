@@ -221,6 +221,7 @@ def model_and_training(d: dict) -> list[tuple[str, str]]:
         head = (f"MLP ({d.get('head_hidden')} hidden), {d.get('head_epochs')} epochs"
                 if d.get("head_hidden") else f"logistic regression, L2 {d.get('head_l2')}")
         return [("model", f"frozen {d.get('backbone')} features at {d.get('embed_size')} px"
+                          + (", with its last 3 stages'" if d.get("embed_stages") else "")
                           + (f" ({weights}, sha256 {str(d.get('weights_sha256'))[:12]})"
                              if weights else "")),
                 ("training", f"a head per training: {head}")]
@@ -241,7 +242,8 @@ def model_settings(config: dict) -> dict:
     hyp, emb = dict(config.get("hyp", {})), config.get("embedding") or {}
     if emb:
         hyp.update(embed_size=emb.get("size"), weights_name=emb.get("weights"),
-                   weights_sha256=emb.get("sha256"), backbone=emb.get("backbone"))
+                   weights_sha256=emb.get("sha256"), backbone=emb.get("backbone"),
+                   embed_stages=bool(emb.get("stages")))
     return hyp
 
 

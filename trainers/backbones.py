@@ -14,7 +14,7 @@ of BENCHMARKS.md Lite0 and Lite2 together beat either alone).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,16 +41,19 @@ class BackboneSpec:
     std: tuple[float, float, float]
     dim: int                         # features per image (before the classifier)
     classifier: tuple[str, ...]      # state-dict prefixes of its classifier (left out on load)
+    # EfficientNet-Lite: widths of the last block of each of its last 3 stages, whose pooled
+    # outputs `stages` adds beside the final features (FeatureExtractor)
+    stages: tuple[int, ...] = ()
 
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 # The Lite0 weights were trained on (x - 0.5) / 0.5; ImageNet's mean/std measured worse here
 SPECS = {
-    LITE0: BackboneSpec(LITE0, 224, (0.5,) * 3, (0.5,) * 3, 1280, ("_fc.",)),
+    LITE0: BackboneSpec(LITE0, 224, (0.5,) * 3, (0.5,) * 3, 1280, ("_fc.",), (112, 192, 320)),
     "efficientnet_lite1": BackboneSpec("efficientnet_lite1", 240, (0.5,) * 3, (0.5,) * 3, 1280,
-                                       ("_fc.",)),
+                                       ("_fc.",), (112, 192, 320)),
     "efficientnet_lite2": BackboneSpec("efficientnet_lite2", 260, (0.5,) * 3, (0.5,) * 3, 1280,
-                                       ("_fc.",)),
+                                       ("_fc.",), (120, 208, 352)),
     "resnet18": BackboneSpec("resnet18", 224, *IMAGENET, 512, ("fc.",)),
     "resnet50": BackboneSpec("resnet50", 224, *IMAGENET, 2048, ("fc.",)),
     "efficientnet_b0": BackboneSpec("efficientnet_b0", 224, *IMAGENET, 1280, ("classifier.",)),
@@ -76,17 +79,24 @@ def parts_of(name: str) -> list[str]:
     return name.split("+")
 
 
-def spec_of(name: str) -> BackboneSpec:
+def spec_of(name: str, *, stages: bool = False) -> BackboneSpec:
+    """What `name` expects and gives; with `stages`, `dim` counts the stage features of the
+    backbones that have them (EfficientNet-Lite) beside the final ones."""
     parts = parts_of(name)
     for part in parts:
         if part not in SPECS:
             raise ValueError(f"unknown backbone {part!r}: valid choices are {sorted(SPECS)}, "
                              "or several joined by '+' (frozen features only)")
-    if len(parts) == 1:
-        return SPECS[name]
     specs = [SPECS[p] for p in parts]  # each normalises its own input: no shared statistics
-    return BackboneSpec(name, specs[0].size, specs[0].mean, specs[0].std,
-                        sum(s.dim for s in specs), ())
+    dim = sum(s.dim + (sum(s.stages) if stages else 0) for s in specs)
+    if len(parts) == 1:
+        return replace(SPECS[name], dim=dim)
+    return BackboneSpec(name, specs[0].size, specs[0].mean, specs[0].std, dim, ())
+
+
+def has_stages(name: str) -> bool:
+    """Whether every backbone of `name` can give stage features (see FeatureExtractor)."""
+    return all(SPECS[p].stages for p in parts_of(name) if p in SPECS)
 
 
 def package_weights(name: str) -> Path | None:
@@ -207,15 +217,31 @@ def build(name: str, *, size: int, weights: str | None = None,
 
 
 class FeatureExtractor(nn.Module):
-    """A backbone without its classifier: uint8 images (N H W C) in, pooled features out."""
+    """A backbone without its classifier: uint8 images (N H W C) in, pooled features out.
 
-    def __init__(self, model: nn.Module, spec: BackboneSpec, size: int):
+    With `stages` (EfficientNet-Lite), the pooled outputs of the last block of each of its
+    last 3 stages follow the final features, from the same forward pass: on the photos case
+    the ensemble's AP went from 0.762 to 0.788 (`benchmarks/backbone_choice.py --stages`,
+    BENCHMARKS.md), for 1.5x the features."""
+
+    def __init__(self, model: nn.Module, spec: BackboneSpec, size: int, *,
+                 stages: bool = False):
         super().__init__()
-        self.model, self.spec, self.size = model, spec, size
+        self.model, self.size = model, size
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1))
+        self.taps: list[int] = []
+        if stages and spec.stages:
+            width = [b._project_conv.out_channels for b in model._blocks]
+            ends = [i for i in range(len(width)) if i == len(width) - 1
+                    or width[i + 1] != width[i]]
+            self.taps = ends[-3:]
+            if tuple(width[i] for i in self.taps) != spec.stages:
+                raise ValueError(f"{spec.name}: stage widths {[width[i] for i in self.taps]}, "
+                                 f"expected {list(spec.stages)}")
+        self.spec = replace(spec, dim=spec.dim + sum(spec.stages) if self.taps else spec.dim)
         if spec.name in LITES:
-            self.body = model.extract_features
+            self.body = self._lite if self.taps else model.extract_features
         else:
             from trainers.models import last_linear
             parent, attr, _ = last_linear(model)
@@ -231,6 +257,17 @@ class FeatureExtractor(nn.Module):
                               align_corners=False, antialias=x.shape[-1] > self.size)
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last)
+
+    def _lite(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference's extract_features (eval: no drop-connect), pooling the taps too."""
+        m, taps = self.model, []
+        x = m._swish(m._bn0(m._conv_stem(x)))
+        for i, block in enumerate(m._blocks):
+            x = block(x)
+            if i in self.taps:
+                taps.append(x.mean((2, 3)))
+        x = m._swish(m._bn1(m._conv_head(x)))
+        return torch.cat([x.mean((2, 3)), *taps], 1)
 
     def forward(self, images_u8: torch.Tensor) -> torch.Tensor:
         out = self.body(self.prepare(images_u8))
@@ -274,20 +311,22 @@ def weights_of(name: str, *, size: int, weights: str | None = None) -> Weights:
 
 
 def feature_extractor(name: str, *, size: int | None = None, weights: str | None = None,
-                      device: str | torch.device = "cpu"
+                      device: str | torch.device = "cpu", stages: bool = False
                       ) -> tuple[FeatureExtractor | EnsembleExtractor, Weights]:
     """A frozen, pretrained feature extractor in eval mode on `device` (channels-last: 1.4-2x
-    the images/s of the default layout on 2 CPU threads, BENCHMARKS.md)."""
-    spec = spec_of(name)
+    the images/s of the default layout on 2 CPU threads, BENCHMARKS.md); `stages` adds the
+    stage features of the backbones that have them (FeatureExtractor)."""
+    spec = spec_of(name, stages=stages)
     size = size or spec.size
     if "+" in name:
         if weights:
             weights_of(name, size=size, weights=weights)  # raises: one file, several parts
-        built = [feature_extractor(p, size=size, device=device) for p in parts_of(name)]
+        built = [feature_extractor(p, size=size, device=device, stages=stages)
+                 for p in parts_of(name)]
         ext = EnsembleExtractor([e for e, _ in built], spec).eval().to(device)
         return ext, ensemble_weights([w for _, w in built])
     model, got = build(name, size=size, weights=weights, pretrained=True)
-    ext = FeatureExtractor(model, spec, size).eval().to(device)
+    ext = FeatureExtractor(model, SPECS[name], size, stages=stages).eval().to(device)
     ext = ext.to(memory_format=torch.channels_last)
     for p in ext.parameters():
         p.requires_grad_(False)

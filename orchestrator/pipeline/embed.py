@@ -39,15 +39,19 @@ def embed_size(hyp_size: int, *, gpu: bool, native: int) -> int:
 EMBED_CPU_SIZE = 192
 
 
-def describe(backbone: str, size: int, weights: str | None) -> EmbedSpec:
+def describe(backbone: str, size: int, weights: str | None, *, stages: bool = False
+             ) -> EmbedSpec:
     """The spec of an embedding, its weights loaded strictly once here (a file that does not
-    fit is refused before any actor starts: `trainers.backbones.WeightsMismatch`)."""
-    from trainers.backbones import WeightsMismatch, spec_of, weights_of
+    fit is refused before any actor starts: `trainers.backbones.WeightsMismatch`); `stages`
+    where every part of `backbone` has stage features (else the final ones alone)."""
+    from trainers.backbones import WeightsMismatch, has_stages, spec_of, weights_of
     try:
         got = weights_of(backbone, size=size, weights=weights)
     except WeightsMismatch as e:
         raise UsageError(str(e)) from None
-    return EmbedSpec(backbone, size, got.name, got.sha256, spec_of(backbone).dim)
+    stages = stages and has_stages(backbone)
+    return EmbedSpec(backbone, size, got.name, got.sha256,
+                     spec_of(backbone, stages=stages).dim, stages)
 
 
 class EmbedShards:
@@ -62,7 +66,7 @@ class EmbedShards:
             torch.set_num_threads(threads)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.ext, _ = feature_extractor(spec["backbone"], size=spec["size"], weights=weights,
-                                        device=device)
+                                        device=device, stages=spec["stages"])
         self.batch = GPU_EMBED_BATCH if device == "cuda" else EMBED_BATCH
         self.images, self.out = images, out
 
@@ -121,7 +125,8 @@ def embed_pass(run: Run, spec: EmbedSpec, weights: str | None, console: Console)
         ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             EmbedShards, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=cpus, num_gpus=gpus or None,
-            fn_constructor_kwargs=dict(spec={"backbone": spec.backbone, "size": spec.size},
+            fn_constructor_kwargs=dict(spec={"backbone": spec.backbone, "size": spec.size,
+                                             "stages": spec.stages},
                                        weights=weights, images=images, out=out,
                                        threads=threads))
         t_line, done = time.perf_counter(), 0

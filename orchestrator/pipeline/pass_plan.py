@@ -112,7 +112,8 @@ def _frozen_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console: 
             "the backbone's own size" if gpu else "on CPUs the best held-out accuracy of "
             "128-224 px on CIFAR-10 photos, at 53 images/s (BENCHMARKS.md)")}
     hyp = dataclasses.replace(hyp, embed_size=size)
-    spec = describe(hyp.backbone, size, hyp.weights)  # WeightsMismatch before anything runs
+    # WeightsMismatch before anything runs
+    spec = describe(hyp.backbone, size, hyp.weights, stages=hyp.embed_stages)
     names = run.shard_names()
     have = embedding_store(run, spec).names()
     todo_frac = sum(n not in have for n in names) / max(1, len(names))
@@ -122,7 +123,7 @@ def _frozen_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console: 
     t0 = time.perf_counter()
     rates = probe_frozen(prep.images.gather(sample), backbone=hyp.backbone, size=size,
                          weights=hyp.weights, threads=threads, n_images=data.n_images,
-                         device="cuda" if gpu else "cpu")
+                         device="cuda" if gpu else "cpu", stages=spec.stages)
     spent_s += time.perf_counter() - t0
     try:
         plan = make_frozen_plan(hyp, data=data, slots=slots, trainings=len(todo), rates=rates,

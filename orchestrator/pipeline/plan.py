@@ -181,6 +181,7 @@ class Plan:
                 "head_hidden": h.head_hidden, "head_l2": h.head_l2,
                 "head_epochs": h.head_epochs, "embed_s": self.embed_s,
                 **({"embed_size": self.embedding["size"],
+                    "embed_stages": bool(self.embedding.get("stages")),
                     "weights_name": self.embedding["weights"],
                     "weights_sha256": self.embedding["sha256"]} if self.embedding else {})}
 
@@ -218,7 +219,8 @@ PROBE_EMBED = 96
 
 
 def probe_frozen(images: np.ndarray, *, backbone: str, size: int, weights: str | None,
-                 threads: int, n_images: int, device: str = "cpu") -> Probe:
+                 threads: int, n_images: int, device: str = "cpu", stages: bool = False
+                 ) -> Probe:
     """One slot's speed in frozen mode: images embedded per second (one actor with
     `threads`), and the features of one head per second (a logistic regression on random
     features of the backbone's width, of up to 2,048 rows: a head's time grows with its rows)."""
@@ -228,7 +230,8 @@ def probe_frozen(images: np.ndarray, *, backbone: str, size: int, weights: str |
     torch.set_num_threads(max(1, threads))
     try:
         t0 = time.perf_counter()
-        ext, _ = feature_extractor(backbone, size=size, weights=weights, device=device)
+        ext, _ = feature_extractor(backbone, size=size, weights=weights, device=device,
+                                   stages=stages)
         embed(ext, images[:32], batch=32)
         t1 = time.perf_counter()
         feats = embed(ext, images[32:PROBE_EMBED], batch=32)

@@ -19,11 +19,14 @@ class EmbedSpec:
     weights: str       # the weights' file, package or hub entry
     sha256: str
     dim: int
+    stages: bool = False  # the stage features beside the final ones (runs before them: off)
 
     @property
     def key(self) -> str:
-        """The embedding folder's name: another backbone, size or weights never reuses it."""
-        return f"{self.backbone}-{self.size}px-{self.sha256[:12]}"
+        """The embedding folder's name: another backbone, size, weights or choice of
+        features never reuses it (a resumed run never mixes widths)."""
+        return f"{self.backbone}-{self.size}px-{self.sha256[:12]}" + (
+            "-stages" if self.stages else "")
 
 
 def embedding_store(run, spec: EmbedSpec) -> ShardStore:

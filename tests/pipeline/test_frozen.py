@@ -40,7 +40,8 @@ def test_a_frozen_pass_through_the_cli_end_to_end(tmp_path, capsys):
     emb = cfg["embedding"]
     assert emb["backbone"] == ensemble and len(emb["sha256"]) == 64
     shards = list((run / "embeddings").glob("*/shard-*.npy"))
-    assert len(shards) == 1 and np.load(shards[0]).shape == (32, 2 * 1280)
+    # each backbone's 1,280 final features and its last 3 stages' (Lite0 624, Lite2 680)
+    assert emb["stages"] and len(shards) == 1 and np.load(shards[0]).shape == (32, 3864)
     votes = pd.read_parquet(run / "votes.parquet")
     assert {"neighbours", "combined"} <= set(votes.columns)
     dupes = pd.read_csv(run / "dupes.csv")
@@ -48,7 +49,7 @@ def test_a_frozen_pass_through_the_cli_end_to_end(tmp_path, capsys):
     # the report names the backbone and its weights; --rank takes the neighbour score
     assert main(["report", str(run), "--rank", "neighbours"]) == 0
     report = capsys.readouterr().out
-    assert f"votes from: frozen {ensemble} features at 192 px " \
+    assert f"votes from: frozen {ensemble} features at 192 px, with its last 3 stages' " \
            "(efficientnet-lite0-57934424.pth+efficientnet-lite2-9656183e.pth, sha256 " \
            f"{emb['sha256'][:12]})" in report, report
 
@@ -83,7 +84,7 @@ def test_embedding_shards_resume(tmp_path, capsys):
     finally:
         ray.shutdown()
     np.testing.assert_array_equal(np.load(shard), before)
-    assert features.gather(np.arange(32)).shape == (32, spec.dim) and spec.dim == 2560
+    assert features.gather(np.arange(32)).shape == (32, spec.dim) and spec.dim == 3864
     assert not [p for p in shard.parent.iterdir() if p.name.startswith(".")]  # no temp left
     assert embedding_store(run, spec).names() == {shard.name}
 

@@ -67,3 +67,20 @@ def test_an_ensemble_concatenates_its_backbones_features_and_records_both_weight
         build(LITE_ENSEMBLE, size=64)
     with pytest.raises(WeightsMismatch, match="--weights gives one file"):
         weights_of(LITE_ENSEMBLE, size=64, weights=str(package_weights(LITE0)))
+
+
+def test_stage_features_follow_the_final_ones_from_the_same_forward_pass():
+    from orchestrator.run.embeddings import EmbedSpec
+    images = np.random.default_rng(2).integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)
+    plain, _ = feature_extractor(LITE_ENSEMBLE, size=64)
+    staged, _ = feature_extractor(LITE_ENSEMBLE, size=64, stages=True)
+    a, b = embed(plain, images).astype(np.float32), embed(staged, images).astype(np.float32)
+    assert b.shape == (3, spec_of(LITE_ENSEMBLE, stages=True).dim) == (3, 1280 + 624 + 1280 + 680)
+    # Lite0's final features, then its 3 stages', then Lite2's: the finals are unchanged
+    np.testing.assert_array_equal(b[:, :1280], a[:, :1280])
+    np.testing.assert_array_equal(b[:, 1904:1904 + 1280], a[:, 1280:])
+    assert np.abs(b[:, 1280:1904]).sum() > 0
+    # a run recorded before stage features resumes into its own folder, never mixing widths
+    old = {"backbone": LITE_ENSEMBLE, "size": 192, "weights": "w", "sha256": "ab" * 32,
+           "dim": 2560}
+    assert EmbedSpec(**old).key != EmbedSpec(**{**old, "dim": 3864, "stages": True}).key
