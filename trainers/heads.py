@@ -14,7 +14,7 @@ from torch import nn
 from trainers.hyp import Hyp
 from trainers.train import HeldOut
 
-# rows a streamed head holds at a time: 16k x 2,560 float32 = 170 MB at the widest backbone
+# rows a streamed head holds at a time: 16k x 3,864 float32 = 250 MB for the default features
 # (read as float16, then standardised: ~3x that at the peak), still a large matmul per chunk
 CHUNK_ROWS = 1 << 14
 
@@ -38,7 +38,7 @@ def train_head(hyp: Hyp, features, labels: np.ndarray, train_idx: np.ndarray,
     Resident (the default), the training half is held on `device` as float32. `streamed`
     holds `chunk_rows` rows at a time instead, read again from `features` for every pass of
     the optimiser: memory stays flat in the dataset's size (a half of 5M images of the
-    2,560-wide ensemble would be 51 GB resident), the same objective at the cost of the
+    default 3,864 features would be 77 GB resident), the same objective at the cost of the
     reads."""
     t0 = time.perf_counter()
     device = torch.device(device)
