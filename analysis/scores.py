@@ -102,19 +102,21 @@ def label_quality(labels: np.ndarray, mean_probs: np.ndarray, *,
         # as cleanlab's num_label_issues (off_diagonal_calibrated), on the same joint
         estimate = int(np.rint((1.0 - estimate_joint(y, p, confident_joint=joint).trace())
                                * len(y)))
-        confident = _off_diagonal_count(y, p, off)
+        confident = len(off_diagonal_rows(y, p, off))
     return pd.DataFrame(scores), flags, estimate, confident
 
 
-def _off_diagonal_count(y: np.ndarray, p: np.ndarray, off: np.ndarray) -> int:
-    """cleanlab's num_label_issues(estimation_method="off_diagonal") from the joint's
-    off-diagonal indices: those whose prediction, the given label nudged up by cleanlab's
-    float tolerance, is still another class. cleanlab copies all N x C probabilities for
-    that test (4 GB at 10M x 100); only the off-diagonal rows are copied here."""
+def off_diagonal_rows(y: np.ndarray, p: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """The rows cleanlab's num_label_issues(estimation_method="off_diagonal") counts, from
+    the confident joint's off-diagonal indices `off`: those whose prediction, the given label
+    nudged up by cleanlab's float tolerance, is still another class. cleanlab copies all
+    N x C probabilities for that test (4 GB at 10M x 100); only the off-diagonal rows are
+    copied here."""
     from cleanlab.internal.constants import FLOATING_POINT_COMPARISON
+    off = np.asarray(off, np.int64)
     q = np.array(p[off], copy=True)
     q[np.arange(len(off)), y[off]] += FLOATING_POINT_COMPARISON
-    return int((q.argmax(1) != y[off]).sum())
+    return off[q.argmax(1) != y[off]]
 
 
 def label_quality_scores(labels: np.ndarray, mean_probs: np.ndarray, *,

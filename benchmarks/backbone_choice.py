@@ -66,8 +66,8 @@ def main() -> None:
                          "test-time augmentation the pass does not do; 2x the embedding)")
     ap.add_argument("--stages", action="store_true",
                     help="EfficientNet-Lite only: beside the final features, the pooled "
-                         "output of the last block of each of the last 3 stages (what the "
-                         "pass does not embed; the same forward pass)")
+                         "output of the last block of each of the last 3 stages (the "
+                         "pass's --embed-stages; the same forward pass)")
     ap.add_argument("--subsets", type=int, nargs="+", default=[],
                     help="instead: the L2 by dataset size: for each N, 6 random draws of N "
                          "images, a head on one half of each predicting the other")
@@ -100,7 +100,7 @@ def main() -> None:
         if args.stages:  # cached beside the plain features
             staged = path.with_name(path.stem + "-stages.npy")
             if not staged.exists():
-                np.save(staged, stage_features(ext, images))
+                np.save(staged, stage_features(name, args.size, images))
             features[name] = np.concatenate([features[name], np.load(staged)], 1)
         if args.flip:  # cached beside the plain features; the speed stays the plain one's
             flipped = path.with_name(path.stem + "-flip.npy")
@@ -159,25 +159,12 @@ def main() -> None:
                flip=args.flip, stages=args.stages, results=rows)
 
 
-def stage_features(ext, images: np.ndarray) -> np.ndarray:
-    """The pooled outputs of the last block of each of an EfficientNet-Lite's last 3 stages
-    (a stage ends where the next block's width changes), float16, N x (their widths)."""
-    blocks = ext.model._blocks
-    width = [b._project_conv.out_channels for b in blocks]
-    ends = [i for i in range(len(blocks)) if i == len(blocks) - 1 or width[i + 1] != width[i]]
-    got: dict[int, torch.Tensor] = {}
-    hooks = [blocks[i].register_forward_hook(
-        lambda _m, _a, out, i=i: got.__setitem__(i, out.mean((2, 3)))) for i in ends[-3:]]
-    parts = []
-    try:
-        with torch.inference_mode():
-            for lo in range(0, len(images), 32):
-                ext(torch.from_numpy(np.ascontiguousarray(images[lo:lo + 32])))
-                parts.append(torch.cat([got[i] for i in ends[-3:]], 1).float().numpy())
-    finally:
-        for h in hooks:
-            h.remove()
-    return np.concatenate(parts).astype(np.float16)
+def stage_features(name: str, size: int, images: np.ndarray) -> np.ndarray:
+    """The stage features alone: what the pass's extractor (`--embed-stages`) puts after a
+    backbone's final ones."""
+    from trainers.backbones import SPECS, embed, feature_extractor
+    ext, _ = feature_extractor(name, size=size, stages=True)
+    return embed(ext, images)[:, SPECS[name].dim:]
 
 
 def by_size(args, features, given, classes, parts_of, train_head, Hyp) -> None:

@@ -58,7 +58,8 @@ def stable_count(opened, labels: np.ndarray, num_classes: int) -> int:
     """Images off the confident joint's diagonal (cleanlab's uncalibrated count) in at least
     80% of the repeats, each repeat's predictions on their own."""
     from cleanlab.count import compute_confident_joint
-    from cleanlab.internal.constants import FLOATING_POINT_COMPARISON
+
+    from analysis.scores import off_diagonal_rows
     table = opened.predictions(["sample_id", "repeat", "probs"]).to_pandas()
     n = len(labels)
     times = np.zeros(n, int)
@@ -71,9 +72,7 @@ def stable_count(opened, labels: np.ndarray, num_classes: int) -> int:
             warnings.simplefilter("ignore")
             _, off = compute_confident_joint(labels, p, calibrate=False,
                                              return_indices_of_off_diagonals=True)
-        q = p[off].copy()
-        q[np.arange(len(off)), labels[off]] += FLOATING_POINT_COMPARISON
-        times[off[q.argmax(1) != labels[off]]] += 1
+        times[off_diagonal_rows(labels, p, off)] += 1
     return int((times >= np.ceil(0.8 * len(repeats))).sum())
 
 

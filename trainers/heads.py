@@ -77,8 +77,9 @@ def train_head(hyp: Hyp, features, labels: np.ndarray, train_idx: np.ndarray,
     head.eval()
     probs = np.empty((len(eval_idx), c), np.float32)
     with torch.no_grad():
-        for i in range(0, len(eval_idx), min(8192, chunk_rows)):
-            part = eval_idx[i:i + min(8192, chunk_rows)]
+        pred_rows = min(8192, chunk_rows)
+        for i in range(0, len(eval_idx), pred_rows):
+            part = eval_idx[i:i + pred_rows]
             x = torch.from_numpy(rows_of(features, part)).to(device)
             probs[i:i + len(part)] = torch.softmax(head((x - mean) / std).float(), 1).cpu().numpy()
     given = np.asarray(labels)[eval_idx].astype(np.int64)

@@ -108,7 +108,8 @@ def worker_loop(config: dict) -> dict:
                                    f.row_of)
         # what a resident head holds: its training half as float32
         half_bytes = (len(labels) - len(labels) // 2) * features.dim * 4
-        mode = "features, " + choose_mode(cfg.data_mode, half_bytes, device, share=share)
+        streamed = choose_mode(cfg.data_mode, half_bytes, device, share=share) == "streamed"
+        mode = "features, " + ("streamed" if streamed else "resident")
     else:
         images = ShardedImages([cfg.store.local(n) for n in cfg.images.paths],
                                cfg.images.shard_of, cfg.images.row_of)
@@ -126,7 +127,7 @@ def worker_loop(config: dict) -> dict:
             if cfg.features is not None:
                 out = train_head(cfg.hyp, features, labels, trained, held, seed=seed,
                                  num_classes=cfg.num_classes, device=device,
-                                 streamed=mode.endswith("streamed"))
+                                 streamed=streamed)
             else:
                 out = train(cfg.hyp, feed, labels, trained, held, seed=seed, device=device,
                             record_every=cfg.record_every,
