@@ -99,7 +99,8 @@ def one(folder: Path, streamed: bool, threads: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, nargs="+", default=[50_000, 200_000])
-    ap.add_argument("--dim", type=int, default=2560, help="2,560: the default Lite0+Lite2")
+    ap.add_argument("--dim", type=int, default=3864, help="3,864: the default Lite0+Lite2 with "
+                    "their stage features (2,560: their final features alone)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--one", nargs=2, metavar=("FOLDER", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
