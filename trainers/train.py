@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from trainers.augment import batch_flip, batch_resized_crop, batch_translate, shift
 from trainers.data import ResidentFeed, ShardedImages, StreamFeed, make_feed
-from trainers.backbones import LITE0, SPECS
+from trainers.backbones import LITE0, SPECS, is_timm, spec_of
 from trainers.hyp import Hyp
 from trainers.models import (IMAGENET_MEAN, IMAGENET_STD, SMALL_IMAGE_MAX, head_parameters,
                              make_model, resolve_model)
@@ -184,7 +184,7 @@ def train(hyp: Hyp, images: np.ndarray | torch.Tensor | ShardedImages | Resident
     transfer = arch != "smallcnn" and (hyp.pretrained or bool(hyp.weights)
                                        or arch == LITE0)
     if transfer:  # a pretrained backbone expects the statistics it was trained with
-        stats = SPECS[arch] if arch in SPECS else None
+        stats = spec_of(arch) if arch in SPECS or is_timm(arch) else None
         mean = torch.tensor(stats.mean if stats else IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         std = torch.tensor(stats.std if stats else IMAGENET_STD, device=device).view(1, 3, 1, 1)
         if c == 1:

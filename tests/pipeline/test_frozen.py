@@ -100,3 +100,26 @@ def test_weights_that_do_not_fit_stop_the_pass_with_exit_2(tmp_path, capsys):
     text = out.out + out.err
     assert code == 2 and "tensors fit" in text and "missing" in text, text
     assert not (tmp_path / "run" / "embeddings").exists()
+
+
+def test_a_timm_backbone_from_a_local_file_through_the_cli(tmp_path, capsys):
+    """Any of timm's models by name, its weights from a file (an offline cluster): the plan
+    chooses frozen features for colour images, the Ray Data actors embed with it, and the
+    config and report name it with its weights."""
+    import timm
+    import torch
+    data = write_colour(tmp_path / "data")
+    torch.save(timm.create_model("resnet18").state_dict(), tmp_path / "resnet18.pt")
+    run = tmp_path / "run"
+    assert main(["run", str(data), "--out", str(run), "--repeats", "2", "--backbone",
+                 "timm:resnet18", "--weights", str(tmp_path / "resnet18.pt"), "--embed-size",
+                 "64"]) == 0
+    out = capsys.readouterr().out
+    assert "frozen timm:resnet18 features at 64 px" in out, out
+    cfg = json.loads((run / "config.json").read_text())
+    emb = cfg["embedding"]
+    assert cfg["hyp"]["mode"] == "frozen" and emb["backbone"] == "timm:resnet18"
+    assert emb["weights"] == "resnet18.pt" and len(emb["sha256"]) == 64 and not emb["stages"]
+    shards = list((run / "embeddings").glob("*/shard-*.npy"))
+    assert len(shards) == 1 and np.load(shards[0]).shape == (32, 512)
+    assert len(pd.read_parquet(run / "votes.parquet")) == 32

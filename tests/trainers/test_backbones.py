@@ -84,3 +84,57 @@ def test_stage_features_follow_the_final_ones_from_the_same_forward_pass():
     old = {"backbone": LITE_ENSEMBLE, "size": 192, "weights": "w", "sha256": "ab" * 32,
            "dim": 2560}
     assert EmbedSpec(**old).key != EmbedSpec(**{**old, "dim": 3864, "stages": True}).key
+
+
+def test_the_backbones_known_by_name_are_the_specs():
+    from trainers import hyp
+    from trainers.backbones import SPECS
+    assert set(hyp.BACKBONES) == set(SPECS)  # the CLI's validation and the specs agree
+
+
+def test_backbone_names_take_any_ensemble_and_timm_models_and_list_the_valid_forms():
+    from trainers.hyp import backbone_name, model_name
+    for ok in ("auto", "efficientnet_lite1+efficientnet_lite2", "timm:resnet18",
+               "timm:vit_small_patch14_dinov2.lvd142m", "timm:convnext_atto+efficientnet_lite0"):
+        assert backbone_name(ok) == ok
+        Hyp(backbone=ok, model=ok).check()  # a run recorded with it loads again
+    with pytest.raises(ValueError, match="valid choices are auto, efficientnet_lite0.*timm:NAME"):
+        backbone_name("resnet9")
+    with pytest.raises(ValueError, match="unknown timm model 'not_a_model'"):
+        backbone_name("timm:not_a_model")
+    assert model_name("vit_b_16") == "vit_b_16" and model_name("smallcnn") == "smallcnn"
+    with pytest.raises(ValueError, match=r"invalid hyperparameters: backbone='timm:nope'"):
+        Hyp(backbone="timm:nope").check()
+
+
+def test_a_timm_backbone_takes_its_config_and_a_local_file_strictly(tmp_path):
+    """Any timm model by name: size and statistics from its pretrained config, features as
+    timm computes them before its classifier (a ViT at another size than its own), weights
+    from a local file (.pt or .safetensors), and a file for another architecture refused."""
+    import timm
+    from safetensors.torch import save_file
+    name = "timm:vit_tiny_patch16_224"
+    spec = spec_of(name)
+    assert (spec.size, spec.mean, spec.dim, spec.classifier) == (224, (0.5,) * 3, 192, ("head.",))
+    ref = timm.create_model("vit_tiny_patch16_224", dynamic_img_size=True).eval()
+    torch.save(ref.state_dict(), tmp_path / "vit.pt")
+    save_file(ref.state_dict(), str(tmp_path / "vit.safetensors"))
+    images = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), np.uint8)
+    for file in ("vit.pt", "vit.safetensors"):
+        ext, got = feature_extractor(name, size=64, weights=str(tmp_path / file))
+        features = embed(ext, images)
+        with torch.inference_mode():
+            x = ext.prepare(torch.from_numpy(images))
+            want = ref.forward_head(ref.forward_features(x), pre_logits=True).numpy()
+        assert features.shape == (3, 192)
+        np.testing.assert_allclose(features.astype(np.float32), want, atol=5e-3, rtol=5e-3)
+        assert got.name == file and len(got.sha256) == 64
+    with pytest.raises(WeightsMismatch, match=r"0 of \d+ tensors fit, \d+ missing"):
+        build("timm:resnet18", size=64, weights=str(tmp_path / "vit.pt"))
+
+
+def test_a_timm_backbone_without_network_names_the_offline_fix(monkeypatch):
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as with no network
+    with pytest.raises(WeightsMismatch, match="give --weights PATH"):
+        build("timm:resnet18", size=64)

@@ -237,13 +237,14 @@ def test_local_weights_load_the_backbone_not_the_head(tmp_path):
                    weights=str(tmp_path / "bad.pt"))
 
 
-def test_fine_tuning_uses_a_lower_backbone_learning_rate(tmp_path):
-    donor = make_model("resnet18", in_channels=3, num_classes=2, image_size=72)
+@pytest.mark.parametrize("name", ["resnet18", "timm:resnet18"])  # torchvision's, timm's
+def test_fine_tuning_uses_a_lower_backbone_learning_rate(tmp_path, name):
+    donor = make_model(name, in_channels=3, num_classes=2, image_size=72)
     torch.save(donor.state_dict(), tmp_path / "w.pt")
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, (40, 72, 72, 3), dtype=np.uint8)
     labels = np.repeat([0, 1], 20)
-    hyp = Hyp(model="resnet18", weights=str(tmp_path / "w.pt"), backbone_lr=0.0, epochs=1,
+    hyp = Hyp(model=name, weights=str(tmp_path / "w.pt"), backbone_lr=0.0, epochs=1,
               batch_size=20, tta=False)
     states = []
     train(hyp, images, labels, np.arange(0, 40, 2), np.arange(1, 40, 2), seed=0,
