@@ -91,10 +91,13 @@ def _timm_spec(name: str) -> BackboneSpec:
 
 def _timm_model(model_name: str, *, pretrained: bool = False) -> nn.Module:
     """A timm model; vision transformers take any input size (their position embeddings
-    interpolated), so the embedding size is free as for the convolutional backbones."""
+    interpolated, the input padded to a whole number of patches: DINOv2's 14-px patches do
+    not divide the CPU's 192 px), so the embedding size is free as for the convolutional
+    backbones."""
     import timm
     try:
-        return timm.create_model(model_name, pretrained=pretrained, dynamic_img_size=True)
+        return timm.create_model(model_name, pretrained=pretrained, dynamic_img_size=True,
+                                 dynamic_img_pad=True)
     except TypeError:  # a model without that option: any size it takes, it takes as it is
         return timm.create_model(model_name, pretrained=pretrained)
 

@@ -109,19 +109,22 @@ def test_backbone_names_take_any_ensemble_and_timm_models_and_list_the_valid_for
 
 def test_a_timm_backbone_takes_its_config_and_a_local_file_strictly(tmp_path):
     """Any timm model by name: size and statistics from its pretrained config, features as
-    timm computes them before its classifier (a ViT at another size than its own), weights
+    timm computes them before its classifier (a ViT at a size that is not its own nor a
+    whole number of its patches), weights
     from a local file (.pt or .safetensors), and a file for another architecture refused."""
     import timm
     from safetensors.torch import save_file
     name = "timm:vit_tiny_patch16_224"
     spec = spec_of(name)
     assert (spec.size, spec.mean, spec.dim, spec.classifier) == (224, (0.5,) * 3, 192, ("head.",))
-    ref = timm.create_model("vit_tiny_patch16_224", dynamic_img_size=True).eval()
+    ref = timm.create_model("vit_tiny_patch16_224", dynamic_img_size=True,
+                            dynamic_img_pad=True).eval()
     torch.save(ref.state_dict(), tmp_path / "vit.pt")
     save_file(ref.state_dict(), str(tmp_path / "vit.safetensors"))
     images = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), np.uint8)
     for file in ("vit.pt", "vit.safetensors"):
-        ext, got = feature_extractor(name, size=64, weights=str(tmp_path / file))
+        # 72 px: not a whole number of 16-px patches (DINOv2's 14-px ones at 192 px neither)
+        ext, got = feature_extractor(name, size=72, weights=str(tmp_path / file))
         features = embed(ext, images)
         with torch.inference_mode():
             x = ext.prepare(torch.from_numpy(images))
