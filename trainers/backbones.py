@@ -308,7 +308,8 @@ def _build_timm(name: str, spec: BackboneSpec, *, weights: str | None,
             f"{str(e)[:200]}); on an offline cluster download them where there is network "
             f"(timm.create_model('{model_name}', pretrained=True) fills the Hugging Face "
             "cache; copy its folder, or save the model's state_dict) and give --weights "
-            f"PATH, or use --backbone {LITE0} (its weights install with pip)") from e
+            f"PATH, or use --backbone {LITE0} (its weights install with pip); offline, "
+            "HF_HUB_OFFLINE=1 skips the hub's retries") from e
     cached = _timm_cached(name)
     hub = model.pretrained_cfg.get("hf_hub_id") or model_name
     return model, Weights(f"hf-hub:{hub}", sha256_of(cached) if cached else "")
