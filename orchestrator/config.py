@@ -224,21 +224,26 @@ def hyp_and_given(args: argparse.Namespace, base: Hyp | None = None) -> tuple[Hy
     return replace(base, **given_hyp), sorted(chosen)
 
 
-def resume_config(saved: RunConfig, args: argparse.Namespace, *, run_dir: str
-                  ) -> tuple[RunConfig, dict, dict]:
+def resume_config(saved: RunConfig, args: argparse.Namespace, *, run_dir: str,
+                  trained: bool = True) -> tuple[RunConfig, dict, dict]:
     """A resumed run's configuration: the saved one, with the flags that may change on a
     resume applied (resources, failures, sanity, the dupe rule, the ledger). Returns it with
     {flag: (saved, given)} of what was applied and of what was ignored (anything that would
-    change what was trained: the splits, the scan, the hyperparameters)."""
+    change what was trained: the splits, the scan, the hyperparameters). A run that has
+    trained nothing yet (it stopped after its scan: weights that could not be had, a mode
+    that needs them) takes new hyperparameters too: the scan is kept, nothing is mixed."""
     top = changed(saved, args)
     own = {k: v for k, v in top.items() if resumable(k)}
     rule = changed(saved.rule, args)
+    hyp = {} if trained else changed(saved.hyp, args)
     left = {k: v for k, v in top.items() if k not in own}
     for base in (saved.scan, saved.hyp):
-        left.update(changed(base, args))
+        left.update({k: v for k, v in changed(base, args).items()
+                     if base is not saved.hyp or k not in hyp})
     ignored = {flag_name(k): v for k, v in left.items()}
     if getattr(args, "config", None):
         ignored["--config"] = (saved.config or None, str(args.config))
     cfg = replace(saved, run_dir=run_dir, **{k: new for k, (_, new) in own.items()},
+                  hyp=replace(saved.hyp, **{k: new for k, (_, new) in hyp.items()}),
                   rule=replace(saved.rule, **implied({k: new for k, (_, new) in rule.items()})))
-    return cfg, {flag_name(k): v for k, v in {**own, **rule}.items()}, ignored
+    return cfg, {flag_name(k): v for k, v in {**own, **hyp, **rule}.items()}, ignored

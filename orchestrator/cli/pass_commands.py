@@ -24,7 +24,8 @@ def cmd_run(args, console: Console) -> int:
     t0 = time.perf_counter()
     if args.resume:
         run = Run.open(args.resume, need="all")
-        cfg, applied, ignored = resume_config(run.config(), args, run_dir=run.location)
+        cfg, applied, ignored = resume_config(run.config(), args, run_dir=run.location,
+                                              trained=bool(run.completed()))
         for flag, (old, new) in applied.items():
             console.print(f"resume: {flag} {new} (was {old})", highlight=False)
         for flag, (old, new) in ignored.items():
@@ -48,11 +49,16 @@ def cmd_run(args, console: Console) -> int:
         run = Run.create(out)  # after every flag and file was read: a bad one leaves nothing
     try:
         summary = run_pass(run, cfg, console, t_start=t0)
-    except Exception:
+    except Exception as e:
         if not args.resume and run.discard_unstarted():
             console.print(f"removed {run.location}: the run stopped before its scan finished "
                           "and holds nothing to resume; the same --out can be used again",
                           highlight=False)
+        elif isinstance(e, ValueError) and run.has_scan() and not run.completed():
+            # a setting found wrong once the data was known (weights, a mode that needs them)
+            console.print(f"the scan in {run.location} is kept and nothing was trained: "
+                          f"`dupes run --resume {run.location}` with the flags that fix it "
+                          "goes on from it", highlight=False)
         raise
     run.save_summary(summary)
     console.print(f"run directory: {run.describe()}  ({summary.wall_s:.1f} s)",

@@ -152,11 +152,23 @@ def test_resume_warns_about_ignored_flags_and_honours_no_sanity(tmp_path, capsys
     assert main(["run", str(tmp_path / "noise"), "--out", str(run), "--repeats", "1",
                  "--epochs", "1", "--batch-size", "16", "--epoch-losses", "0"]) == 1
     assert "--no-sanity" in capsys.readouterr().out  # the check failed: no training yet
-    assert main(["run", "--resume", str(run), "--no-sanity", "--epochs", "5",
+    # nothing was trained yet: the hyperparameters may change too, the scan is kept
+    assert main(["run", "--resume", str(run), "--no-sanity", "--epochs", "2",
                  "--max-failures", "4", "--threshold", "1"]) == 0
     out = capsys.readouterr().out
-    assert "--resume ignores --epochs 5: the finished trainings used 1" in out
+    assert "resume: --epochs 2 (was 1)" in out and "--resume ignores" not in out, out
     assert "resume: --sanity False (was True)" in out and "resume: --threshold 1" in out
     cfg = json.loads((run / "config.json").read_text())
-    assert (cfg["max_failures"], cfg["hyp"]["epochs"], cfg["rule"]["threshold"]) == (4, 1, "1")
+    assert (cfg["max_failures"], cfg["hyp"]["epochs"], cfg["rule"]["threshold"]) == (4, 2, "1")
     assert json.loads((run / "summary.json").read_text())["n_trainings"] == 2
+    # once trainings finished, a flag that would change what they learned is ignored
+    from orchestrator.cli.parser import get_args_parser
+    from orchestrator.config import resume_config
+    from orchestrator.run.directory import Run
+    opened = Run.open(run)
+    args = get_args_parser().parse_args(["run", "--resume", str(run), "--epochs", "5",
+                                         "--max-failures", "3"])
+    cfg, applied, ignored = resume_config(opened.config(), args, run_dir=str(run),
+                                          trained=bool(opened.completed()))
+    assert ignored == {"--epochs": (2, 5)} and cfg.hyp.epochs == 2
+    assert applied == {"--max-failures": (4, 3)}

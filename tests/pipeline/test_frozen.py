@@ -105,16 +105,26 @@ def test_weights_that_do_not_fit_stop_the_pass_with_exit_2(tmp_path, capsys):
 def test_a_timm_backbone_from_a_local_file_through_the_cli(tmp_path, capsys):
     """Any of timm's models by name, its weights from a file (an offline cluster): the plan
     chooses frozen features for colour images, the Ray Data actors embed with it, and the
-    config and report name it with its weights."""
+    config and report name it with its weights. The wrong file first: the pass stops after
+    its scan with exit 2, and a resume with the right file goes on from that scan."""
     import timm
     import torch
     data = write_colour(tmp_path / "data")
     torch.save(timm.create_model("resnet18").state_dict(), tmp_path / "resnet18.pt")
+    torch.save(timm.create_model("convnext_atto").state_dict(), tmp_path / "convnext.pt")
     run = tmp_path / "run"
     assert main(["run", str(data), "--out", str(run), "--repeats", "2", "--backbone",
-                 "timm:resnet18", "--weights", str(tmp_path / "resnet18.pt"), "--embed-size",
-                 "64"]) == 0
+                 "timm:resnet18", "--weights", str(tmp_path / "convnext.pt"), "--embed-size",
+                 "64"]) == 2
     out = capsys.readouterr().out
+    assert "does not fit this backbone" in out and "tensors fit" in out, out
+    assert f"the scan in {run} is kept and nothing was trained: `dupes run --resume {run}`" \
+        in out, out
+    scanned = (run / "index.parquet").stat().st_mtime_ns
+    assert main(["run", "--resume", str(run), "--weights", str(tmp_path / "resnet18.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "resume: --weights" in out and "--resume ignores" not in out, out
+    assert (run / "index.parquet").stat().st_mtime_ns == scanned  # the scan was not redone
     assert "frozen timm:resnet18 features at 64 px" in out, out
     cfg = json.loads((run / "config.json").read_text())
     emb = cfg["embedding"]
