@@ -154,7 +154,10 @@ class Hyp:
                            min=0, max=1)
     pretrained: bool = hp(False, "start from torchvision's ImageNet weights of --model "
                           "(downloaded once)")
-    weights: str | None = hp(None, "start from a local weights file instead (offline clusters)")
+    weights: str | None = hp(None, "start from a local weights file instead (offline "
+                             "clusters): the backbone's state dict, saved with torch.save "
+                             "(.pt) or as the hub stores it (.safetensors); it must fit every "
+                             "tensor but the classifier")
     backbone_lr: float = hp(0.1, "fine-tuning: backbone LR = lr x this", min=0)
     compile: bool = hp(False, "torch.compile the model (pays off on GPU with long trainings)")
     eval_batch_size: int = hp(1024, "images per held-out prediction batch", gt=0)
