@@ -97,3 +97,12 @@ def test_the_heads_l2_follows_the_size_of_a_training_half_unless_a_flag_sets_it(
     large, why = l2(10_000)
     assert large == 1000 and "halves of 5,000" in why
     assert l2(400, head_l2=50.0) == (50.0, "")
+
+
+def test_a_hub_backbone_named_on_the_command_line_is_not_traded_for_the_small_cnn():
+    # not in any cache here: auto keeps it (the pass downloads it, or says how to get it
+    # offline) rather than training the small CNN the user did not ask for
+    for name in ("timm:resnet18", "resnet50"):
+        hyp, _ = resolve_mode(Hyp(backbone=name), given=("backbone",), image_size=64,
+                              channels=3, gpu=False)
+        assert hyp.mode == "frozen" and hyp.backbone == name
