@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.hyp import TIMM  # "timm:" + a timm model's name, with or without its tag
+from trainers.hyp import TIMM, backbone_name  # TIMM: "timm:" + a timm model's name
 
 LITE0 = "efficientnet_lite0"
 # the Lite backbones whose weights install with pip: name -> (package module, its file class)
@@ -74,13 +74,7 @@ def is_timm(name: str) -> bool:
 @lru_cache(maxsize=None)
 def _timm_spec(name: str) -> BackboneSpec:
     """A timm model's spec from its own pretrained config (built once, without weights)."""
-    import timm
-    model_name = name[len(TIMM):]
-    if not timm.is_model(model_name):
-        raise ValueError(f"unknown timm model {model_name!r} (--backbone {name}): valid names "
-                         "are timm's, as `timm.list_models(pretrained=True)` lists them, e.g. "
-                         "timm:vit_small_patch14_dinov2.lvd142m or timm:convnext_tiny.fb_in22k")
-    model = _timm_model(model_name)
+    model = _timm_model(name[len(TIMM):])
     cfg = model.pretrained_cfg
     classifier = cfg.get("classifier") or ()
     classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
@@ -104,14 +98,11 @@ def _timm_model(model_name: str, *, pretrained: bool = False) -> nn.Module:
 
 def backbone_spec(name: str) -> BackboneSpec:
     """One backbone's spec (SPECS, or timm's config for `timm:` names); ValueError listing
-    the valid names for any other."""
-    if is_timm(name):
-        return _timm_spec(name)
-    if name not in SPECS:
-        raise ValueError(f"unknown backbone {name!r}: valid choices are {sorted(SPECS)}, any "
-                         "of timm's models as timm:NAME, or several joined by '+' (frozen "
-                         "features only)")
-    return SPECS[name]
+    the valid names for any other (the command line's own check, trainers.hyp.backbone_name)."""
+    if backbone_name(name) == "auto" or "+" in name:
+        raise ValueError(f"{name!r} is not one backbone: resolve auto, or split an ensemble "
+                         "with parts_of")
+    return _timm_spec(name) if is_timm(name) else SPECS[name]
 
 
 class WeightsMismatch(ValueError):
