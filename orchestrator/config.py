@@ -235,11 +235,10 @@ def resume_config(saved: RunConfig, args: argparse.Namespace, *, run_dir: str,
     top = changed(saved, args)
     own = {k: v for k, v in top.items() if resumable(k)}
     rule = changed(saved.rule, args)
-    hyp = {} if trained else changed(saved.hyp, args)
-    left = {k: v for k, v in top.items() if k not in own}
-    for base in (saved.scan, saved.hyp):
-        left.update({k: v for k, v in changed(base, args).items()
-                     if base is not saved.hyp or k not in hyp})
+    hyp_given = changed(saved.hyp, args)
+    hyp = {} if trained else hyp_given
+    left = {**{k: v for k, v in top.items() if k not in own}, **changed(saved.scan, args),
+            **{k: v for k, v in hyp_given.items() if k not in hyp}}
     ignored = {flag_name(k): v for k, v in left.items()}
     if getattr(args, "config", None):
         ignored["--config"] = (saved.config or None, str(args.config))

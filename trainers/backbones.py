@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.hyp import TIMM, backbone_name  # TIMM: "timm:" + a timm model's name
+from trainers.hyp import TIMM, backbone_name, is_timm  # TIMM: "timm:" + a timm model's name
 
 LITE0 = "efficientnet_lite0"
 # the Lite backbones whose weights install with pip: name -> (package module, its file class)
@@ -65,10 +65,6 @@ SPECS = {
     "convnext_tiny": BackboneSpec("convnext_tiny", 224, *IMAGENET, 768, ("classifier.2.",)),
 }
 BACKBONES = tuple(SPECS)
-
-
-def is_timm(name: str) -> bool:
-    return name.startswith(TIMM)
 
 
 @lru_cache(maxsize=None)

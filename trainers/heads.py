@@ -56,11 +56,11 @@ def train_head(hyp: Hyp, features, labels: np.ndarray, train_idx: np.ndarray,
         mean, std = x_tr.mean(0), x_tr.std(0).clamp_min(1e-6)
         x_tr.sub_(mean).div_(std)  # in place: a second copy of the half was 2x its memory
 
+    def read(idx: np.ndarray) -> torch.Tensor:  # rows idx of `features`, standardised
+        return (torch.from_numpy(rows_of(features, idx)).to(device) - mean) / std
+
     def chunk(lo: int, hi: int) -> torch.Tensor:  # standardised training rows lo:hi
-        if x_tr is not None:
-            return x_tr[lo:hi]
-        part = torch.from_numpy(rows_of(features, train_idx[lo:hi])).to(device)
-        return (part - mean) / std
+        return x_tr[lo:hi] if x_tr is not None else read(train_idx[lo:hi])
 
     head = make_head(len(mean), c, hyp.head_hidden).to(device)
     step = len(train_idx) if x_tr is not None else chunk_rows
@@ -70,8 +70,7 @@ def train_head(hyp: Hyp, features, labels: np.ndarray, train_idx: np.ndarray,
     else:
         def rows(idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:  # a streamed batch
             idx = np.sort(idx)  # sequential reads; the batch's order does not matter
-            part = torch.from_numpy(rows_of(features, train_idx[idx])).to(device)
-            return (part - mean) / std, y_tr[torch.from_numpy(idx).to(device)]
+            return read(train_idx[idx]), y_tr[torch.from_numpy(idx).to(device)]
 
         _fit_mlp(head, x_tr, y_tr, hyp, gen, rows=rows)
     head.eval()
@@ -80,8 +79,7 @@ def train_head(hyp: Hyp, features, labels: np.ndarray, train_idx: np.ndarray,
         pred_rows = min(8192, chunk_rows)
         for i in range(0, len(eval_idx), pred_rows):
             part = eval_idx[i:i + pred_rows]
-            x = torch.from_numpy(rows_of(features, part)).to(device)
-            probs[i:i + len(part)] = torch.softmax(head((x - mean) / std).float(), 1).cpu().numpy()
+            probs[i:i + len(part)] = torch.softmax(head(read(part)).float(), 1).cpu().numpy()
     given = np.asarray(labels)[eval_idx].astype(np.int64)
     loss = -np.log(np.clip(probs[np.arange(len(eval_idx)), given], 1e-12, None))
     # no training accuracy: a linear head on 1,280 features fits its half by design, and the

@@ -13,6 +13,11 @@ from dataclasses import asdict, dataclass, field, fields
 BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18",
              "resnet50", "efficientnet_b0", "convnext_tiny")
 TIMM = "timm:"
+
+
+def is_timm(name: str) -> bool:
+    return name.startswith(TIMM)
+
 # any torchvision classifier works by name; these are the ones documented and tested
 MODELS = ("auto", "smallcnn", *BACKBONES, "vit_b_16")
 
@@ -27,7 +32,7 @@ def backbone_name(text: str, *, known: tuple[str, ...] = BACKBONES) -> str:
     if text == "auto":
         return text
     for part in text.split("+"):
-        if part.startswith(TIMM):
+        if is_timm(part):
             import timm  # only for timm's names: the CLI starts without torch
             if not timm.is_model(part[len(TIMM):]):
                 raise ValueError(f"unknown timm model {part[len(TIMM):]!r}: valid names are "

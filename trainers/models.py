@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainers.hyp import MODELS, TIMM
+from trainers.hyp import MODELS, is_timm
 
 WHITEN_K = 2  # px: airbench's whitening patch
 SMALL_IMAGE_MAX = 64  # px: up to this size the small CNN is both faster and as accurate
@@ -93,7 +93,7 @@ class GrayToRGB(nn.Module):
 def resolve_model(name: str, image_size: int) -> str:
     if name == "auto":
         return "smallcnn" if image_size <= SMALL_IMAGE_MAX else "resnet18"
-    if name not in MODELS and not name.startswith(TIMM):
+    if name not in MODELS and not is_timm(name):
         raise ValueError(f"invalid model {name!r}: valid choices are {MODELS}, or timm:NAME")
     return name
 
@@ -127,7 +127,7 @@ def make_model(name: str, *, in_channels: int, num_classes: int, image_size: int
         return model
     import torchvision
 
-    from trainers.backbones import LITES, build, is_timm
+    from trainers.backbones import LITES, build
     if name in LITES or is_timm(name) or (pretrained and not weights):
         # the package's or the hub's weights, loaded strictly (backbones.WeightsMismatch)
         model, _ = build(name, size=image_size, weights=weights,

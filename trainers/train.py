@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from trainers.augment import batch_flip, batch_resized_crop, batch_translate, shift
 from trainers.data import ResidentFeed, ShardedImages, StreamFeed, make_feed
-from trainers.backbones import LITE0, SPECS, is_timm, spec_of
-from trainers.hyp import Hyp
+from trainers.backbones import LITE0, SPECS, spec_of
+from trainers.hyp import Hyp, is_timm
 from trainers.models import (IMAGENET_MEAN, IMAGENET_STD, SMALL_IMAGE_MAX, head_parameters,
                              make_model, resolve_model)
 
