@@ -34,8 +34,14 @@ def backbone_name(text: str, *, known: tuple[str, ...] = BACKBONES) -> str:
     for part in text.split("+"):
         if is_timm(part):
             import timm  # only for timm's names: the CLI starts without torch
-            if not timm.is_model(part[len(TIMM):]):
-                raise ValueError(f"unknown timm model {part[len(TIMM):]!r}: valid names are "
+            from timm.models import get_pretrained_cfg
+            name = part[len(TIMM):]
+            try:  # the tag after the dot too: timm raises on one it does not know
+                known_tag = get_pretrained_cfg(name) is not None or "." not in name
+            except RuntimeError:
+                known_tag = False
+            if not (timm.is_model(name) and known_tag):
+                raise ValueError(f"unknown timm model {name!r}: valid names are "
                                  "timm's, as timm.list_models(pretrained=True) lists them, "
                                  "e.g. timm:vit_small_patch14_dinov2.lvd142m")
         elif part not in known:

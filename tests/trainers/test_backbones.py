@@ -102,6 +102,8 @@ def test_backbone_names_take_any_ensemble_and_timm_models_and_list_the_valid_for
         backbone_name("resnet9")
     with pytest.raises(ValueError, match="unknown timm model 'not_a_model'"):
         backbone_name("timm:not_a_model")
+    with pytest.raises(ValueError, match=r"unknown timm model 'resnet18\.bogus'"):
+        backbone_name("timm:resnet18.bogus")  # a known model with a tag timm does not know
     assert model_name("vit_b_16") == "vit_b_16" and model_name("smallcnn") == "smallcnn"
     with pytest.raises(ValueError, match=r"invalid hyperparameters: backbone='timm:nope'"):
         Hyp(backbone="timm:nope").check()
