@@ -224,7 +224,9 @@ def model_and_training(d: dict) -> list[tuple[str, str]]:
                           + (", with its last 3 stages'" if d.get("embed_stages") else "")
                           + (f" ({weights}, sha256 {str(d.get('weights_sha256'))[:12]})"
                              if weights else "")),
-                ("training", f"a head per training: {head}")]
+                ("training", f"a head per training: {head}" + (
+                    ", fit again without what a cross-fit on its half flags"
+                    if d.get("head_prune") else ""))]
     if mode == "finetune":
         model = f"{model} fine-tuned from its pretrained weights"
     training = (f"{d.get('epochs')} epochs, batch {d.get('batch_size')}"

@@ -60,6 +60,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=192, help="px the backbones see")
     ap.add_argument("--l2", type=float, nargs="+", default=[300.0, 1000.0])
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--head-prune", action="store_true",
+                    help="prune each head's training half as a pass does (--head-prune, the "
+                    "default of a pass since it was measured); off: one fit per head, as the "
+                    "tables of BENCHMARKS.md before it were measured")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--flip", action="store_true",
                     help="also embed every image mirrored and average the two features (a "
@@ -118,7 +122,7 @@ def main() -> None:
     for cand in args.candidates:
         x = np.concatenate([features[p] for p in parts_of(cand)], 1)
         for l2 in args.l2:
-            hyp = replace(Hyp(mode="frozen"), head_l2=l2)
+            hyp = replace(Hyp(mode="frozen", head_prune=args.head_prune), head_l2=l2)
             rng = np.random.default_rng(0)
             probs, seen = np.zeros((n, len(classes))), np.zeros(n)
             acc_given, acc_true = [], []
@@ -182,7 +186,8 @@ def by_size(args, features, given, classes, parts_of, train_head, Hyp) -> None:
                 for draw in range(6):
                     pick = np.random.default_rng(draw).choice(len(given), n, replace=False)
                     tr, ev = pick[:n // 2], pick[n // 2:]
-                    out = train_head(replace(Hyp(mode="frozen"), head_l2=l2), x, given, tr, ev,
+                    out = train_head(replace(Hyp(mode="frozen", head_prune=args.head_prune),
+                                             head_l2=l2), x, given, tr, ev,
                                      seed=draw, num_classes=len(classes))
                     got.append(float((out.pred == given[ev]).mean()))
                 accs[l2] = float(np.mean(got))

@@ -11,12 +11,15 @@ scores the mean held-out probabilities as a weak pass does: average precision of
 self-confidence against the true labels, and the top N by self-confidence with N = confident
 learning's uncalibrated count (precision, recall). The variants:
 
-- base: the product's head (standardised features, L2 from the pass's config)
+- base: the product's head before --head-prune (standardised features, L2 from the
+  pass's config, one fit)
 - sqrt / l2-norm: each block of features (a backbone's final or stage features) square-rooted,
   or scaled to unit length, before the head (common fixes for pooled ReLU features)
 - L2 x0.3 / x3: a weaker or stronger L2
 - pruned: heads trained again without the images the first round's confident learning
   flagged (cleanlab's CleanLearning idea), predicting every held-out image
+- pruned inside: the same idea inside each training (`--head-prune`, a pass's default since
+  it was measured here): a cross-fit on the training half flags what its head leaves out
 - sharpened: the held-out probabilities temperature-scaled to the T that minimises their
   loss against the given labels (fit on the held-out predictions), before the count
 
@@ -41,7 +44,8 @@ from rounds import truth_of
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "results" / "head_variants.json"
-VARIANTS = ("base", "sqrt", "l2-norm", "L2 x0.3", "L2 x3", "pruned", "sharpened")
+VARIANTS = ("base", "sqrt", "l2-norm", "L2 x0.3", "L2 x3", "pruned", "pruned inside",
+            "sharpened")
 
 
 def blocks_of(spec) -> list[int]:
@@ -137,7 +141,7 @@ def one_pass(run_dir: Path) -> list[dict]:
     x = np.asarray(x, np.float32)
     widths = blocks_of(spec)
     assert sum(widths) == x.shape[1], (widths, x.shape)
-    hyp = replace(Hyp(mode="frozen"), head_l2=cfg.hyp.head_l2)
+    hyp = replace(Hyp(mode="frozen", head_prune=False), head_l2=cfg.hyp.head_l2)
     k = len(classes)
     base_mean = heads(hyp, x, given, k)
     base = score(base_mean, given, wrong)
@@ -151,6 +155,8 @@ def one_pass(run_dir: Path) -> list[dict]:
             mean = heads(replace(hyp, head_l2=hyp.head_l2 * factor), x, given, k)
         elif variant == "pruned":
             mean = heads(hyp, x, given, k, exclude=base["flagged"])
+        elif variant == "pruned inside":
+            mean = heads(replace(hyp, head_prune=True), x, given, k)
         elif variant == "sharpened":
             mean, t = sharpen(base_mean, given)
         else:

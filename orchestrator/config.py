@@ -163,6 +163,8 @@ class RunConfig:
         scan = d.pop("scan", None) or {k: d[k] for k in ("image_size", "min_per_class") if k in d}
         known = {f.name for f in fields(cls)} - {"scan", "rule", "hyp"}
         hyp = d.get("hyp") or {}
+        if isinstance(hyp, dict) and hyp and "head_prune" not in hyp:
+            hyp = {**hyp, "head_prune": False}  # recorded before heads were pruned: as trained
         return cls(**{k: v for k, v in d.items() if k in known}, scan=ScanSettings(**scan),
                    rule=DupeRule(**rule),
                    hyp=Hyp.from_dict(hyp) if isinstance(hyp, dict) else hyp)

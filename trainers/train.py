@@ -37,6 +37,7 @@ class HeldOut:
     train_accuracy: float  # on the (augmented) training half, last epoch
     seconds: float         # wall time of the training and the prediction
     epochs: "EpochRecord | None" = None  # with record_epochs: held-out metrics per epoch
+    left_out: int | None = None  # a pruned head: training images it was fit without
 
 
 @dataclass

@@ -123,7 +123,8 @@ def _frozen_plan(run: Run, cfg: RunConfig, prep: Prepared, todo: list, console: 
     t0 = time.perf_counter()
     rates = probe_frozen(prep.images.gather(sample), backbone=hyp.backbone, size=size,
                          weights=hyp.weights, threads=threads, n_images=data.n_images,
-                         device="cuda" if gpu else "cpu", stages=spec.stages)
+                         device="cuda" if gpu else "cpu", stages=spec.stages,
+                         prune=hyp.head_prune)
     spent_s += time.perf_counter() - t0
     try:
         plan = make_frozen_plan(hyp, data=data, slots=slots, trainings=len(todo), rates=rates,

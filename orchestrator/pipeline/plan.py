@@ -179,7 +179,8 @@ class Plan:
                 # the embedding's: what made the features, whatever the flag said
                 "backbone": self.embedding["backbone"] if self.embedding else h.backbone,
                 "head_hidden": h.head_hidden, "head_l2": h.head_l2,
-                "head_epochs": h.head_epochs, "embed_s": self.embed_s,
+                "head_prune": h.head_prune, "head_epochs": h.head_epochs,
+                "embed_s": self.embed_s,
                 **({"embed_size": self.embedding["size"],
                     "embed_stages": bool(self.embedding.get("stages")),
                     "weights_name": self.embedding["weights"],
@@ -219,8 +220,8 @@ PROBE_EMBED = 96
 
 
 def probe_frozen(images: np.ndarray, *, backbone: str, size: int, weights: str | None,
-                 threads: int, n_images: int, device: str = "cpu", stages: bool = False
-                 ) -> Probe:
+                 threads: int, n_images: int, device: str = "cpu", stages: bool = False,
+                 prune: bool = True) -> Probe:
     """One slot's speed in frozen mode: images embedded per second (one actor with
     `threads`), and the features of one head per second (a logistic regression on random
     features of the backbone's width, of up to 2,048 rows: a head's time grows with its rows)."""
@@ -241,7 +242,7 @@ def probe_frozen(images: np.ndarray, *, backbone: str, size: int, weights: str |
         fake = rng.standard_normal((2 * rows, feats.shape[1])).astype(np.float32)
         labels = rng.integers(0, 10, 2 * rows)
         t3 = time.perf_counter()
-        train_head(Hyp(), fake, labels, np.arange(rows), np.arange(rows, 2 * rows), seed=0,
+        train_head(Hyp(head_prune=prune), fake, labels, np.arange(rows), np.arange(rows, 2 * rows), seed=0,
                    num_classes=10)
         t4 = time.perf_counter()
     finally:

@@ -156,8 +156,8 @@ def _resolve_mode(hyp: Hyp, *, given, image_size: int, channels: int,
 
 # What each kind of training reads: a flag given for another is reported, never silently
 # ignored (issue #27)
-HEAD_ONLY = {"embed_size", "embed_stages", "head_hidden", "head_l2", "head_epochs", "head_lr",
-             "head_decay", "head_batch"}
+HEAD_ONLY = {"embed_size", "embed_stages", "head_hidden", "head_l2", "head_prune",
+             "head_epochs", "head_lr", "head_decay", "head_batch"}
 NETWORK_ONLY = {"model", "width", "stem_pool", "epochs", "batch_size", "lr", "momentum",
                 "weight_decay", "mixup", "flip", "translate", "whiten", "tta", "tta_shift",
                 "progressive", "crop_scale", "pretrained", "backbone_lr", "compile",

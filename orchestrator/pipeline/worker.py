@@ -13,6 +13,7 @@ import ray
 import torch
 from ray.train import get_context
 
+from analysis.confident import confident_thresholds, thresholds_json
 from orchestrator.run.records import Item
 from orchestrator.run.remote import ShardStore
 from trainers.data import choose_mode, make_feed
@@ -140,6 +141,12 @@ def worker_loop(config: dict) -> dict:
                        "train_accuracy": out.train_accuracy,
                        "heldout_accuracy": float((out.pred == labels[held]).mean()),
                        "n_heldout": int(len(held)), "worker": worker, "data_mode": mode}
+            if getattr(out, "left_out", None) is not None:  # a pruned head
+                metrics["left_out"] = out.left_out
+            # confident learning's per-class thresholds of these predictions: with them the
+            # analysis tests each prediction row alone, in its one streamed read
+            metrics["cl_thresholds"] = thresholds_json(confident_thresholds(
+                labels[held], out.probs, out.probs.shape[1]))
             ray.get(board.finish.remote(worker, item, table, metrics, epochs))
             done += 1
         except StopRequested:

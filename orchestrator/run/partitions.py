@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from analysis.confident import flags_by_training
 from analysis.probs import ProbSums, probs_matrix
 
 PREDICTIONS = "predictions"
@@ -146,27 +147,34 @@ def _damaged(run_dir: Path):
 
 
 def read_prediction_columns(run_dir: Path, *, batch_rows: int = 1 << 18,
-                            mean_probs: bool = False) -> dict[str, np.ndarray]:
+                            mean_probs: bool = False, thresholds: dict | None = None
+                            ) -> dict[str, np.ndarray]:
     """The held-out predictions as flat arrays, streamed batch by batch.
 
     Only the probability of the *given* label is kept from each `probs` vector, so memory
     grows with rows, not rows x classes (10M rows x 100 classes would be 4 GB of probs).
     With `mean_probs`, "mean_probs" is also returned: per sample, the mean of its held-out
     probability vectors (samples x classes; NaN rows for samples never predicted), summed
-    batch by batch, which is what cleanlab-style scores take.
+    batch by batch, which is what cleanlab-style scores take. With `thresholds` (per
+    training, as `analysis.confident` takes them) "confident" says of each row whether
+    confident learning flags it against its training's thresholds; absent when a training
+    has none.
     """
     root = Path(run_dir) / PREDICTIONS
     if not root.is_dir():
         raise FileNotFoundError(f"{root} does not exist: no training of this run has finished")
     with _damaged(run_dir):
-        return _read_prediction_columns(root, batch_rows, mean_probs)
+        return _read_prediction_columns(root, batch_rows, mean_probs, thresholds)
 
 
-def _read_prediction_columns(root: Path, batch_rows: int, mean_probs: bool) -> dict:
+def _read_prediction_columns(root: Path, batch_rows: int, mean_probs: bool,
+                             thresholds: dict | None) -> dict:
     dataset = pads.dataset(root, format="parquet", partitioning=PARTITIONING,
                            exclude_invalid_files=False, ignore_prefixes=[".", "_"])
     names = ["sample_id", "repeat", "fold", "label", "pred", "loss"]
     parts: dict[str, list] = {n: [] for n in names + ["prob_given"]}
+    if thresholds:
+        parts["confident"] = []
     sums = ProbSums()
     # Read-ahead bounded to a few batches: pyarrow's default (16 batches, 4 files) holds
     # ~1.7 GB of decoded probabilities at 100 classes, while decoding stays ahead of the
@@ -180,6 +188,13 @@ def _read_prediction_columns(root: Path, batch_rows: int, mean_probs: bool) -> d
         parts["prob_given"].append(flat[np.arange(len(label)), label])
         if mean_probs:
             sums.add(parts["sample_id"][-1], flat)
+        if "confident" in parts:
+            flags = flags_by_training(label, flat, parts["repeat"][-1], parts["fold"][-1],
+                                      thresholds)
+            if flags is None:  # a training recorded without them: none for the run
+                del parts["confident"]
+            else:
+                parts["confident"].append(flags)
     out = {n: (np.concatenate(v) if v else np.array([])) for n, v in parts.items()}
     if mean_probs:
         out["mean_probs"] = sums.mean()

@@ -34,7 +34,8 @@ def load_analysis(run, *, ledger: Path | str | None = None,
     train_acc = {k: m.get("train_accuracy", np.nan) for k, m in metrics.items()}
     confirmed = confirmed_mask(index["sha1"].to_numpy(), index["class_name"].to_numpy(),
                                read_ledger(run.ledger(ledger)))
-    analysis = analyze(index, run.prediction_columns(mean_probs=True), run.classes(),
+    columns = run.prediction_columns(mean_probs=True, thresholds=run.confident_thresholds())
+    analysis = analyze(index, columns, run.classes(),
                        rule=dataclasses.replace(cfg.rule, **implied(rule)),
                        confirmed=confirmed,
                        dynamics=load_dynamics(run, index["label"].to_numpy()),

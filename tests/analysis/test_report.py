@@ -350,10 +350,22 @@ def test_weak_models_select_by_ranking_and_the_report_says_why():
     assert weak.selected_by == "ranking" and "under 0.8" in weak.selected_why
     by_votes = analyze(*_random_run(400, 10, accuracy=0.6),
                        rule=DupeRule(">=2", min_ratio=0, select="votes"))
-    # how many: the smaller of the estimate and the votes' count
-    assert len(weak.dupes) == min(weak.num_confident, len(by_votes.dupes)) > 0
+    # how many: the smallest of confident learning's count of the mean, the images it flags
+    # in >= 2 of their trainings' own predictions, and the votes' count
+    steady = int((weak.votes["confident_votes"] >= 2).sum())
+    assert len(weak.dupes) == min(weak.num_confident, len(by_votes.dupes), steady) > 0
     assert weak.num_confident <= weak.num_issues  # before calibration: fewer
-    assert "the smaller of" in weak.selected_why
+    assert "the smallest of" in weak.selected_why and f"({steady:,})" in weak.selected_why
+    # a run recorded before the trainings' thresholds: the two estimates it has
+    from analysis.run_analysis import prediction_arrays
+    index, table, classes = _random_run(400, 10, accuracy=0.6)
+    cols = prediction_arrays(table)
+    del cols["confident"]
+    from analysis.probs import mean_probs_of
+    cols["mean_probs"] = mean_probs_of(table, num_samples=len(index))
+    old = analyze(index, cols, classes, rule=reachable)
+    assert "confident_votes" not in old.votes and "the smaller of" in old.selected_why
+    assert len(old.dupes) == min(old.num_confident, len(by_votes.dupes))
     # which: the most suspect first, and only images some model predicted wrong
     sc = weak.dupes["self_confidence"].to_numpy()
     assert (np.diff(sc) >= 0).all() and (weak.dupes["top_wrong_class"] >= 0).all()

@@ -53,10 +53,15 @@ def test_run_end_to_end_with_bad_files(tmp_path, capsys):
     assert schema.field("loss").type == pa.float32()
     assert schema.field("probs").type == pa.list_(pa.float32(), 3)
 
-    # the streamed reader (report, review) agrees with the whole-table path, batch by batch
+    # the streamed reader (report, review) agrees with the whole-table path, batch by batch;
+    # confident learning's flags too, from the thresholds each training recorded
     from analysis.run_analysis import prediction_arrays
-    streamed = partitions.read_prediction_columns(run, batch_rows=50)
+    from orchestrator.run.directory import Run
+    recorded = Run.open(run).confident_thresholds()
+    assert sorted(recorded) == [(r, f) for r in range(3) for f in range(2)]
+    streamed = partitions.read_prediction_columns(run, batch_rows=50, thresholds=recorded)
     whole = prediction_arrays(preds)
+    assert set(streamed) == set(whole)  # "confident" included
     order_s = np.lexsort((streamed["repeat"], streamed["sample_id"]))
     order_w = np.lexsort((whole["repeat"], whole["sample_id"]))
     for name, values in whole.items():

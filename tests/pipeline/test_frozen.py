@@ -43,7 +43,10 @@ def test_a_frozen_pass_through_the_cli_end_to_end(tmp_path, capsys):
     # each backbone's 1,280 final features and its last 3 stages' (Lite0 624, Lite2 680)
     assert emb["stages"] and len(shards) == 1 and np.load(shards[0]).shape == (32, 3864)
     votes = pd.read_parquet(run / "votes.parquet")
-    assert {"neighbours", "combined"} <= set(votes.columns)
+    assert {"neighbours", "combined", "confident_votes"} <= set(votes.columns)
+    # each head was pruned (--head-prune, the default), and recorded its thresholds
+    metrics = json.loads(sorted((run / "trainings").glob("r*_f*.json"))[0].read_text())
+    assert metrics["left_out"] >= 0 and len(metrics["cl_thresholds"]) == 2
     dupes = pd.read_csv(run / "dupes.csv")
     assert set(dupes["relpath"]) == {"blue/000.jpg", "red/001.jpg"}, dupes  # the two moved
     # the report names the backbone and its weights; --rank takes the neighbour score

@@ -40,7 +40,7 @@ def test_a_streamed_head_fits_the_resident_heads_model_a_chunk_at_a_time(tmp_pat
     order = np.random.default_rng(1).permutation(len(y))
     tr, ev = order[:900], order[900:]
     hyp = Hyp(mode="frozen", head_hidden=hidden, head_l2=30.0, head_epochs=20, head_batch=64,
-              head_lr=3e-3)
+              head_lr=3e-3, head_prune=False)
     resident = train_head(hyp, x, y, tr, ev, seed=3, num_classes=10)
     disk = CountingFeatures(paths, shard_of, row_of)
     streamed = train_head(hyp, disk, y, tr, ev, seed=3, num_classes=10, streamed=True,
@@ -57,3 +57,72 @@ def test_a_streamed_head_fits_the_resident_heads_model_a_chunk_at_a_time(tmp_pat
     again = train_head(hyp, CountingFeatures(paths, shard_of, row_of), y, tr, ev, seed=3,
                        num_classes=10)
     assert np.abs(again.probs - resident.probs).max() < 1e-5
+
+
+def test_a_pruned_head_streams_too(tmp_path):
+    paths, shard_of, row_of, x, y = digits_on_disk(tmp_path)
+    order = np.random.default_rng(1).permutation(len(y))
+    tr, ev = order[:900], order[900:]
+    hyp = Hyp(mode="frozen", head_l2=30.0)
+    resident = train_head(hyp, x, y, tr, ev, seed=3, num_classes=10)
+    disk = CountingFeatures(paths, shard_of, row_of)
+    streamed = train_head(hyp, disk, y, tr, ev, seed=3, num_classes=10, streamed=True,
+                          chunk_rows=128)
+    assert disk.largest <= 128  # the cross-fit's heads stream as the last one does
+    assert resident.left_out is not None and streamed.left_out is not None
+    # a borderline image may flip in or out between the two sums' last bits
+    assert abs(resident.left_out - streamed.left_out) <= 2
+    assert (resident.pred == streamed.pred).mean() > 0.99
+
+
+def noisy_digits(rate=0.2, seed=0):
+    d = load_digits()
+    x, true = d.data.astype(np.float32), d.target
+    rng = np.random.default_rng(seed)
+    given = true.copy()
+    flip = rng.random(len(true)) < rate
+    given[flip] = (true[flip] + rng.integers(1, 10, flip.sum())) % 10
+    return x, true, given, flip
+
+
+def test_a_pruned_head_leaves_out_the_wrong_labels_and_predicts_better():
+    from dataclasses import replace
+    x, true, given, flip = noisy_digits()
+    order = np.random.default_rng(1).permutation(len(given))
+    tr, ev = order[:900], order[900:]
+    hyp = Hyp(mode="frozen", head_l2=30.0)
+    assert hyp.head_prune  # the default
+    pruned = train_head(hyp, x, given, tr, ev, seed=3, num_classes=10)
+    plain = train_head(replace(hyp, head_prune=False), x, given, tr, ev, seed=3,
+                       num_classes=10)
+    assert plain.left_out is None and pruned.left_out > 0
+    from trainers.heads import prune_mask
+    drop = prune_mask(hyp, x, given, np.sort(tr), seed=3, num_classes=10)
+    assert drop.sum() == pruned.left_out
+    wrong = flip[np.sort(tr)]
+    assert wrong[drop].mean() > 0.7       # what it leaves out is mostly mislabelled ...
+    assert drop[wrong].mean() > 0.6       # ... and most of the mislabelled go
+    # cleaner training: better against the truth, and the wrong labels stand out more
+    assert (pruned.pred == true[ev]).mean() > (plain.pred == true[ev]).mean()
+    def mean_given(out):
+        return out.probs[np.arange(len(ev)), given[ev]][flip[ev]].mean()
+    assert mean_given(pruned) < mean_given(plain)
+
+
+def test_the_prune_keeps_half_of_a_class_and_every_image_of_a_rare_one():
+    from trainers.heads import PRUNE_MIN_CLASS, prune_mask
+    x, true, given, _ = noisy_digits(rate=0.0)
+    rng = np.random.default_rng(2)
+    tr = np.sort(rng.permutation(len(given))[:900])
+    y = given.copy()
+    sevens = tr[true[tr] == 7]
+    y[sevens[: int(len(sevens) * 0.8)]] = 1  # most of the 7s labelled 1
+    rare = tr[true[tr] == 3][: PRUNE_MIN_CLASS - 1]
+    y[true == 3] = 3
+    keep = np.setdiff1d(tr, tr[(true[tr] == 3)][PRUNE_MIN_CLASS - 1:])  # 3 images of "3"
+    drop = prune_mask(Hyp(mode="frozen", head_l2=30.0), x, y, keep, seed=0, num_classes=10)
+    labels = y[keep]
+    for k in range(10):
+        members = labels == k
+        assert drop[members].sum() <= members.sum() // 2, k
+    assert not drop[np.isin(keep, rare)].any()  # the rare class loses nothing
