@@ -42,9 +42,9 @@ class DupeRule:
     select: str = field(default="auto", metadata={
         "help": "how the dupe set is chosen: votes (the threshold and ratio above, the "
                 "original method), ranking (the N most suspect images by --rank, N = the "
-                "smaller of confident learning's count of confidently mislabelled images "
-                "(uncalibrated) and the votes' "
-                "count), or auto: ranking when the "
+                "smallest of the images confident learning flags in --threshold of their "
+                "held-out predictions, its count of confidently mislabelled images in their "
+                "mean (uncalibrated) and the votes' count), or auto: ranking when the "
                 "held-out accuracy is under 0.8, where votes of weak models flag far too much "
                 "(BENCHMARKS.md)", "choices": SELECTIONS})
     rank: str = field(default="combined", metadata={

@@ -10,9 +10,13 @@ scores every estimate below by the F1 of that top-N set against the planted or h
 on each pass it finds under --work (every `CASE/run-*` with the case's truth.json), so a
 change of the count is measured on all of them at once, not tuned on one:
 
-- product: the smaller of confident learning's uncalibrated count and the votes' count (>= 8
+- product: the smallest of confident learning's uncalibrated count, the votes' count (>= 8
   of the held-out predictions for one wrong class, that class >= 2x the label's mean
-  probability); confident learning's alone where the pass has too few repeats for 8 votes
+  probability) and, for passes whose trainings recorded their thresholds, "steady";
+  confident learning's alone where the pass has too few repeats for 8 votes
+- steady: images confident learning flags in >= 8 of their held-out predictions, each
+  training's predictions tested against that training's own thresholds (what a pass records
+  since --head-prune; n/a for older passes)
 - cl: confident learning's uncalibrated off-diagonal count (cleanlab's default estimate)
 - calibrated: its calibrated estimate (the report's noise estimate)
 - votes: the votes' count alone
@@ -43,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "results" / "count_rules.json"
 RULES = ("product", "cl", "calibrated", "votes", "both", "ratio3", "unanimous", "cl x acc",
-         "stable")
+         "stable", "steady")
 WEAK_BELOW = 0.8  # analysis.rule.RANKING_BELOW_ACCURACY
 
 
@@ -95,15 +99,19 @@ def counts(analysis, mean_probs: np.ndarray, opened) -> dict:
                     & (votes["mean_prob_suggested"] >= 2 * votes["mean_prob_given"])).sum())
     few = int(votes["n_evals"].max()) < 8
     cl = int(analysis.num_confident)
+    steady = (int((votes["confident_votes"] >= 8).sum()) if "confident_votes" in votes
+              and not few else None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         both = int(find_label_issues(y, p, filter_by="both", n_jobs=1).sum())
-    return {"product": cl if few else min(cl, by_votes), "cl": cl,
+    product = cl if few else min(cl, by_votes, *([steady] if steady is not None else []))
+    return {"product": product, "cl": cl,
             "calibrated": int(analysis.num_issues), "votes": None if few else by_votes,
             "both": both, "ratio3": int((other.max(1) >= 3 * given).sum()),
             "unanimous": int((votes["top_wrong_votes"] == votes["n_evals"]).sum()),
             "cl x acc": int(round(cl * float(analysis.accuracy["accuracy"].mean()))),
-            "stable": stable_count(opened, labels_by_id(votes), p.shape[1])}
+            "stable": stable_count(opened, labels_by_id(votes), p.shape[1]),
+            "steady": steady}
 
 
 def score_pass(run: Path) -> dict:

@@ -71,8 +71,8 @@ def main() -> None:
     feats = rng.standard_normal((10_000, 1280)).astype(np.float16)
     labels = rng.integers(0, 10, 10_000)
     t0 = time.perf_counter()
-    train_head(Hyp(head_prune=False), feats, labels, np.arange(5000), np.arange(5000, 10_000), seed=0,
-               num_classes=10)
+    train_head(Hyp(head_prune=False), feats, labels, np.arange(5000), np.arange(5000, 10_000),
+               seed=0, num_classes=10)
     head_s = time.perf_counter() - t0
     print(f"one head (one fit, unpruned), 5,000 x 1,280 features, 10 classes: {head_s:.2f} s")
     print("| backbone | features | input size | images/s | 1M images | 10M images |\n"

@@ -86,8 +86,8 @@ def one(folder: Path, streamed: bool, threads: int) -> dict:
     watch.start()
     t0 = time.perf_counter()
     # one fit: a pruned head (a pass's default) fits three in turn, two on a quarter each
-    out = train_head(Hyp(mode="frozen", head_prune=False), features, labels, order[:n // 2], order[n // 2:],
-                     seed=0, num_classes=10, streamed=streamed)
+    out = train_head(Hyp(mode="frozen", head_prune=False), features, labels, order[:n // 2],
+                     order[n // 2:], seed=0, num_classes=10, streamed=streamed)
     wall = time.perf_counter() - t0
     watch.stop.set()
     watch.join()

@@ -71,9 +71,9 @@ def prune_mask(hyp: Hyp, features, labels: np.ndarray, train_idx: np.ndarray, *,
     """Which of `train_idx` to leave out of a head (a bool mask in its order): the half is
     split in two by class, a head on each part predicts the other, and confident learning
     flags the images another class claims and predicts in those out-of-sample predictions
-    (`analysis.confident.confidently_wrong`, the analysis's count). Within a class the least confident of
-    its flagged go first, at most half of the class, none of a class under PRUNE_MIN_CLASS
-    images."""
+    (`analysis.confident.confidently_wrong`, the analysis's count). Within a class the least
+    confident of its flagged go first, at most half of the class, none of a class under
+    PRUNE_MIN_CLASS images."""
     y = np.asarray(labels, np.int64)[train_idx]
     rng = np.random.default_rng([int(seed), 0x9E3])
     part = np.zeros(len(train_idx), bool)

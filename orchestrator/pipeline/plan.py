@@ -242,8 +242,8 @@ def probe_frozen(images: np.ndarray, *, backbone: str, size: int, weights: str |
         fake = rng.standard_normal((2 * rows, feats.shape[1])).astype(np.float32)
         labels = rng.integers(0, 10, 2 * rows)
         t3 = time.perf_counter()
-        train_head(Hyp(head_prune=prune), fake, labels, np.arange(rows), np.arange(rows, 2 * rows), seed=0,
-                   num_classes=10)
+        train_head(Hyp(head_prune=prune), fake, labels, np.arange(rows),
+                   np.arange(rows, 2 * rows), seed=0, num_classes=10)
         t4 = time.perf_counter()
     finally:
         torch.set_num_threads(old)

@@ -60,3 +60,12 @@ def test_a_class_nobody_is_labelled_is_never_claimed():
 def test_thresholds_are_checked():
     with pytest.raises(ValueError, match="one row per label"):
         confident_thresholds(np.zeros(3, int), np.zeros((4, 2)), 2)
+
+
+def test_thresholds_go_through_json_and_back():
+    import json
+
+    from analysis.confident import thresholds_from_json, thresholds_json
+    t = np.array([0.25, np.inf, 0.5])
+    text = json.dumps(thresholds_json(t), allow_nan=False)  # strict JSON: no Infinity
+    np.testing.assert_array_equal(thresholds_from_json(json.loads(text)), t)

@@ -398,3 +398,17 @@ def test_a_threshold_given_without_a_selection_means_the_votes():
     assert implied({"rank": "mean_loss"}) == {"rank": "mean_loss"}
     with pytest.raises(ValueError, match="valid choices"):
         DupeRule(select="most")
+
+
+def test_the_training_row_says_whether_the_heads_were_pruned():
+    from analysis.report import model_and_training
+
+    frozen = {"mode": "frozen", "backbone": "efficientnet_lite0", "embed_size": 192,
+              "head_l2": 1000.0, "head_hidden": 0}
+    (_, model), (_, pruned) = model_and_training({**frozen, "head_prune": True})
+    assert model.startswith("frozen efficientnet_lite0 features at 192 px")
+    assert pruned == ("a head per training: logistic regression, L2 1000.0, fit again "
+                      "without what a cross-fit on its half flags")
+    # a run recorded before the prune (config.json without it) was fit once
+    assert model_and_training(frozen)[1][1] == ("a head per training: logistic regression, "
+                                                "L2 1000.0")

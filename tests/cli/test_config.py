@@ -116,6 +116,9 @@ def test_old_config_json_reads_into_the_typed_config():
     assert cfg.storage == "s3://b/runs/r1" and cfg.scan.image_size == 16
     assert cfg.rule == DupeRule(">=9", 0.0, True, "votes") and cfg.hyp.epochs == 3
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    # heads recorded before --head-prune existed were fit once: a resume trains alike
+    before = {k: v for k, v in Hyp().to_dict().items() if k != "head_prune"}
+    assert Hyp().head_prune and not RunConfig.from_dict({**old, "hyp": before}).hyp.head_prune
 
 
 def test_resume_config_applies_what_it_may_and_names_the_rest():
