@@ -133,7 +133,9 @@ class Hyp:
                           "probable than the label) are left out of the head that predicts "
                           "the held-out half (cleanlab's CleanLearning inside one training; "
                           "at most half of a class). About 2x a head's time; CIFAR-10N's AP "
-                          "0.680 -> 0.695 and 0.903 -> 0.931 (BENCHMARKS.md)")
+                          "0.682 -> 0.694 and 0.903 -> 0.932. Unless a flag says, a pass "
+                          "prunes from training halves of 1,000 images: smaller ones' "
+                          "quarters are too weak to flag by (BENCHMARKS.md)")
     head_epochs: int = hp(20, "frozen mode, hidden layer: passes over the training half", gt=0)
     head_lr: float = hp(1e-3, "frozen mode, hidden layer: peak AdamW learning rate (cosine "
                         "to 0)", gt=0)

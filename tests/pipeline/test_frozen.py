@@ -30,8 +30,9 @@ def write_colour(root, per_class=16, seed=0):
 def test_a_frozen_pass_through_the_cli_end_to_end(tmp_path, capsys):
     data = write_colour(tmp_path / "data")
     run = tmp_path / "run"
+    # --head-prune: a pass this small would not prune by itself (halves under 1,000 images)
     assert main(["run", str(data), "--out", str(run), "--repeats", "2", "--threshold",
-                 "2"]) == 0
+                 "2", "--head-prune"]) == 0
     out = capsys.readouterr().out
     ensemble = "efficientnet_lite0+efficientnet_lite2"  # the default: both, side by side
     assert f"frozen {ensemble} features at 192 px" in out and "colour images" in out
@@ -44,7 +45,7 @@ def test_a_frozen_pass_through_the_cli_end_to_end(tmp_path, capsys):
     assert emb["stages"] and len(shards) == 1 and np.load(shards[0]).shape == (32, 3864)
     votes = pd.read_parquet(run / "votes.parquet")
     assert {"neighbours", "combined", "confident_votes"} <= set(votes.columns)
-    # each head was pruned (--head-prune, the default), and recorded its thresholds
+    # each head was pruned, and recorded its thresholds
     metrics = json.loads(sorted((run / "trainings").glob("r*_f*.json"))[0].read_text())
     assert metrics["left_out"] >= 0 and len(metrics["cl_thresholds"]) == 2
     dupes = pd.read_csv(run / "dupes.csv")

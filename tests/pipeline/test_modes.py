@@ -99,6 +99,19 @@ def test_the_heads_l2_follows_the_size_of_a_training_half_unless_a_flag_sets_it(
     assert l2(400, head_l2=50.0) == (50.0, "")
 
 
+def test_heads_are_pruned_from_halves_of_1000_images_unless_a_flag_says():
+    def prune(n, **kw):
+        hyp, why = resolve_hyperparameters(Hyp(**kw), given=tuple(kw), n_images=n,
+                                           image_size=64, channels=3, gpu=False)
+        return hyp.head_prune, why.get("head_prune", "")
+    small, why = prune(1_998)
+    assert not small and why.startswith("off: heads on halves of 999 images, under 1,000")
+    large, why = prune(2_000)
+    assert large and why.startswith("on: heads on halves of 1,000 images")
+    assert prune(400, head_prune=True) == (True, "")
+    assert prune(10_000, head_prune=False) == (False, "")
+
+
 def test_a_hub_backbone_named_on_the_command_line_is_not_traded_for_the_small_cnn():
     # not in any cache here: auto keeps it (the pass downloads it, or says how to get it
     # offline) rather than training the small CNN the user did not ask for
