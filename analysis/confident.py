@@ -66,18 +66,18 @@ def flags_by_training(labels: np.ndarray, probs: np.ndarray, repeat: np.ndarray,
                       fold: np.ndarray, thresholds: dict) -> np.ndarray | None:
     """`confidently_wrong` of prediction rows of several trainings, each row against its own
     training's thresholds (`thresholds[(repeat, fold)]`, per class); None when a row's
-    training has none (a run recorded before they were)."""
+    training has none (a run recorded before they were). One training's rows at a time: a
+    batch holds few trainings, and per-row thresholds would be another rows x classes."""
+    labels = np.asarray(labels, np.int64)
     keys = np.asarray(repeat, np.int64) * 2 + np.asarray(fold, np.int64)
-    if not len(keys):
-        return np.zeros(0, bool)
-    table = np.full((int(keys.max()) + 1, probs.shape[1]), np.nan)
-    for (r, f), t in thresholds.items():
-        if r * 2 + f < len(table):
-            table[r * 2 + f] = t
-    rows = table[keys]
-    if np.isnan(rows).any():
-        return None
-    return confidently_wrong(labels, probs, rows)
+    out = np.zeros(len(labels), bool)
+    for k in np.unique(keys):
+        t = thresholds.get((int(k) // 2, int(k) % 2))
+        if t is None:
+            return None
+        rows = np.flatnonzero(keys == k)
+        out[rows] = confidently_wrong(labels[rows], probs[rows], t)
+    return out
 
 
 def thresholds_by_training(labels: np.ndarray, probs: np.ndarray, repeat: np.ndarray,

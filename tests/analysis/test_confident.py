@@ -43,6 +43,12 @@ def test_per_row_thresholds_test_each_row_against_its_own_training():
     got = confidently_wrong(labels, probs, rows)
     assert got.tolist() == (confidently_wrong(labels_a, probs_a, ta).tolist()
                             + confidently_wrong(labels_b, probs_b, tb).tolist())
+    from analysis.confident import flags_by_training
+    repeat = np.repeat([0, 1], [len(labels_a), len(labels_b)])
+    fold = np.zeros(len(labels), int)
+    assert flags_by_training(labels, probs, repeat, fold,
+                             {(0, 0): ta, (1, 0): tb}).tolist() == got.tolist()
+    assert flags_by_training(labels, probs, repeat, fold, {(0, 0): ta}) is None  # (1, 0)?
     # one threshold set for both would be another test
     assert got.tolist() != confidently_wrong(labels, probs, confident_thresholds(
         labels, probs, 6)).tolist()
