@@ -59,7 +59,14 @@ def confidently_wrong(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndar
     more probable than the label (its probability nudged up by the tolerance)."""
     labels = np.asarray(labels, np.int64)
     own = probs[np.arange(len(labels)), labels]
-    return off_diagonal(labels, probs, thresholds) & (probs.max(1) > own + TOLERANCE)
+    # the second test first: it takes one pass over the probabilities, and only the rows it
+    # keeps (the wrong predictions) need the threshold test's several
+    rows = np.flatnonzero(probs.max(1) > own + TOLERANCE)
+    out = np.zeros(len(labels), bool)
+    thresholds = np.asarray(thresholds)
+    out[rows] = off_diagonal(labels[rows], probs[rows],
+                             thresholds[rows] if thresholds.ndim == 2 else thresholds)
+    return out
 
 
 def flags_by_training(labels: np.ndarray, probs: np.ndarray, repeat: np.ndarray,

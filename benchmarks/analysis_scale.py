@@ -7,8 +7,11 @@ dir, then times the analysis in a fresh subprocess per case, as `dupes report` d
 streaming the predictions (only the given label's probability is kept per row, plus a
 running per-sample sum of the probability vectors for the scores), votes, dupes at the
 thresholds, per-training accuracy, cleanlab's scores and flags on the mean probabilities,
-the confusion matrix, and the top 50 losses. `--no-scores` leaves out the mean probabilities
-and cleanlab. Peak memory is that process's max RSS.
+the confusion matrix, and the top 50 losses; confident learning's flag of every row against
+its training's thresholds (a pass records them per training; the synthetic run writes them
+to thresholds.json) and the dupe count that takes them. `--no-scores` leaves out the mean
+probabilities, cleanlab and the flags; `--no-flags` the flags alone. Peak memory is that
+process's max RSS.
 Prints a table and writes benchmarks/results/analysis_scale.json.
 """
 from __future__ import annotations
@@ -35,8 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def write_run(run: Path, n: int, classes: int, repeats: int, seed: int = 0) -> None:
+    from analysis.confident import confident_thresholds, thresholds_json
     from orchestrator.run import partitions, rundir
     rng = np.random.default_rng(seed)
+    thresholds = {}
     labels = rng.integers(0, classes, n)
     run.mkdir(parents=True)
     rundir.write_parquet(run / "index.parquet", pd.DataFrame({
@@ -50,6 +55,7 @@ def write_run(run: Path, n: int, classes: int, repeats: int, seed: int = 0) -> N
             pred = np.where(rng.random(len(held)) < 0.9, lab, rng.integers(0, classes, len(held)))
             probs = rng.random((len(held), classes), dtype=np.float32)
             probs /= probs.sum(1, keepdims=True)
+            thresholds[f"{r},{f}"] = thresholds_json(confident_thresholds(lab, probs, classes))
             part = partitions.partition_dir(run, r, f)
             part.mkdir(parents=True)
             pq.write_table(pa.table({
@@ -58,18 +64,25 @@ def write_run(run: Path, n: int, classes: int, repeats: int, seed: int = 0) -> N
                 "loss": pa.array(-np.log(probs[np.arange(len(held)), lab]), pa.float32()),
                 "probs": pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), classes)}),
                 part / "part-0.parquet")
+    rundir.write_json(run / "thresholds.json", thresholds)
 
 
-def analyse(run: Path, classes: int, scores: bool) -> dict:
+def analyse(run: Path, classes: int, scores: bool, flags: bool) -> dict:
     """Runs in its own process: the timed part."""
     import resource
+
+    from analysis.confident import thresholds_from_json
 
     from analysis.losses import loss_stats, top_losses
     from analysis.rule import DupeRule
     from analysis.run_analysis import analyze
     from orchestrator.run import partitions
     t0 = time.perf_counter()
-    cols = partitions.read_prediction_columns(run, mean_probs=scores)
+    thresholds = None
+    if scores and flags:
+        thresholds = {tuple(int(v) for v in k.split(",")): thresholds_from_json(t) for k, t in
+                      json.loads((run / "thresholds.json").read_text()).items()}
+    cols = partitions.read_prediction_columns(run, mean_probs=scores, thresholds=thresholds)
     t1 = time.perf_counter()
     index = pd.read_parquet(run / "index.parquet")
     a = analyze(index, cols, [str(c) for c in range(classes)], scores=scores,
@@ -80,7 +93,8 @@ def analyse(run: Path, classes: int, scores: bool) -> dict:
     return {"read_s": t1 - t0, "analyze_s": t2 - t1, "top_losses_s": t3 - t2,
             "total_s": t3 - t0, "scores": scores, "n_top": len(top),
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-            "rows": a.n_prediction_rows, "n_dupes": len(a.dupes)}
+            "rows": a.n_prediction_rows, "n_dupes": len(a.dupes),
+            "flags": "confident_votes" in a.votes}
 
 
 def main() -> None:
@@ -90,11 +104,13 @@ def main() -> None:
     p.add_argument("--classes", type=int, nargs="+", default=[10, 100])
     p.add_argument("--no-scores", action="store_true",
                    help="votes, dupes and top losses only: no mean probabilities, no cleanlab")
-    p.add_argument("--_analyse", nargs=3, help=argparse.SUPPRESS)
+    p.add_argument("--no-flags", action="store_true",
+                   help="without confident learning's per-row flags (runs recorded before them)")
+    p.add_argument("--_analyse", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._analyse:
         print(json.dumps(analyse(Path(args._analyse[0]), int(args._analyse[1]),
-                                 args._analyse[2] == "1")))
+                                 args._analyse[2] == "1", args._analyse[3] == "1")))
         return
     rows = []
     for c in args.classes:
@@ -105,14 +121,16 @@ def main() -> None:
             gen = time.perf_counter() - t
             size = sum(f.stat().st_size for f in (tmp / "run").rglob("*.parquet")) / 2**30
             out = subprocess.run([sys.executable, __file__, "--_analyse", str(tmp / "run"), str(c),
-                                  "0" if args.no_scores else "1"],
+                                  "0" if args.no_scores else "1",
+                                  "0" if args.no_flags else "1"],
                                  capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         rows.append({"samples": args.samples, "classes": c, "parquet_gb": size,
                      "generate_s": gen, **r})
-    what = "votes, dupes, top losses" + ("" if args.no_scores else ", cleanlab scores, errors")
+    what = "votes, dupes, top losses" + ("" if args.no_scores else ", cleanlab scores, errors"
+                                          + ("" if args.no_flags else ", flags"))
     table = Table(title=f"analysis at scale ({platform.node()}): {what}")
     cols = ["samples", "classes", "rows", "parquet_gb", "read_s", "analyze_s", "top_losses_s",
             "total_s", "peak_rss_gb", "n_dupes"]
@@ -122,9 +140,11 @@ def main() -> None:
         table.add_row(*[f"{r[k]:.2f}" if isinstance(r[k], float) else f"{r[k]:,}" for k in cols])
     Console(width=200).print(table)
     out = ROOT / "benchmarks" / "results" / (
-        "analysis_scale_votes_only.json" if args.no_scores else "analysis_scale.json")
+        "analysis_scale_votes_only.json" if args.no_scores else
+        "analysis_scale_no_flags.json" if args.no_flags else "analysis_scale.json")
     out.write_text(json.dumps({"command": "python benchmarks/analysis_scale.py"
-                               + (" --no-scores" if args.no_scores else ""),
+                               + (" --no-scores" if args.no_scores else "")
+                               + (" --no-flags" if args.no_flags else ""),
                                "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                                "target": {"total_s": 10, "peak_rss_gb": 4}, "runs": rows},
                               indent=2) + "\n")
