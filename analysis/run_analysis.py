@@ -190,8 +190,9 @@ def select(analysis: Analysis, rule: DupeRule) -> Analysis:
         # training's predictions tested on their own. One count on the mean probabilities
         # takes in whatever a weak model's mean leans to; a flag that holds in 8 of 10
         # trainings is the votes' own idea, and with 10 repeats it is the smallest of the
-        # three on every pass measured (BENCHMARKS.md "Which count": the photos' set 122
-        # images at P 0.63 / R 0.78, where the count of the mean took 163 at P 0.52).
+        # three on every pass measured (BENCHMARKS.md "Which count": the photos' set 123
+        # images at P 0.634 / R 0.780, where the count of the mean took 161 at P 0.522; under
+        # heavier noise it trades recall for precision, said there).
         estimate = int(analysis.num_confident if analysis.num_confident is not None
                        else analysis.num_issues)
         evals = int(pool["n_evals"].max()) if len(pool) else 0
