@@ -66,7 +66,7 @@ class PeakAnon(threading.Thread):
             self.peak = max(self.peak, anon_mb())
 
 
-def one(folder: Path, streamed: bool, threads: int) -> dict:
+def one(folder: Path, streamed: bool, threads: int, prune: bool = False) -> dict:
     """One head in this process: its wall and this process's peak memory."""
     import torch
 
@@ -85,8 +85,9 @@ def one(folder: Path, streamed: bool, threads: int) -> dict:
     watch = PeakAnon()
     watch.start()
     t0 = time.perf_counter()
-    # one fit: a pruned head (a pass's default) fits three in turn, two on a quarter each
-    out = train_head(Hyp(mode="frozen", head_prune=False), features, labels, order[:n // 2],
+    # one fit, or with --head-prune (a pass's default from halves of 1,000 images) three in
+    # turn: a head on each half of the training half predicting the other, then the kept rows
+    out = train_head(Hyp(mode="frozen", head_prune=prune), features, labels, order[:n // 2],
                      order[n // 2:], seed=0, num_classes=10, streamed=streamed)
     wall = time.perf_counter() - t0
     watch.stop.set()
@@ -103,10 +104,13 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=3864, help="3,864: the default Lite0+Lite2 with "
                     "their stage features (2,560: their final features alone)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--head-prune", action="store_true",
+                    help="the pruned head (three fits; a pass's default from halves of 1,000)")
     ap.add_argument("--one", nargs=2, metavar=("FOLDER", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:  # a child: one configuration
-        print(json.dumps(one(Path(args.one[0]), args.one[1] == "streamed", args.threads)))
+        print(json.dumps(one(Path(args.one[0]), args.one[1] == "streamed", args.threads,
+                             args.head_prune)))
         return
     rows = []
     print("| rows (half) | dim | embeddings on disk | head | wall | the head's peak memory "
@@ -117,9 +121,12 @@ def main() -> None:
             write(Path(tmp), n, args.dim)
             for mode in ("resident", "streamed"):
                 res = subprocess.run([sys.executable, __file__, "--one", tmp, mode,
-                                      "--threads", str(args.threads)], check=True,
+                                      "--threads", str(args.threads),
+                                      *(["--head-prune"] if args.head_prune else [])],
+                                     check=True,
                                      capture_output=True, text=True)
                 r = {"rows": n, "dim": args.dim, "disk_mb": n * args.dim * 2 / 2**20,
+                     "head_prune": args.head_prune,
                      **json.loads(res.stdout.strip().splitlines()[-1])}
                 rows.append(r)
                 print(f"| {n:,} ({n // 2:,}) | {args.dim:,} | {r['disk_mb']:,.0f} MB | {mode} | "
