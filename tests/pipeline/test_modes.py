@@ -87,29 +87,29 @@ def test_an_ensemble_refuses_fine_tuning_and_a_single_weights_file(tmp_path):
                                 n_images=100, image_size=64, channels=3, gpu=False)
 
 
+def head_setting(name: str, n: int, **given) -> tuple:
+    """A colour pass's frozen-head setting `name` over `n` images, `given` as flags, and why
+    the pass chose it ("" when a flag did)."""
+    hyp, why = resolve_hyperparameters(Hyp(**given), given=tuple(given), n_images=n,
+                                       image_size=64, channels=3, gpu=False)
+    return getattr(hyp, name), why.get(name, "")
+
+
 def test_the_heads_l2_follows_the_size_of_a_training_half_unless_a_flag_sets_it():
-    def l2(n, **kw):
-        hyp, why = resolve_hyperparameters(Hyp(**kw), given=tuple(kw), n_images=n,
-                                           image_size=64, channels=3, gpu=False)
-        return hyp.head_l2, why.get("head_l2", "")
-    small, why = l2(400)
+    small, why = head_setting("head_l2", 400)
     assert small == 300 and "halves of 200 images, under 500" in why
-    large, why = l2(10_000)
+    large, why = head_setting("head_l2", 10_000)
     assert large == 1000 and "halves of 5,000" in why
-    assert l2(400, head_l2=50.0) == (50.0, "")
+    assert head_setting("head_l2", 400, head_l2=50.0) == (50.0, "")
 
 
 def test_heads_are_pruned_from_halves_of_1000_images_unless_a_flag_says():
-    def prune(n, **kw):
-        hyp, why = resolve_hyperparameters(Hyp(**kw), given=tuple(kw), n_images=n,
-                                           image_size=64, channels=3, gpu=False)
-        return hyp.head_prune, why.get("head_prune", "")
-    small, why = prune(1_998)
+    small, why = head_setting("head_prune", 1_998)
     assert not small and why.startswith("off: heads on halves of 999 images, under 1,000")
-    large, why = prune(2_000)
+    large, why = head_setting("head_prune", 2_000)
     assert large and why.startswith("on: heads on halves of 1,000 images")
-    assert prune(400, head_prune=True) == (True, "")
-    assert prune(10_000, head_prune=False) == (False, "")
+    assert head_setting("head_prune", 400, head_prune=True) == (True, "")
+    assert head_setting("head_prune", 10_000, head_prune=False) == (False, "")
 
 
 def test_a_hub_backbone_named_on_the_command_line_is_not_traded_for_the_small_cnn():
