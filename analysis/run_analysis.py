@@ -196,7 +196,11 @@ def select(analysis: Analysis, rule: DupeRule) -> Analysis:
         estimate = int(analysis.num_confident if analysis.num_confident is not None
                        else analysis.num_issues)
         evals = int(pool["n_evals"].max()) if len(pool) else 0
-        if "confident_votes" in pool and rule.votes.low <= evals:
+        if rule.count == "mean":  # --count mean: recall first, the user's choice
+            count = estimate
+            why = (f"{why}; as many as the images confident learning counts as confidently "
+                   f"mislabelled in their mean ({estimate:,}; --count mean)")
+        elif "confident_votes" in pool and rule.votes.low <= evals:
             steady = int(rule.votes.mask(pool["confident_votes"].to_numpy()).sum())
             count = min(estimate, len(dupes), steady)
             why = (f"{why}; as many as the smallest of the images confident learning flags "

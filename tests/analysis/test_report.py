@@ -412,3 +412,18 @@ def test_the_training_row_says_whether_the_heads_were_pruned():
     # a run recorded before the prune (config.json without it) was fit once
     assert model_and_training(frozen)[1][1] == ("a head per training: logistic regression, "
                                                 "L2 1000.0")
+
+
+def test_count_mean_takes_confident_learnings_count_of_the_mean_alone():
+    run = _random_run(1000, 10, accuracy=0.6, noise=0.1, repeats=10)
+    smallest = analyze(*run, rule=DupeRule())
+    mean = analyze(*run, rule=DupeRule(count="mean"))
+    assert mean.selected_by == "ranking" and "--count mean" in mean.selected_why
+    assert len(mean.dupes) == mean.num_confident != len(smallest.dupes)
+    # the same ranking: the smaller set is the top of the larger
+    top = min(len(mean.dupes), len(smallest.dupes))
+    assert (mean.dupes["sample_id"].to_numpy()[:top]
+            == smallest.dupes["sample_id"].to_numpy()[:top]).all()
+    with pytest.raises(ValueError, match="valid choices are"):
+        DupeRule(count="most")
+    assert DupeRule(count="mean").with_threshold("9").count == "mean"
