@@ -40,11 +40,18 @@ def thresholds_from_json(values: list) -> np.ndarray:
     return np.array([np.inf if v is None else float(v) for v in values], np.float64)
 
 
+def recorded_thresholds(metrics: dict) -> dict:
+    """Each training's thresholds from its metrics (`cl_thresholds`, {(repeat, fold): metrics}
+    as a run keeps them); trainings recorded without them are left out, and a reader then
+    flags no row."""
+    return {item: thresholds_from_json(m["cl_thresholds"])
+            for item, m in metrics.items() if m.get("cl_thresholds")}
+
+
 def off_diagonal(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Rows off the confident joint's diagonal (cleanlab's rules, ties included): a row at or
     above one class's threshold is counted for that class, above several for its most probable
-    class; off the diagonal when that class is not its label. `thresholds` is per class, or
-    per row (rows x classes: each row its own training's)."""
+    class; off the diagonal when that class is not its label. `thresholds` is per class."""
     labels = np.asarray(labels, np.int64)
     above = probs >= np.asarray(thresholds) - TOLERANCE
     n_above = above.sum(1)
@@ -63,9 +70,7 @@ def confidently_wrong(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndar
     # keeps (the wrong predictions) need the threshold test's several
     rows = np.flatnonzero(probs.max(1) > own + TOLERANCE)
     out = np.zeros(len(labels), bool)
-    thresholds = np.asarray(thresholds)
-    out[rows] = off_diagonal(labels[rows], probs[rows],
-                             thresholds[rows] if thresholds.ndim == 2 else thresholds)
+    out[rows] = off_diagonal(labels[rows], probs[rows], thresholds)
     return out
 
 
@@ -76,14 +81,11 @@ def flags_by_training(labels: np.ndarray, probs: np.ndarray, repeat: np.ndarray,
     training has none (a run recorded before they were). One training's rows at a time: a
     batch holds few trainings, and per-row thresholds would be another rows x classes."""
     labels = np.asarray(labels, np.int64)
-    keys = np.asarray(repeat, np.int64) * 2 + np.asarray(fold, np.int64)
     out = np.zeros(len(labels), bool)
-    for k in np.unique(keys):
-        t = thresholds.get((int(k) // 2, int(k) % 2))
-        if t is None:
+    for item, rows in _trainings(repeat, fold):
+        if item not in thresholds:
             return None
-        rows = np.flatnonzero(keys == k)
-        out[rows] = confidently_wrong(labels[rows], probs[rows], t)
+        out[rows] = confidently_wrong(labels[rows], probs[rows], thresholds[item])
     return out
 
 
@@ -91,7 +93,12 @@ def thresholds_by_training(labels: np.ndarray, probs: np.ndarray, repeat: np.nda
                            fold: np.ndarray, num_classes: int) -> dict:
     """Each training's thresholds from its own rows (what the worker records, for a table
     held whole)."""
-    keys = np.asarray(repeat, np.int64) * 2 + np.asarray(fold, np.int64)
-    return {(int(k) // 2, int(k) % 2): confident_thresholds(labels[keys == k], probs[keys == k],
-                                                             num_classes)
-            for k in np.unique(keys)}
+    return {item: confident_thresholds(labels[rows], probs[rows], num_classes)
+            for item, rows in _trainings(repeat, fold)}
+
+
+def _trainings(repeat: np.ndarray, fold: np.ndarray):
+    """Each training among prediction rows, (repeat, fold), and its rows' positions."""
+    keys = np.asarray(repeat, np.int64) * 2 + np.asarray(fold, np.int64)  # folds are 0 and 1
+    for k in np.unique(keys):
+        yield (int(k) // 2, int(k) % 2), np.flatnonzero(keys == k)

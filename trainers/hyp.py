@@ -132,7 +132,7 @@ class Hyp:
                           "learning flags there (another class above its threshold and more "
                           "probable than the label) are left out of the head that predicts "
                           "the held-out half (cleanlab's CleanLearning inside one training; "
-                          "at most half of a class). About 2x a head's time; CIFAR-10N's AP "
+                          "at most half of a class). 1.3-1.7x a head's time; CIFAR-10N's AP "
                           "0.682 -> 0.694 and 0.903 -> 0.932. Unless a flag says, a pass "
                           "prunes from training halves of 1,000 images: smaller ones' "
                           "quarters are too weak to flag by (BENCHMARKS.md)")

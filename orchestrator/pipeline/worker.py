@@ -141,7 +141,7 @@ def worker_loop(config: dict) -> dict:
                        "train_accuracy": out.train_accuracy,
                        "heldout_accuracy": float((out.pred == labels[held]).mean()),
                        "n_heldout": int(len(held)), "worker": worker, "data_mode": mode}
-            if getattr(out, "left_out", None) is not None:  # a pruned head
+            if out.left_out is not None:  # a pruned head
                 metrics["left_out"] = out.left_out
             # confident learning's per-class thresholds of these predictions: with them the
             # analysis tests each prediction row alone, in its one streamed read

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from analysis.confident import thresholds_from_json
 from orchestrator.config import RunConfig
 from orchestrator.errors import RunError
 from orchestrator.run import rundir, storage
@@ -265,13 +264,6 @@ class Run(RunFiles):
         return {(m["repeat"], m["fold"]): m for m in
                 (rundir.read_json(p) for p in sorted(
                     (self.path / partitions.TRAININGS).glob("r*_f*.json")))}
-
-    def confident_thresholds(self) -> dict[Item, np.ndarray]:
-        """Confident learning's per-class thresholds of each training's held-out predictions
-        (its metrics' `cl_thresholds`, recorded since the dupe count uses them); trainings
-        recorded without them are missing, and the reader then flags no row."""
-        return {item: thresholds_from_json(m["cl_thresholds"])
-                for item, m in self.training_metrics().items() if m.get("cl_thresholds")}
 
     def train_storage(self) -> dict:
         """Where Ray Train keeps its run state: RUN/ray, in the bucket for a bucket run (every

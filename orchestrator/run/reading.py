@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.confident import recorded_thresholds
 from analysis.dynamics import DynamicsSums
 from analysis.losses import loss_stats, top_losses
 from analysis.rule import DupeRule, implied
@@ -34,7 +35,8 @@ def load_analysis(run, *, ledger: Path | str | None = None,
     train_acc = {k: m.get("train_accuracy", np.nan) for k, m in metrics.items()}
     confirmed = confirmed_mask(index["sha1"].to_numpy(), index["class_name"].to_numpy(),
                                read_ledger(run.ledger(ledger)))
-    columns = run.prediction_columns(mean_probs=True, thresholds=run.confident_thresholds())
+    # the metrics read above: each training's thresholds are in them
+    columns = run.prediction_columns(mean_probs=True, thresholds=recorded_thresholds(metrics))
     analysis = analyze(index, columns, run.classes(),
                        rule=dataclasses.replace(cfg.rule, **implied(rule)),
                        confirmed=confirmed,

@@ -33,21 +33,22 @@ def test_off_diagonal_rows_and_the_count_are_cleanlabs(seed):
     assert wrong.sum() == label_quality(labels, probs)[3]  # the analysis's num_confident
 
 
-def test_per_row_thresholds_test_each_row_against_its_own_training():
+def test_each_training_s_rows_are_tested_against_its_own_thresholds():
+    from analysis.confident import flags_by_training, thresholds_by_training
     labels_a, probs_a = random_predictions(0)
     labels_b, probs_b = random_predictions(1, concentration=2.0)
     probs_b = 0.5 * probs_b + 0.5 * np.eye(6, dtype=np.float32)[labels_b]  # a better model
     labels, probs = np.concatenate([labels_a, labels_b]), np.concatenate([probs_a, probs_b])
     ta, tb = confident_thresholds(labels_a, probs_a, 6), confident_thresholds(labels_b, probs_b, 6)
-    rows = np.concatenate([np.tile(ta, (len(labels_a), 1)), np.tile(tb, (len(labels_b), 1))])
-    got = confidently_wrong(labels, probs, rows)
-    assert got.tolist() == (confidently_wrong(labels_a, probs_a, ta).tolist()
-                            + confidently_wrong(labels_b, probs_b, tb).tolist())
-    from analysis.confident import flags_by_training
     repeat = np.repeat([0, 1], [len(labels_a), len(labels_b)])
     fold = np.zeros(len(labels), int)
-    assert flags_by_training(labels, probs, repeat, fold,
-                             {(0, 0): ta, (1, 0): tb}).tolist() == got.tolist()
+    got = flags_by_training(labels, probs, repeat, fold, {(0, 0): ta, (1, 0): tb})
+    assert got.tolist() == (confidently_wrong(labels_a, probs_a, ta).tolist()
+                            + confidently_wrong(labels_b, probs_b, tb).tolist())
+    by_rows = thresholds_by_training(labels, probs, repeat, fold, 6)  # a table held whole
+    assert sorted(by_rows) == [(0, 0), (1, 0)]
+    np.testing.assert_array_equal(by_rows[(0, 0)], ta)
+    np.testing.assert_array_equal(by_rows[(1, 0)], tb)
     assert flags_by_training(labels, probs, repeat, fold, {(0, 0): ta}) is None  # (1, 0)?
     # one threshold set for both would be another test
     assert got.tolist() != confidently_wrong(labels, probs, confident_thresholds(

@@ -56,8 +56,9 @@ def test_run_end_to_end_with_bad_files(tmp_path, capsys):
     # the streamed reader (report, review) agrees with the whole-table path, batch by batch;
     # confident learning's flags too, from the thresholds each training recorded
     from analysis.run_analysis import prediction_arrays
+    from analysis.confident import recorded_thresholds
     from orchestrator.run.directory import Run
-    recorded = Run.open(run).confident_thresholds()
+    recorded = recorded_thresholds(Run.open(run).training_metrics())
     assert sorted(recorded) == [(r, f) for r in range(3) for f in range(2)]
     streamed = partitions.read_prediction_columns(run, batch_rows=50, thresholds=recorded)
     whole = prediction_arrays(preds)
